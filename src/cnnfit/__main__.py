@@ -1,0 +1,5 @@
+import sys
+
+from cnnfit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""`cnnfit COMMAND key=value ...`: parse, call the pipeline, render with rich. Bad input -> one line, exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from cnnfit.errors import CnnfitError
+
+USAGE = """usage: cnnfit COMMAND [ARGS] [key=value ...]
+
+commands:
+  train   [key=value ...] [config=file.yaml]   train, then evaluate on the test split
+  eval    RUN                                   test-split metrics of a run's best.pt
+  predict RUN PATHS... [topk=5] [out=file.csv]  top-k classes for image files, folders or globs
+  models                                        the registered models
+
+`cnnfit COMMAND --help` lists that command's keys and defaults."""
+
+_OPTIONS = {
+    "eval": {"device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
+    "predict": {"topk": ("5", "classes per image"), "out": ("RUN/predict.csv", "CSV to write"),
+                "device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
+}
+
+
+def _help(console: Console, command: str) -> None:
+    if command == "train":
+        from cnnfit.config import help_text
+
+        table = Table(title="cnnfit train key=value ...  (also config=file.yaml; file < command line)")
+        for col in ("key", "default", "meaning"):
+            table.add_column(col)
+        for row in help_text():
+            table.add_row(*row)
+        console.print(table)
+    elif command in _OPTIONS:
+        console.print(USAGE.splitlines()[3 + list(_OPTIONS).index(command)].strip())
+        for key, (default, meaning) in _OPTIONS[command].items():
+            console.print(f"  {key}={default:<16} {meaning}")
+    else:
+        console.print(USAGE, highlight=False)
+
+
+def _split_args(command: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
+    positional, options = [], {}
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if eq and key in _OPTIONS[command]:
+            options[key] = value
+        elif eq and "/" not in key and "*" not in key:
+            valid = ", ".join(_OPTIONS[command])
+            raise CnnfitError(f"unknown key '{key}' for cnnfit {command}; valid keys: {valid}")
+        else:
+            positional.append(arg)
+    return positional, options
+
+
+def _run(argv: list[str], console: Console) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        _help(console, "")
+        return 0
+    command, args = argv[0], argv[1:]
+    if command not in ("train", "eval", "predict", "models"):
+        raise CnnfitError(f"unknown command '{command}'; choose from: train, eval, predict, models")
+    if "-h" in args or "--help" in args:
+        _help(console, command)
+        return 0
+    if command == "train":
+        from cnnfit.config import load_config
+
+        cfg = load_config(args)
+        from cnnfit.pipeline import train
+
+        train(cfg, console=console)
+    elif command == "models":
+        from cnnfit import models
+
+        table = Table(title="cnnfit models (parameters for 10 classes, 3 channels)")
+        for col in ("name", "parameters", "min size"):
+            table.add_column(col)
+        for name in models.list_models():
+            n = sum(p.numel() for p in models.create(name, num_classes=10, in_chans=3).parameters())
+            table.add_row(name, f"{n:,}", f"{models.min_size(name)} px")
+        console.print(table)
+    else:
+        positional, options = _split_args(command, args)
+        if not positional:
+            raise CnnfitError(f"cnnfit {command} needs a run directory, e.g. cnnfit {command} runs/train")
+        from cnnfit import pipeline
+
+        if command == "eval":
+            if len(positional) > 1:
+                raise CnnfitError(f"cnnfit eval takes one run directory, got {len(positional)} paths")
+            pipeline.evaluate(positional[0], console=console, device=options.get("device", "auto"))
+        else:
+            if len(positional) < 2:
+                raise CnnfitError("cnnfit predict needs image files, folders or globs after the run directory")
+            try:
+                topk = int(options.get("topk", 5))
+            except ValueError:
+                raise CnnfitError(f"topk={options['topk']!r} is invalid: use a whole number such as topk=3") from None
+            pipeline.predict(positional[0], positional[1:], topk=topk, out=options.get("out"),
+                             device=options.get("device", "auto"), console=console)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console()
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv), console)
+    except CnnfitError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

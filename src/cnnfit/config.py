@@ -1,0 +1,203 @@
+"""Every setting of a run in one tree of frozen pydantic models, loaded from defaults < file < CLI.
+
+`None` means "auto": the pipeline resolves it and records the reason, and the resolved tree is what
+`config.yaml` holds, so `cnnfit train config=runs/x/config.yaml` repeats the run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cnnfit.errors import CnnfitError
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Group):
+    source: str = Field("digits", description="digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, "
+                        "a folder of class folders, a .zip of them, or a .npz")
+    imgsz: int | None = Field(None, ge=4, le=1024, description="square input size in pixels; auto: native size")
+    channels: Literal[1, 3] | None = Field(None, description="1 or 3; auto: 1 when every image is grayscale")
+    resize: Literal["squash", "crop", "pad"] = Field("squash", description="how non-square images become square")
+    val: float = Field(0.15, gt=0.0, lt=1.0, description="validation fraction when the source has no val split")
+    test: float = Field(0.15, gt=0.0, lt=1.0, description="test fraction when the source has no test split")
+    cache: bool = Field(True, description="decode once and memory-map later runs")
+    workers: int | None = Field(None, ge=1, description="decoding threads; auto: all cores")
+
+
+class ModelConfig(_Group):
+    name: str = Field("simplecnn", description="a registered model (see `cnnfit models`)")
+
+
+class OptimConfig(_Group):
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("adamw", description="optimizer")
+    lr: float | None = Field(None, gt=0, description="peak learning rate; auto: 1e-3 (adam family), 0.05 (sgd)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd and rmsprop momentum")
+    nesterov: bool = Field(False, description="nesterov momentum (sgd)")
+    weight_decay: float | None = Field(None, ge=0, description="L2 / decoupled decay; auto: 0.05 adamw, 5e-4 sgd, 0 else")
+
+
+class ScheduleConfig(_Group):
+    name: Literal["cosine", "onecycle", "step", "constant"] = Field("cosine", description="LR schedule")
+    warmup: float = Field(0.0, ge=0, description="linear warmup length in epochs (fractions allowed)")
+    step_size: int = Field(10, gt=0, description="epochs between decays (step)")
+    gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step)")
+
+
+class TrainConfig(_Group):
+    epochs: int = Field(10, gt=0, description="passes over the training split")
+    batch: int = Field(64, gt=0, description="images per step")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    seed: int = Field(0, ge=0, description="seed for split, init, order and augmentation")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision; auto: measured default per device")
+    channels_last: bool | None = Field(None, description="NHWC memory layout; auto: measured default per device")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
+    monitor: Literal["val_acc", "val_loss"] = Field("val_acc", description="metric that picks best.pt and early stopping")
+    patience: int = Field(0, ge=0, description="early stopping after this many epochs without improvement; 0: off")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+    log_every: int = Field(25, gt=0, description="steps between progress updates (each one syncs the device)")
+
+
+class AugConfig(_Group):
+    hflip: bool = Field(False, description="random horizontal flip")
+    vflip: bool = Field(False, description="random vertical flip")
+    shift: float = Field(0.0, ge=0, le=0.5, description="random translation, fraction of the image size (pad + crop)")
+
+
+class Config(_Group):
+    name: str = Field("train", min_length=1, description="run name; a free one is chosen if taken (train2, ...)")
+    project: str = Field("runs", min_length=1, description="folder that holds run directories")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+    aug: AugConfig = AugConfig()
+
+
+# The keys people type most, short; everything else is dotted.
+SHORT_KEYS = {
+    "data": "data.source", "model": "model.name", "optim": "optim.name", "schedule": "schedule.name",
+    "epochs": "train.epochs", "batch": "train.batch", "lr": "optim.lr", "imgsz": "data.imgsz",
+    "device": "train.device", "seed": "train.seed", "amp": "train.amp", "patience": "train.patience",
+}
+
+
+def _leaf_fields(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(_leaf_fields(ann, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = field
+    return out
+
+
+VALID_KEYS = _leaf_fields(Config)
+
+
+def _canonical(key: str) -> str:
+    key = SHORT_KEYS.get(key, key)
+    if key not in VALID_KEYS:
+        close = difflib.get_close_matches(key, list(VALID_KEYS) + list(SHORT_KEYS), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise CnnfitError(f"unknown key '{key}'{hint} (`cnnfit train --help` lists every key)")
+    return key
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested YAML mapping -> dotted keys, so files and the command line share one path."""
+    flat = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _parse_value(text: str) -> Any:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise CnnfitError(f"config file '{path}' not found; pass an existing YAML file as config=PATH")
+    try:
+        tree = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CnnfitError(f"config file '{path}' is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise CnnfitError(f"config file '{path}' must hold a mapping of keys to values")
+    return _flatten(tree)
+
+
+def _describe(err: dict, values: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+    # pydantic reports literal/union errors per branch: keep the first, most readable, path
+    for valid in VALID_KEYS:
+        if key.startswith(valid):
+            key = valid
+            break
+    got = values.get(key, err.get("input"))
+    return f"{key}={got!r} is invalid: {err['msg'][0].lower()}{err['msg'][1:]}"
+
+
+def load_config(args: list[str] | None = None, **overrides: Any) -> Config:
+    """Build a Config from `key=value` strings (and/or keyword overrides); defaults < file < args."""
+    flat: dict[str, Any] = {}
+    pairs: list[tuple[str, Any]] = []
+    for arg in args or []:
+        if "=" not in arg:
+            raise CnnfitError(f"expected key=value, got '{arg}' (for example: epochs=5)")
+        key, _, text = arg.partition("=")
+        pairs.append((key.strip(), _parse_value(text)))
+    pairs += [(k.replace("__", "."), v) for k, v in overrides.items()]
+    for key, value in pairs:
+        if key == "config":
+            flat.update(_read_file(str(value)))
+    for key, value in pairs:
+        if key != "config":
+            flat[key] = value
+    values = {_canonical(k): v for k, v in flat.items()}
+    tree: dict[str, Any] = {}
+    for key, value in values.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = str(value) if isinstance(value, Path) else value
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise CnnfitError(_describe(exc.errors()[0], values)) from None
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def help_text() -> list[tuple[str, str, str]]:
+    """(key, default, description) for every key, short names first where they exist."""
+    short_for = {v: k for k, v in SHORT_KEYS.items()}
+    rows = []
+    for key, field in VALID_KEYS.items():
+        shown = f"{short_for[key]} ({key})" if key in short_for else key
+        default = "auto" if field.default is None else str(field.default)
+        rows.append((shown, default, field.description or ""))
+    return rows

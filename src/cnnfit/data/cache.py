@@ -1,0 +1,79 @@
+"""Decode once, memory-map afterwards: one uint8 .npy per (source content, size, channels, resize).
+
+Entries are written into a temporary folder and renamed into place, so a crash never leaves a
+half-written entry that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from cnnfit.data.imageset import ImageSet
+from cnnfit.data.sources import SourceRef, read
+
+CACHE_VERSION = 1  # bump when decoding changes, so old entries are never reused
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CNNFIT_CACHE", Path.home() / ".cache" / "cnnfit" / "cache")).expanduser()
+
+
+def cache_key(ref: SourceRef, size: int | None, channels: int | None, resize: str) -> str:
+    text = f"v{CACHE_VERSION}|{ref.fingerprint()}|{size or 'auto'}|{channels or 'auto'}|{resize}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _load(entry: Path) -> ImageSet | None:
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        images = np.load(entry / "images.npy", mmap_mode="r")
+        labels = np.load(entry / "labels.npy")
+        origin = np.load(entry / "origin.npy") if (entry / "origin.npy").exists() else None
+    except (OSError, ValueError, KeyError):
+        return None
+    return ImageSet(images, labels, meta["classes"], meta["files"], origin, [tuple(s) for s in meta["skipped"]])
+
+
+def _store(entry: Path, ds: ImageSet) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+    try:
+        np.save(tmp / "images.npy", np.ascontiguousarray(ds.images))
+        np.save(tmp / "labels.npy", ds.labels)
+        if ds.origin is not None:
+            np.save(tmp / "origin.npy", ds.origin)
+        meta = {"classes": ds.classes, "files": ds.files, "skipped": ds.skipped, "version": CACHE_VERSION}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        os.rename(tmp, entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race, or the disk is full
+        if not entry.exists():
+            raise
+
+
+def load_imageset(ref: SourceRef, size: int | None = None, channels: int | None = None, resize: str = "squash",
+                  workers: int | None = None, use_cache: bool = True) -> tuple[ImageSet, bool]:
+    """The ImageSet for a source, and whether it came from the cache."""
+    if not use_cache:
+        return read(ref, size, channels, resize, workers), False
+    root = cache_root()
+    key = cache_key(ref, size, channels, resize)
+    alias = root / f"{key}.alias"  # auto size/channels: points at the entry of the resolved values
+    entry = root / (alias.read_text().strip() if alias.exists() else key)
+    if entry.is_dir() and (ds := _load(entry)) is not None:
+        return ds, True
+    ds = read(ref, size, channels, resize, workers)
+    c, h, _ = ds.shape
+    resolved = cache_key(ref, h, c, resize)
+    _store(root / resolved, ds)
+    if resolved != key:
+        alias.write_text(resolved)
+    loaded = _load(root / resolved)
+    return (loaded if loaded is not None else ds), False

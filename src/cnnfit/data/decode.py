@@ -1,0 +1,99 @@
+"""One image file -> uint8 (C, H, W). Training, eval and predict all decode through `decode`,
+so a file gives the same pixels whichever command reads it."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+Resize = Literal["squash", "crop", "pad"]
+
+
+class DecodeError(Exception):
+    """A file that is not a usable image; the message is the reason shown to users."""
+
+
+@dataclass(frozen=True)
+class Header:
+    width: int
+    height: int
+    channels: int  # 1 for grayscale modes, else 3
+
+
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTS
+
+
+def _open(src: str | Path | bytes) -> Image.Image:
+    fp: str | Path | BinaryIO = io.BytesIO(src) if isinstance(src, bytes) else src
+    if isinstance(src, bytes) and not src or not isinstance(src, bytes) and Path(src).stat().st_size == 0:
+        raise DecodeError("empty file")
+    try:
+        return Image.open(fp)
+    except UnidentifiedImageError:
+        raise DecodeError("not an image (Pillow cannot identify it)") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"too many pixels ({exc})") from None
+    except OSError as exc:
+        raise DecodeError(f"unreadable ({exc})") from None
+
+
+def probe(src: str | Path | bytes) -> Header:
+    """Read only the header: size and colour mode, without decoding pixels."""
+    with _open(src) as img:
+        w, h = img.size
+        if _exif_rotates(img):
+            w, h = h, w
+        return Header(w, h, 1 if img.mode in _GRAY_MODES else 3)
+
+
+def _exif_rotates(img: Image.Image) -> bool:
+    try:
+        return img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:  # broken EXIF blocks are common; they never make an image unusable
+        return False
+
+
+def to_channels(img: Image.Image, channels: int) -> Image.Image:
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info or img.mode in ("RGBA", "LA", "La", "PA", "RGBa"):
+        # transparent pixels become white, as an image viewer shows them
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def fit_square(img: Image.Image, size: int, resize: Resize) -> Image.Image:
+    if img.size == (size, size):
+        return img
+    if resize == "squash":
+        return img.resize((size, size), Image.Resampling.BILINEAR)
+    if resize == "crop":
+        return ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
+    return ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=0)
+
+
+def decode(src: str | Path | bytes, size: int, channels: int, resize: Resize = "squash") -> np.ndarray:
+    """Decode, apply EXIF orientation, convert to `channels`, resize to size x size -> (C, H, W) uint8."""
+    with _open(src) as img:
+        try:
+            if img.format == "JPEG":
+                img.draft(img.mode, (size, size))  # DCT-domain downscale: large photos decode 2-8x faster
+            img.seek(0)  # animated images: first frame
+            out = fit_square(to_channels(ImageOps.exif_transpose(img), channels), size, resize)
+            arr = np.asarray(out, dtype=np.uint8)
+        except Image.DecompressionBombError as exc:
+            raise DecodeError(f"too many pixels ({exc})") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DecodeError(f"truncated or corrupt ({exc})") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)

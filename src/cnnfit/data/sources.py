@@ -1,0 +1,301 @@
+"""Where images come from: resolve a `data=` value, fingerprint it for the cache, read it.
+
+Every reader returns an ImageSet of uint8 (N, C, H, W) at the requested size and channels, with
+the source's own split in `origin` when it has one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cnnfit.data.decode import DecodeError, decode, is_image_name, probe
+from cnnfit.data.imageset import SPLITS, ImageSet
+from cnnfit.errors import CnnfitError
+
+NAMED = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
+_SPLIT_DIRS = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "test": 2, "testing": 2}
+_MNIST_CLASSES = {
+    "mnist": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                      "Bag", "Ankle boot"],
+    "kmnist": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
+}
+AUTO_PHOTO_SIZE = 64  # px for folders of mixed sizes: ~10x cheaper than 224 on CPU; set imgsz to change
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("CNNFIT_DATA", Path.home() / ".cache" / "cnnfit" / "data")).expanduser()
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    kind: str  # digits | idx | cifar | folder | zip | npz
+    path: Path | None
+    name: str  # what the user typed, for messages
+
+    def fingerprint(self) -> str:
+        """Cheap identity of the source's content: names, sizes and mtimes of every file."""
+        h = hashlib.sha256(f"{self.kind}:{self.name}".encode())
+        if self.kind == "digits":
+            import sklearn
+
+            h.update(sklearn.__version__.encode())
+        elif self.path is not None:
+            files = sorted(self.path.rglob("*")) if self.path.is_dir() else [self.path]
+            for f in files:
+                if f.is_file():
+                    st = f.stat()
+                    h.update(f"{f.relative_to(self.path) if self.path.is_dir() else f.name}|{st.st_size}|"
+                             f"{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:24]
+
+
+def _idx_dir(d: Path) -> bool:
+    return any(d.glob("train-images*idx3-ubyte*")) and any(d.glob("train-labels*idx1-ubyte*"))
+
+
+def _cifar_dir(d: Path) -> Path | None:
+    for sub in (d, d / "cifar-10-batches-py", d / "cifar-100-python"):
+        if (sub / "data_batch_1").exists() or (sub / "train").is_file():
+            return sub
+    return None
+
+
+def resolve(spec: str) -> SourceRef:
+    """Turn `data=...` into a SourceRef, or say exactly what was looked for and where."""
+    if spec == "digits":
+        return SourceRef("digits", None, spec)
+    root = data_root()
+    if spec in NAMED:
+        for cand in (root / spec, root / spec.replace("-", "_"), root / spec / "raw"):
+            if spec in _MNIST_CLASSES and cand.is_dir() and _idx_dir(cand):
+                return SourceRef("idx", cand, spec)
+            if spec.startswith("cifar") and cand.is_dir() and _cifar_dir(cand):
+                return SourceRef("cifar", _cifar_dir(cand), spec)
+        if spec == "cifar10":  # the JPEG re-encoding of CIFAR-10, as a zip of class folders
+            for cand in (root / "cifar10-jpeg" / "cifar10-jpeg.zip", root / "cifar10-jpeg.zip"):
+                if cand.is_file():
+                    return SourceRef("zip", cand, spec)
+        raise CnnfitError(f"dataset '{spec}' not found under the data root {root}; put its files in "
+                          f"{root / spec} or point CNNFIT_DATA at the folder that holds '{spec}'")
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise CnnfitError(f"data '{spec}' not found: not an existing path nor a named dataset "
+                          f"({', '.join(NAMED)})")
+    if path.is_dir():
+        if _idx_dir(path):
+            return SourceRef("idx", path, spec)
+        if _cifar_dir(path):
+            return SourceRef("cifar", _cifar_dir(path), spec)
+        return SourceRef("folder", path, spec)
+    if path.suffix.lower() == ".zip":
+        return SourceRef("zip", path, spec)
+    if path.suffix.lower() == ".npz":
+        return SourceRef("npz", path, spec)
+    raise CnnfitError(f"data '{spec}' is a file cnnfit cannot read; use a folder of class folders, a .zip of "
+                      "them, a .npz, or a named dataset")
+
+
+# --- array sources -------------------------------------------------------------------------
+
+def _from_array(images: np.ndarray, labels: np.ndarray, classes: list[str], origin: np.ndarray | None,
+                size: int | None, channels: int | None) -> ImageSet:
+    """Bring (N, C, H, W) uint8 arrays to the requested size and channels through Pillow."""
+    from PIL import Image
+
+    from cnnfit.data.decode import fit_square, to_channels
+
+    n, c, h, w = images.shape
+    size = size or max(h, w)
+    channels = channels or c
+    if (size, size) != (h, w) or channels != c:
+        def one(img: np.ndarray) -> np.ndarray:
+            pil = Image.fromarray(img[0] if c == 1 else img.transpose(1, 2, 0), "L" if c == 1 else "RGB")
+            arr = np.asarray(fit_square(to_channels(pil, channels), size, "squash"))
+            return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            images = np.stack(list(pool.map(one, images, chunksize=256)))
+    return ImageSet(np.ascontiguousarray(images), labels.astype(np.int64), classes, origin=origin)
+
+
+def _read_digits(size, channels) -> ImageSet:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # 0..16 -> 0..255, (N, 1, 8, 8)
+    return _from_array(images, d.target, [str(c) for c in d.target_names], None, size, channels)
+
+
+def _read_idx_file(path: Path) -> np.ndarray:
+    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _read_idx(ref: SourceRef, size, channels) -> ImageSet:
+    def find(pattern: str) -> Path:
+        hits = sorted(ref.path.glob(pattern))
+        if not hits:
+            raise CnnfitError(f"no file matching '{pattern}' in {ref.path}; MNIST-style data needs the four idx files")
+        return hits[0]
+
+    parts = [(_read_idx_file(find(f"{p}-images*idx3-ubyte*")), _read_idx_file(find(f"{p}-labels*idx1-ubyte*")))
+             for p in ("train", "t10k")]
+    images = np.concatenate([p[0] for p in parts])[:, None]  # (N, 1, 28, 28)
+    labels = np.concatenate([p[1] for p in parts])
+    origin = np.concatenate([np.full(len(parts[0][1]), 0), np.full(len(parts[1][1]), 2)]).astype(np.int8)
+    classes = _MNIST_CLASSES.get(ref.name, [str(i) for i in range(int(labels.max()) + 1)])
+    return _from_array(images, labels, classes, origin, size, channels)
+
+
+def _read_cifar(ref: SourceRef, size, channels) -> ImageSet:
+    def load(name: str) -> dict:
+        with open(ref.path / name, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+
+    if (ref.path / "data_batch_1").exists():
+        files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        meta, key, names = load("batches.meta"), b"labels", b"label_names"
+    else:
+        files, meta, key, names = ["train", "test"], load("meta"), b"fine_labels", b"fine_label_names"
+    batches = [load(f) for f in files]
+    images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
+    labels = np.concatenate([np.asarray(b[key]) for b in batches])
+    origin = np.concatenate([np.full(len(b[key]), 2 if "test" in f else 0) for f, b in zip(files, batches)])
+    return _from_array(images, labels, [n.decode() for n in meta[names]], origin.astype(np.int8), size, channels)
+
+
+def _read_npz(ref: SourceRef, size, channels) -> ImageSet:
+    z = np.load(ref.path, allow_pickle=False)
+    keys = set(z.files)
+    if {"x_train", "y_train"} <= keys:
+        xs, ys = [z["x_train"]], [z["y_train"]]
+        if {"x_test", "y_test"} <= keys:
+            xs.append(z["x_test"]), ys.append(z["y_test"])
+        origin = np.concatenate([np.full(len(y), 2 * i) for i, y in enumerate(ys)]).astype(np.int8)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+    else:
+        xk = next((k for k in ("images", "x", "X") if k in keys), None)
+        yk = next((k for k in ("labels", "y", "Y") if k in keys), None)
+        if xk is None or yk is None:
+            raise CnnfitError(f"{ref.path} needs arrays 'images' and 'labels' (or x_train/y_train); found {sorted(keys)}")
+        x, y, origin = z[xk], z[yk], None
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)  # NHWC -> NCHW
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise CnnfitError(f"{ref.path}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W) with 1 or 3 channels")
+    if x.dtype != np.uint8:
+        x = np.clip(x * (255.0 if x.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
+    values, y = np.unique(y, return_inverse=True)
+    classes = [str(c) for c in z["classes"]] if "classes" in keys else [str(v) for v in values]
+    return _from_array(x, y, classes, origin, size, channels)
+
+
+# --- file sources (folder, zip) --------------------------------------------------------------
+
+def _layout(names: list[str]) -> tuple[list[tuple[str, int, str]], list[tuple[str, str]]]:
+    """(name, split index or -1, class) for every image file name, and files outside any class folder."""
+    parts = [Path(n).parts for n in names]
+    split_layout = any(len(p) >= 3 and p[0].lower() in _SPLIT_DIRS for p in parts)
+    entries, strays = [], []
+    for name, p in zip(names, parts):
+        if split_layout and len(p) >= 3 and p[0].lower() in _SPLIT_DIRS:
+            entries.append((name, _SPLIT_DIRS[p[0].lower()], p[1]))
+        elif not split_layout and len(p) >= 2:
+            entries.append((name, -1, p[0]))
+        else:
+            strays.append((name, "not inside a class folder" + (" of train/val/test" if split_layout else "")))
+    return entries, strays
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in Path(rel).parts)
+
+
+def _read_files(ref: SourceRef, size, channels, resize, workers) -> ImageSet:
+    if ref.kind == "zip":
+        zf = zipfile.ZipFile(ref.path)
+        names = [i.filename for i in zf.infolist() if not i.is_dir()]
+        tops = {Path(n).parts[0] for n in names}
+        strip = len(tops) == 1 and all(len(Path(n).parts) >= 3 for n in names)  # one wrapping folder
+        rel = {(n.split("/", 1)[1] if strip else n): n for n in names}
+        load: Callable[[str], str | bytes] = lambda r: zf.read(rel[r])
+        display = lambda r: f"{ref.path.name}:{rel[r]}"
+    else:
+        rel = {p.relative_to(ref.path).as_posix(): p for p in ref.path.rglob("*") if p.is_file()}
+        load = lambda r: str(rel[r])
+        display = lambda r: str(rel[r])
+    images_rel = sorted(r for r in rel if not _hidden(r) and is_image_name(r))
+    entries, skipped = _layout(images_rel)
+    skipped = [(display(r), why) for r, why in skipped]
+    if not entries:
+        raise CnnfitError(f"no images found in '{ref.name}'; expected one sub-folder per class "
+                          f"(e.g. {ref.name}/cats/1.jpg), optionally inside train/ val/ test/")
+    pool = ThreadPoolExecutor(workers or os.cpu_count())
+
+    def safe(fn, r):
+        try:
+            return fn(load(r))
+        except DecodeError as exc:
+            return exc
+        except OSError as exc:
+            return DecodeError(f"unreadable ({exc})")
+
+    headers = list(pool.map(lambda e: safe(probe, e[0]), entries))
+    good = [(e, h) for e, h in zip(entries, headers) if not isinstance(h, DecodeError)]
+    skipped += [(display(e[0]), str(h)) for e, h in zip(entries, headers) if isinstance(h, DecodeError)]
+    if not good:
+        raise CnnfitError(f"none of the {len(entries)} image files in '{ref.name}' could be decoded")
+    if channels is None:
+        channels = 3 if any(h.channels == 3 for _, h in good) else 1
+    if size is None:
+        dims = {(h.width, h.height) for _, h in good}
+        size = max(dims.pop()) if len(dims) == 1 else AUTO_PHOTO_SIZE
+    arrays = list(pool.map(lambda eh: safe(lambda b: decode(b, size, channels, resize), eh[0][0]), good))
+    pool.shutdown()
+    kept = [(e, a) for (e, _), a in zip(good, arrays) if not isinstance(a, DecodeError)]
+    skipped += [(display(e[0]), str(a)) for (e, _), a in zip(good, arrays) if isinstance(a, DecodeError)]
+    if not kept:
+        raise CnnfitError(f"none of the {len(entries)} image files in '{ref.name}' could be decoded")
+    classes = sorted({e[2] for e, _ in kept})
+    index = {c: i for i, c in enumerate(classes)}
+    origin = np.array([e[1] for e, _ in kept], dtype=np.int8)
+    return ImageSet(
+        images=np.stack([a for _, a in kept]),
+        labels=np.array([index[e[2]] for e, _ in kept], dtype=np.int64),
+        classes=classes,
+        files=[display(e[0]) for e, _ in kept],
+        origin=None if (origin < 0).all() else np.where(origin < 0, 0, origin).astype(np.int8),
+        skipped=sorted(skipped),
+    )
+
+
+def read(ref: SourceRef, size: int | None = None, channels: int | None = None, resize: str = "squash",
+         workers: int | None = None) -> ImageSet:
+    """Decode a source to uint8 (N, C, H, W); None for size/channels keeps the source's own."""
+    if ref.kind == "digits":
+        return _read_digits(size, channels)
+    if ref.kind == "idx":
+        return _read_idx(ref, size, channels)
+    if ref.kind == "cifar":
+        return _read_cifar(ref, size, channels)
+    if ref.kind == "npz":
+        return _read_npz(ref, size, channels)
+    return _read_files(ref, size, channels, resize, workers)
+
+
+__all__ = ["NAMED", "SPLITS", "SourceRef", "data_root", "read", "resolve"]

@@ -1,0 +1,37 @@
+"""The callback protocol: five hooks, all optional, each given the State."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from cnnfit.engine.state import State
+
+HOOKS = ("on_fit_start", "on_epoch_start", "on_step_end", "on_epoch_end", "on_fit_end")
+
+
+class Callback:
+    def on_fit_start(self, state: State) -> None: ...
+    def on_epoch_start(self, state: State) -> None: ...
+    def on_step_end(self, state: State) -> None: ...
+    def on_epoch_end(self, state: State) -> None: ...
+    def on_fit_end(self, state: State) -> None: ...
+
+
+class Monitor:
+    """The shared monitor / mode / min_delta vocabulary of early stopping and checkpointing."""
+
+    def __init__(self, name: str, mode: Literal["min", "max", "auto"] = "auto", min_delta: float = 0.0) -> None:
+        self.name = name
+        self.mode = ("min" if "loss" in name else "max") if mode == "auto" else mode
+        self.min_delta = min_delta
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = -1
+
+    def update(self, metrics: dict[str, float], epoch: int) -> bool:
+        """True when the monitored value improved by more than min_delta (and remember it)."""
+        value = metrics[self.name]
+        better = value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
+        if better:
+            self.best, self.best_epoch = value, epoch
+        return better

@@ -1,0 +1,47 @@
+"""Checkpoints are plain, self-describing dicts; written to a temporary file, fsynced, then renamed,
+so a crash or a full disk never leaves a broken file where a good one was."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnfit.errors import CnnfitError
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **ckpt}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CnnfitError(f"checkpoint '{path}' not found; pass a run directory that holds best.pt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise CnnfitError(f"checkpoint '{path}' cannot be read ({type(exc).__name__}); it may be damaged") from None
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise CnnfitError(f"checkpoint '{path}' was written by a newer cnnfit; upgrade cnnfit to read it")
+    return ckpt
+
+
+def rng_states() -> dict[str, Any]:
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states

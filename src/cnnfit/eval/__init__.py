@@ -1,0 +1,6 @@
+"""Evaluation: metrics and plots."""
+
+from cnnfit.eval.metrics import classification_metrics
+from cnnfit.eval.plots import plot_confusion, plot_curves
+
+__all__ = ["classification_metrics", "plot_confusion", "plot_curves"]

@@ -1,0 +1,282 @@
+"""The recipe, top to bottom: data -> split -> loaders -> model -> fit -> evaluate; and eval / predict
+rebuilt from a run directory alone."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from cnnfit import data as D
+from cnnfit import engine as E
+from cnnfit import models
+from cnnfit.config import Config, load_config, to_yaml
+from cnnfit.device import pick_device, resolve_amp, resolve_channels_last, seed_everything
+from cnnfit.engine import callbacks as C
+from cnnfit.errors import CnnfitError
+from cnnfit.eval import classification_metrics, plot_confusion, plot_curves
+
+_AUTO_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
+_AUTO_WD = {"sgd": 5e-4, "adamw": 0.05, "adam": 0.0, "rmsprop": 0.0}
+
+
+@dataclass
+class Run:
+    dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return self.metrics["accuracy"]
+
+
+def _new_run_dir(project: str, name: str) -> Path:
+    """runs/name, or runs/name2, runs/name3 ...: an existing run is never touched."""
+    parent = Path(project)
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        candidate = parent / (name if i == 1 else f"{name}{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise CnnfitError(f"no free run name for '{name}' in {parent}; pick another name=")
+
+
+def _load_data(cfg: Config) -> tuple[D.ImageSet, bool]:
+    ref = D.resolve(cfg.data.source)
+    return D.load_imageset(ref, cfg.data.imgsz, cfg.data.channels, cfg.data.resize, cfg.data.workers, cfg.data.cache)
+
+
+def _print_summary(console: Console, rows: list[tuple[str, str, str]]) -> None:
+    table = Table(title="cnnfit train", show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_column(style="dim")
+    for key, value, why in rows:
+        table.add_row(key, value, why)
+    console.print(table)
+
+
+def train(cfg: Config | None = None, *, console: Console | None = None, **overrides: Any) -> Run:
+    """Train a model as `cfg` says and evaluate it on the test split. Every input is validated
+    before the run directory is created, so bad input leaves nothing behind."""
+    t0 = time.perf_counter()
+    cfg = cfg if cfg is not None else load_config(**overrides)
+    console = console or Console()
+    d, t, o = cfg.data, cfg.train, cfg.optim
+    models.check_name(cfg.model.name)
+    device = pick_device(t.device)
+    seed_everything(t.seed)
+
+    # data: decoded once, then memory-mapped from the cache
+    ds, cache_hit = _load_data(cfg)
+    c, h, _ = ds.shape
+    if len(ds.classes) < 2:
+        raise CnnfitError(f"only one class ('{ds.classes[0]}') found in '{d.source}'; a classifier needs at least "
+                          "two classes (one sub-folder each)")
+    if h < models.min_size(cfg.model.name):
+        raise CnnfitError(f"imgsz={h} is below {cfg.model.name}'s minimum of {models.min_size(cfg.model.name)} px; "
+                          f"set imgsz={models.min_size(cfg.model.name)} or larger")
+    parts, split_how = D.split_indices(ds, d.val, d.test, t.seed)
+    n_train = len(parts["train"])
+    if t.batch > n_train:
+        raise CnnfitError(f"batch={t.batch} is larger than the {n_train} training images; use batch={n_train} or less")
+    train_set = ds.subset(parts["train"])
+    mean, std = D.channel_stats(train_set.images)
+    amp_dtype, amp_why = resolve_amp(t.amp, device)
+    channels_last, cl_why = resolve_channels_last(t.channels_last, device)
+    lr = o.lr or _AUTO_LR[o.name]
+    wd = o.weight_decay if o.weight_decay is not None else _AUTO_WD[o.name]
+    amp_name = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[amp_dtype]
+    resolved = cfg.model_copy(update={
+        "data": d.model_copy(update={"imgsz": h, "channels": c}),
+        "optim": o.model_copy(update={"lr": lr, "weight_decay": wd}),
+        "train": t.model_copy(update={"amp": amp_name, "channels_last": channels_last}),
+    })
+
+    # only now, with every input checked, does the run directory exist
+    run_dir = _new_run_dir(cfg.project, cfg.name)
+    (run_dir / "config.yaml").write_text(to_yaml(resolved))
+    split = {k: v.tolist() for k, v in parts.items()}
+    (run_dir / "split.json").write_text(json.dumps({"how": split_how, "seed": t.seed, **split}))
+    if ds.skipped:
+        (run_dir / "skipped.txt").write_text("".join(f"{f}\t{why}\n" for f, why in ds.skipped))
+
+    model_kwargs = models.builder_kwargs(cfg.model.name, imgsz=h)
+    model = models.create(cfg.model.name, num_classes=len(ds.classes), in_chans=c, **model_kwargs)
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    n_params = sum(p.numel() for p in model.parameters())
+    counts = {name: np.bincount(ds.labels[idx], minlength=len(ds.classes)).tolist() for name, idx in parts.items()}
+    auto = lambda given, why: "set" if given is not None else why  # noqa: E731
+    _print_summary(console, [
+        ("data", f"{d.source}: {len(ds)} images, {len(ds.classes)} classes", "cache hit" if cache_hit else "decoded and cached"),
+        ("split", " / ".join(f"{k} {len(v)}" for k, v in parts.items()), split_how),
+        ("per class", "; ".join(f"{cls} {counts['train'][i]}/{counts['val'][i]}/{counts['test'][i]}"
+                                for i, cls in enumerate(ds.classes[:12])) + (" ..." if len(ds.classes) > 12 else ""),
+         "train/val/test"),
+        ("skipped", f"{len(ds.skipped)} files" + (f" (listed in {run_dir / 'skipped.txt'})" if ds.skipped else ""),
+         "; ".join(f"{Path(f).name}: {why}" for f, why in ds.skipped[:3])),
+        ("input", f"{c}x{h}x{h} ({d.resize})",
+         auto(d.imgsz, f"auto: the images' own size, or {D.sources.AUTO_PHOTO_SIZE} px when sizes differ")),
+        ("model", f"{cfg.model.name}, {n_params:,} parameters", ""),
+        ("device", f"{device}, amp {amp_name}, channels_last {channels_last}", f"{amp_why}; {cl_why}"),
+        ("training", f"{t.epochs} epochs x {len(train_set) // t.batch + bool(len(train_set) % t.batch)} steps, "
+                     f"batch {t.batch}", f"monitor {t.monitor}" + (f", patience {t.patience}" if t.patience else "")),
+        ("optimizer", f"{o.name} lr {lr:g} weight_decay {wd:g}",
+         auto(o.lr, f"auto: default lr for {o.name}") + "; " + auto(o.weight_decay, f"auto: default decay for {o.name}")),
+        ("schedule", f"{cfg.schedule.name}" + (f", warmup {cfg.schedule.warmup:g} epochs" if cfg.schedule.warmup else ""), ""),
+        ("run", str(run_dir), ""),
+    ])
+
+    augment = D.augment.build(hflip=cfg.aug.hflip, vflip=cfg.aug.vflip, shift=cfg.aug.shift)
+    common = dict(batch=t.batch, device=device, mean=mean, std=std, channels_last=channels_last)
+    train_loader = D.DeviceLoader(train_set.images, train_set.labels, augment=augment, shuffle=True, seed=t.seed,
+                                  **common)
+    val_loader = D.DeviceLoader(ds.images[parts["val"]], ds.labels[parts["val"]], **common)
+    optimizer = E.build_optimizer(o.name, model, lr=lr, weight_decay=wd, momentum=o.momentum, nesterov=o.nesterov)
+    steps = len(train_loader)
+    schedule = E.make_schedule(cfg.schedule.name, total=t.epochs * steps, warmup=round(cfg.schedule.warmup * steps),
+                               every=cfg.schedule.step_size * steps, gamma=cfg.schedule.gamma)
+    meta = {
+        "model": cfg.model.name, "model_kwargs": model_kwargs, "classes": ds.classes, "imgsz": h, "channels": c,
+        "resize": d.resize, "mean": mean, "std": std, "config": resolved.model_dump(mode="json"),
+    }
+    callbacks = [C.LRSchedule(schedule), C.Checkpointing(run_dir, meta, t.monitor, "auto", t.min_delta),
+                 C.History(run_dir / "history.csv"), C.ProgressBar(console, every=t.log_every)]
+    if t.patience:
+        callbacks.append(C.EarlyStopping(t.monitor, "auto", t.patience, t.min_delta))
+    setup_seconds = time.perf_counter() - t0
+    state = E.fit(model, train_loader, val_loader, optimizer=optimizer, epochs=t.epochs, device=device,
+                  callbacks=callbacks, label_smoothing=t.label_smoothing, amp_dtype=amp_dtype)
+    train_seconds = time.perf_counter() - t0 - setup_seconds
+    plot_curves(state.history, run_dir / "curves.png")
+    timings = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "cache_hit": cache_hit}
+    metrics = evaluate(run_dir, console=console, dataset=ds, extra={"timings": timings, "stop": state.stop})
+    return Run(run_dir, metrics, state.history, timings)
+
+
+def _model_from_checkpoint(ckpt: dict, device: torch.device) -> torch.nn.Module:
+    model = models.create(ckpt["model"], num_classes=len(ckpt["classes"]), in_chans=ckpt["channels"],
+                          **ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval()
+
+
+def _run_dir(run: str | Path) -> Path:
+    path = Path(run)
+    if not (path / "best.pt").is_file():
+        raise CnnfitError(f"'{run}' is not a finished run directory (no best.pt); pass e.g. runs/train")
+    return path
+
+
+def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.ImageSet | None = None,
+             extra: dict | None = None, device: str = "auto") -> dict[str, Any]:
+    """Test-split metrics of a run's best.pt; writes metrics.json, confusion.png, predictions.csv."""
+    run_dir = _run_dir(run)
+    console = console or Console()
+    ckpt = E.load_checkpoint(run_dir / "best.pt")
+    cfg = Config.model_validate(ckpt["config"])
+    ds = dataset if dataset is not None else _load_data(cfg)[0]
+    split = json.loads((run_dir / "split.json").read_text())
+    test_idx = np.asarray(split["test"], dtype=np.int64)
+    if len(test_idx) and test_idx.max() >= len(ds):
+        raise CnnfitError(f"the data for {run_dir} has changed since training ({len(ds)} images now); "
+                          "evaluate against the original data")
+    dev = pick_device(device)
+    model = _model_from_checkpoint(ckpt, dev)
+    loader = D.DeviceLoader(ds.images[test_idx], ds.labels[test_idx], batch=256, device=dev, mean=ckpt["mean"],
+                            std=ckpt["std"])
+    logits, labels = E.infer(model, loader)
+    metrics = classification_metrics(logits, labels, ckpt["classes"])
+    metrics.update({"split": "test", "best_epoch": ckpt["epoch"] + 1, "val": ckpt["metrics"], **(extra or {})})
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_confusion(metrics["confusion_matrix"], ckpt["classes"], run_dir / "confusion.png")
+    probs = logits.softmax(1)
+    conf, pred = probs.max(1)
+    with open(run_dir / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "file", "true", "pred", "confidence"])
+        for i, idx in enumerate(test_idx):
+            w.writerow([int(idx), ds.files[idx] if ds.files else "", ckpt["classes"][labels[i]],
+                        ckpt["classes"][pred[i]], f"{conf[i]:.6f}"])
+    console.print(f"test accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro']['f1']:.4f}  "
+                  f"({len(labels)} images, best epoch {metrics['best_epoch']}) -> {run_dir / 'metrics.json'}")
+    return metrics
+
+
+def _expand(paths: list[str]) -> list[Path]:
+    found: list[Path] = []
+    for p in paths:
+        hits = [Path(h) for h in sorted(glob.glob(p, recursive=True))] or [Path(p)]
+        for hit in hits:
+            if hit.is_dir():
+                found += sorted(f for f in hit.rglob("*") if f.is_file() and D.decode.is_image_name(f.name)
+                                and not any(part.startswith(".") for part in f.relative_to(hit).parts))
+            elif hit.is_file():
+                found.append(hit)
+            else:
+                raise CnnfitError(f"'{p}' matches no file or folder; pass image files, folders or globs")
+    return found
+
+
+def predict(run: str | Path, paths: list[str], *, topk: int = 5, out: str | Path | None = None,
+            device: str = "auto", console: Console | None = None) -> list[dict[str, Any]]:
+    """Top-k classes for image files, decoded exactly as training decoded them; writes a CSV."""
+    run_dir = _run_dir(run)
+    console = console or Console()
+    ckpt = E.load_checkpoint(run_dir / "best.pt")
+    files = _expand(paths)
+    if not files:
+        raise CnnfitError("no image files found in the given paths")
+    decoded, kept, skipped = [], [], []
+    for f in files:
+        try:
+            decoded.append(D.decode(f, ckpt["imgsz"], ckpt["channels"], ckpt["resize"]))
+            kept.append(f)
+        except D.DecodeError as exc:
+            skipped.append((f, str(exc)))
+    for f, why in skipped:
+        console.print(f"skipped {f}: {why}")
+    if not kept:
+        raise CnnfitError("none of the given files could be decoded as an image")
+    dev = pick_device(device)
+    model = _model_from_checkpoint(ckpt, dev)
+    loader = D.DeviceLoader(np.stack(decoded), np.zeros(len(kept)), batch=256, device=dev, mean=ckpt["mean"],
+                            std=ckpt["std"])
+    logits, _ = E.infer(model, loader)
+    k = min(topk, len(ckpt["classes"]))
+    probs, ids = logits.softmax(1).topk(k, dim=1)
+    rows = [{"file": str(f), **{f"top{j + 1}": ckpt["classes"][ids[i, j]] for j in range(k)},
+             **{f"prob{j + 1}": round(float(probs[i, j]), 6) for j in range(k)}} for i, f in enumerate(kept)]
+    out_path = Path(out) if out else _free_name(run_dir / "predict.csv")
+    with open(out_path, "w", newline="") as fh:
+        fields = ["file"] + [x for j in range(k) for x in (f"top{j + 1}", f"prob{j + 1}")]
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    console.print(f"{len(rows)} predictions -> {out_path}" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    return rows
+
+
+def _free_name(path: Path) -> Path:
+    stem, suffix, i = path.stem, path.suffix, 2
+    while path.exists():
+        path = path.with_name(f"{stem}{i}{suffix}")
+        i += 1
+    return path
+
+
+__all__ = ["Run", "evaluate", "predict", "train"]
