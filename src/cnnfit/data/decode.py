@@ -42,7 +42,7 @@ def _open(src: str | Path | bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise DecodeError(f"too many pixels ({exc})") from None
     except OSError as exc:
-        raise DecodeError(f"unreadable ({exc})") from None
+        raise DecodeError(f"truncated or corrupt ({exc})") from None
 
 
 def probe(src: str | Path | bytes) -> Header:

@@ -1,0 +1,61 @@
+"""Shared fixtures: an isolated cache, generated image folders, and the real-data root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+COLORS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Tests never read or write the user's cache; one cache per test session."""
+    os.environ["CNNFIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+
+
+def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int], rng: np.random.Generator) -> None:
+    """A noisy image of one dominant colour, with a darker square in a random spot."""
+    w, h = size
+    arr = np.clip(np.array(color) + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+    y, x = rng.integers(0, max(h // 2, 1)), rng.integers(0, max(w // 2, 1))
+    arr[y: y + h // 3, x: x + w // 3] //= 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def make_folder(root: Path, per_class: int = 30, seed: int = 0, splits: tuple[str, ...] = ()) -> Path:
+    """Class folders of JPEG and PNG images of mixed sizes; inside split folders when `splits` is given."""
+    rng = np.random.default_rng(seed)
+    for split in splits or ("",):
+        for name, color in COLORS.items():
+            for i in range(per_class):
+                ext = "jpg" if i % 2 else "png"
+                size = (int(rng.integers(24, 80)), int(rng.integers(24, 80)))
+                write_image(root / split / name / f"{i}.{ext}", color, size, rng)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return make_folder(tmp_path / "photos")
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    return tmp_path / "runs"
+
+
+def shared_dataset(name: str) -> Path:
+    """A dataset under the data root, or skip the test saying what is missing."""
+    from cnnfit.data import data_root
+
+    path = data_root() / name
+    if not path.exists():
+        pytest.skip(f"dataset '{name}' not found under CNNFIT_DATA={data_root()}; point CNNFIT_DATA at the datasets folder")
+    return path

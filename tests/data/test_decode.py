@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnfit.data.decode import DecodeError, decode, probe
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = 255  # left half white
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # stored sideways: viewers rotate 90 degrees clockwise
+    img.save(tmp_path / "r.jpg", exif=exif, quality=95)
+    assert (probe(tmp_path / "r.jpg").width, probe(tmp_path / "r.jpg").height) == (20, 40)
+    out = decode(tmp_path / "r.jpg", 40, 3, "pad")  # (3, 40, 40), the upright image is 20 wide x 40 high
+    top, bottom = out[:, :20, 10:30].mean(), out[:, 20:, 10:30].mean()
+    assert top > 200 and bottom < 60  # white half now on top
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent black
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
+    assert decode(tmp_path / "t.png", 8, 3).min() == 255
+
+
+def test_gray_and_color_conversions(tmp_path):
+    Image.fromarray(np.full((10, 10), 77, np.uint8), "L").save(tmp_path / "g.png")
+    assert probe(tmp_path / "g.png").channels == 1
+    rgb = decode(tmp_path / "g.png", 10, 3)
+    assert rgb.shape == (3, 10, 10) and (rgb == 77).all()
+
+
+@pytest.mark.parametrize("policy", ["squash", "crop", "pad"])
+def test_resize_policies_give_square_output(tmp_path, policy):
+    Image.fromarray(np.full((30, 60, 3), 128, np.uint8)).save(tmp_path / "w.png")
+    out = decode(tmp_path / "w.png", 16, 3, policy)
+    assert out.shape == (3, 16, 16)
+    if policy == "pad":
+        assert out[:, 0].max() == 0 and out[:, 8].min() == 128  # black bars top and bottom
+    else:
+        assert (out == 128).all()
+
+
+def test_bad_files_raise_with_a_reason(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not really a png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "full.jpg")
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DecodeError, match="empty file"):
+        decode(tmp_path / "empty.jpg", 8, 3)
+    with pytest.raises(DecodeError, match="not an image"):
+        decode(tmp_path / "text.png", 8, 3)
+    with pytest.raises(DecodeError, match="truncated"):
+        decode(tmp_path / "cut.jpg", 8, 3)
+
+
+def test_bytes_and_path_decode_identically(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    assert (decode(tmp_path / "a.jpg", 24, 3) == decode((tmp_path / "a.jpg").read_bytes(), 24, 3)).all()

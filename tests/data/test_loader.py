@@ -1,0 +1,39 @@
+import numpy as np
+import torch
+
+from cnnfit.data.loader import DeviceLoader, channel_stats
+
+
+def test_channel_stats_match_numpy():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 3, 6, 6), dtype=np.uint8)
+    mean, std = channel_stats(images, chunk=7)
+    f = images.astype(np.float64) / 255
+    assert np.allclose(mean, f.mean((0, 2, 3))) and np.allclose(std, f.std((0, 2, 3)))
+
+
+def test_batches_are_normalized_and_cover_every_image_once():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (103, 1, 5, 5), dtype=np.uint8)
+    labels = np.arange(103)
+    mean, std = channel_stats(images)
+    loader = DeviceLoader(images, labels, batch=16, device=torch.device("cpu"), mean=mean, std=std, shuffle=True)
+    seen, xs = [], []
+    for x, y in loader:
+        assert x.dtype == torch.float32 and x.shape[1:] == (1, 5, 5)
+        seen += y.tolist()
+        xs.append(x)
+    assert len(loader) == 7 and sorted(seen) == list(range(103)) and seen != list(range(103))
+    allx = torch.cat(xs)
+    assert abs(allx.mean().item()) < 1e-4 and abs(allx.std().item() - 1) < 1e-2
+    first = next(iter(DeviceLoader(images, labels, batch=4, device=torch.device("cpu"), mean=mean, std=std)))
+    expected = (torch.from_numpy(images[:4]).float() / 255 - mean[0]) / std[0]
+    assert torch.allclose(first[0], expected, atol=1e-5)
+
+
+def test_channels_last_layout():
+    images = np.zeros((8, 3, 4, 4), np.uint8)
+    loader = DeviceLoader(images, np.zeros(8), batch=8, device=torch.device("cpu"), mean=[0.5] * 3, std=[0.5] * 3,
+                          channels_last=True)
+    x, _ = next(iter(loader))
+    assert x.is_contiguous(memory_format=torch.channels_last)

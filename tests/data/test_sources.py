@@ -1,0 +1,132 @@
+import gzip
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnfit.data.sources import read, resolve
+from cnnfit.errors import CnnfitError
+from tests.conftest import make_folder, shared_dataset, write_image
+
+
+def test_folder_of_class_folders(image_folder):
+    ds = read(resolve(str(image_folder)), 16)
+    assert ds.classes == ["blue", "green", "red"]
+    assert ds.images.shape == (90, 3, 16, 16) and ds.images.dtype == np.uint8
+    assert ds.origin is None and not ds.skipped
+    assert np.bincount(ds.labels).tolist() == [30, 30, 30]
+
+
+def test_split_folders_hidden_files_and_case(tmp_path):
+    root = make_folder(tmp_path / "d", per_class=4, splits=("train", "Valid", "test"))
+    rng = np.random.default_rng(0)
+    write_image(root / "train" / "red" / "UPPER.JPG", (200, 0, 0), (20, 20), rng)
+    write_image(root / "train" / ".hidden" / "x.png", (0, 0, 0), (20, 20), rng)
+    write_image(root / "train" / "red" / ".x.png", (0, 0, 0), (20, 20), rng)
+    (root / "train" / "notes.txt").write_text("ignored: not an image name")
+    ds = read(resolve(str(root)), 16)
+    assert ds.classes == ["blue", "green", "red"]
+    assert np.bincount(ds.origin).tolist() == [13, 12, 12]  # UPPER.JPG counted, hidden ones not
+    assert not ds.skipped
+
+
+def test_bad_files_are_skipped_and_listed(image_folder):
+    (image_folder / "red" / "empty.jpg").write_bytes(b"")
+    (image_folder / "red" / "fake.png").write_text("hello")
+    good = (image_folder / "green" / "1.jpg").read_bytes()
+    (image_folder / "green" / "cut.jpg").write_bytes(good[: len(good) // 2])
+    ds = read(resolve(str(image_folder)), 16)
+    assert len(ds) == 90  # every good image kept
+    assert sorted(f.rsplit("/", 1)[1] for f, _ in ds.skipped) == ["cut.jpg", "empty.jpg", "fake.png"]
+
+
+def test_zip_with_a_wrapping_folder(tmp_path, image_folder):
+    z = tmp_path / "photos.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in sorted(image_folder.rglob("*.*")):
+            zf.write(f, f"photos/train/{f.relative_to(image_folder)}")
+    ds = read(resolve(str(z)), 16)
+    ref = read(resolve(str(image_folder)), 16)
+    assert ds.classes == ref.classes
+    assert (ds.images == ref.images).all()
+    assert (ds.origin == 0).all()
+
+
+def _write_idx(path, arr, gz):
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    (gzip.open(path.with_name(path.name + ".gz"), "wb") if gz else open(path, "wb")).write(data)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_files(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)), gz)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, gz)
+    ds = read(resolve(str(tmp_path)))
+    assert ds.images.shape == (40, 1, 28, 28)
+    assert np.bincount(ds.origin).tolist() == [30, 0, 10]
+    assert ds.labels[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def test_cifar_python_batches(tmp_path):
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 1]}
+        (d / name).write_bytes(pickle.dumps(batch))
+    (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"cat", b"dog", b"ship"]}))
+    ds = read(resolve(str(tmp_path)))
+    assert ds.images.shape == (24, 3, 32, 32)
+    assert ds.classes == ["cat", "dog", "ship"]
+    assert np.bincount(ds.origin).tolist() == [20, 0, 4]
+
+
+def test_npz_channels_last_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", images=rng.integers(0, 255, (12, 10, 10, 3), dtype=np.uint8),
+             labels=np.array([3, 7] * 6))
+    ds = read(resolve(str(tmp_path / "d.npz")), 8)
+    assert ds.images.shape == (12, 3, 8, 8)
+    assert ds.classes == ["3", "7"] and ds.labels.tolist() == [0, 1] * 6
+
+
+def test_digits_is_built_in():
+    ds = read(resolve("digits"))
+    assert ds.images.shape == (1797, 1, 8, 8) and ds.images.max() == 255 and len(ds.classes) == 10
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("no/such/folder", "not found"),
+    ("cifar100", "not found under the data root"),
+])
+def test_unknown_sources_say_what_was_looked_for(spec, fragment, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNFIT_DATA", str(tmp_path))
+    with pytest.raises(CnnfitError, match=fragment):
+        resolve(spec)
+
+
+def test_folder_without_class_folders_is_refused(tmp_path):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(CnnfitError, match="one sub-folder per class"):
+        read(resolve(str(tmp_path)))
+
+
+def test_real_fashion_mnist_reads_with_its_split():
+    shared_dataset("fashion-mnist")
+    ds = read(resolve("fashion-mnist"))
+    assert ds.images.shape == (70000, 1, 28, 28)
+    assert np.bincount(ds.origin).tolist() == [60000, 0, 10000]
+    assert ds.classes[9] == "Ankle boot" and np.bincount(ds.labels).tolist() == [7000] * 10
+
+
+def test_real_hymenoptera_keeps_train_val():
+    root = shared_dataset("hymenoptera_data")
+    ds = read(resolve(str(root)), 32)
+    assert ds.classes == ["ants", "bees"]
+    assert np.bincount(ds.origin).tolist() == [245 - len(ds.skipped), 153]
+    assert len(ds) >= 397

@@ -1,0 +1,57 @@
+import torch
+
+from cnnfit import models
+from cnnfit.data import DeviceLoader, channel_stats, resolve, split_indices
+from cnnfit.data.sources import read
+from cnnfit.engine import build_optimizer, fit
+from cnnfit.engine.callbacks import Callback, EarlyStopping
+
+
+def _loaders(batch=64):
+    ds = read(resolve("digits"), 16)
+    parts, _ = split_indices(ds, 0.15, 0.15, seed=0)
+    (xt, yt), (xv, yv) = [(ds.images[parts[k]], ds.labels[parts[k]]) for k in ("train", "val")]
+    mean, std = channel_stats(xt)
+    kw = dict(batch=batch, device=torch.device("cpu"), mean=mean, std=std)
+    return DeviceLoader(xt, yt, shuffle=True, **kw), DeviceLoader(xv, yv, **kw)
+
+
+def test_fit_learns_digits_and_records_history():
+    torch.manual_seed(0)
+    train, val = _loaders()
+    model = models.create("lenet5", num_classes=10, in_chans=1)
+    opt = build_optimizer("adamw", model, lr=3e-3)
+    state = fit(model, train, val, optimizer=opt, epochs=4, device=torch.device("cpu"))
+    assert len(state.history) == 4 and state.step == 4 * len(train)
+    assert state.history[-1]["val_acc"] > 0.85
+    assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
+
+
+def test_callbacks_see_every_hook_and_can_stop():
+    calls = []
+
+    class Recorder(Callback):
+        def on_fit_start(self, s): calls.append("fit_start")
+        def on_epoch_start(self, s): calls.append("epoch_start")
+        def on_step_end(self, s):
+            if s.step == 3:
+                s.stop = "enough"
+        def on_epoch_end(self, s): calls.append("epoch_end")
+        def on_fit_end(self, s): calls.append("fit_end")
+
+    train, val = _loaders()
+    model = models.create("lenet5", num_classes=10, in_chans=1)
+    state = fit(model, train, val, optimizer=build_optimizer("sgd", model, lr=0.01), epochs=5,
+                device=torch.device("cpu"), callbacks=[Recorder()])
+    assert calls == ["fit_start", "epoch_start", "epoch_end", "fit_end"]
+    assert state.stop == "enough" and state.step == 3
+
+
+def test_early_stopping_stops_with_a_reason_and_restores_best():
+    train, val = _loaders()
+    model = models.create("lenet5", num_classes=10, in_chans=1)
+    opt = build_optimizer("sgd", model, lr=1e-9)  # nothing improves
+    stopper = EarlyStopping("val_acc", patience=2)
+    state = fit(model, train, val, optimizer=opt, epochs=20, device=torch.device("cpu"), callbacks=[stopper])
+    assert state.stop == "no val_acc improvement in 2 epochs"
+    assert len(state.history) == 3

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from cnnfit.engine.optim import build_optimizer, cosine, make_schedule, one_cycle, step_decay
+
+
+def test_schedules_at_their_ends():
+    assert cosine(0, total=100) == 1.0
+    assert cosine(100, total=100) == pytest.approx(0.0)
+    assert cosine(50, total=100) == pytest.approx(0.5)
+    assert step_decay(9, total=30, every=10) == 1.0 and step_decay(10, total=30, every=10) == pytest.approx(0.1)
+    assert one_cycle(0, total=100) == pytest.approx(0.04)
+    assert one_cycle(30, total=100) == pytest.approx(1.0)
+    assert one_cycle(100, total=100) == pytest.approx(1e-4)
+
+
+def test_warmup_rises_linearly_then_hands_over():
+    f = make_schedule("cosine", total=110, warmup=10)
+    values = [f(s) for s in range(110)]
+    assert values[0] < values[5] < values[9] < 1.0
+    assert values[10] == 1.0 and values[-1] < 0.01
+
+
+def test_no_weight_decay_on_biases_and_norms():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = build_optimizer("adamw", model, lr=0.1, weight_decay=0.05)
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.05 and [p.ndim for p in decayed["params"]] == [4]
+    assert plain["weight_decay"] == 0.0 and len(plain["params"]) == 3
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
+def test_every_optimizer_reduces_a_loss(name):
+    torch.manual_seed(0)
+    w = torch.nn.Linear(4, 1)
+    opt = build_optimizer(name, w, lr=0.05)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    first = None
+    for _ in range(50):
+        loss = torch.nn.functional.mse_loss(w(x), y)
+        first = first if first is not None else loss.item()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert loss.item() < first * 0.9

@@ -1,0 +1,58 @@
+import pytest
+
+from cnnfit.config import VALID_KEYS, help_text, load_config, to_yaml
+from cnnfit.errors import CnnfitError
+
+
+def test_short_and_dotted_keys_land_in_the_tree():
+    cfg = load_config(["data=./photos", "model=resnet18", "epochs=3", "lr=3e-3", "aug.hflip=true", "batch=32"])
+    assert cfg.data.source == "./photos"
+    assert cfg.model.name == "resnet18"
+    assert cfg.train.epochs == 3 and cfg.train.batch == 32
+    assert cfg.optim.lr == pytest.approx(3e-3)
+    assert cfg.aug.hflip is True
+
+
+def test_file_then_command_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  epochs: 7\n  batch: 16\nmodel: lenet5\n")
+    cfg = load_config([f"config={f}", "epochs=2"])
+    assert cfg.train.epochs == 2  # command line beats the file
+    assert cfg.train.batch == 16
+    assert cfg.model.name == "lenet5"
+
+
+def test_resolved_yaml_round_trips(tmp_path):
+    cfg = load_config(["epochs=4", "lr=0.01", "imgsz=32"])
+    f = tmp_path / "config.yaml"
+    f.write_text(to_yaml(cfg))
+    assert load_config([f"config={f}"]) == cfg
+
+
+def test_auto_means_none():
+    assert load_config(["lr=auto"]).optim.lr is None
+
+
+@pytest.mark.parametrize("arg, fragment", [
+    ("epoch=3", "did you mean 'epochs'"),
+    ("optim.lrr=0.1", "did you mean 'optim.lr'"),
+    ("epochs=0", "train.epochs=0 is invalid"),
+    ("epochs=ten", "valid integer"),
+    ("data.resize=stretch", "'squash', 'crop' or 'pad'"),
+    ("novalue", "expected key=value"),
+])
+def test_bad_input_names_the_problem(arg, fragment):
+    with pytest.raises(CnnfitError, match=fragment):
+        load_config([arg])
+
+
+def test_config_is_frozen():
+    cfg = load_config([])
+    with pytest.raises(Exception):
+        cfg.train.epochs = 3
+
+
+def test_help_lists_every_key_with_its_default():
+    rows = help_text()
+    assert len(rows) == len(VALID_KEYS)
+    assert ("epochs (train.epochs)", "10", "passes over the training split") in rows

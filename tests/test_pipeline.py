@@ -1,0 +1,75 @@
+"""End to end through the Python API: train, the run directory, eval, predict, repeat a run."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import cnnfit
+from cnnfit.engine import load_checkpoint
+from tests.conftest import make_folder, shared_dataset
+
+RUN_FILES = {"config.yaml", "split.json", "best.pt", "last.pt", "history.csv", "metrics.json", "curves.png",
+             "confusion.png", "predictions.csv"}
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    return cnnfit.train(data="digits", epochs=6, project=str(tmp_path_factory.mktemp("runs")), name="d")
+
+
+def test_digits_run_directory_is_complete(digits_run):
+    assert digits_run.accuracy >= 0.9
+    assert RUN_FILES <= {p.name for p in digits_run.dir.iterdir()}
+    metrics = json.loads((digits_run.dir / "metrics.json").read_text())
+    assert metrics["accuracy"] == digits_run.accuracy and len(metrics["per_class"]) == 10
+    assert metrics["num_images"] == len(json.loads((digits_run.dir / "split.json").read_text())["test"])
+    with open(digits_run.dir / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6
+
+
+def test_checkpoint_describes_itself(digits_run):
+    ckpt = load_checkpoint(digits_run.dir / "best.pt")
+    for key in ("model", "model_kwargs", "classes", "imgsz", "channels", "mean", "std", "config", "state_dict"):
+        assert key in ckpt
+    last = load_checkpoint(digits_run.dir / "last.pt")
+    assert "optimizer" in last and last["step"] == 6 * 20
+
+
+def test_eval_reproduces_the_training_metrics(digits_run):
+    again = cnnfit.evaluate(digits_run.dir)
+    assert again["accuracy"] == digits_run.accuracy
+    assert again["confusion_matrix"] == digits_run.metrics["confusion_matrix"]
+
+
+def test_config_yaml_repeats_the_run(digits_run):
+    cfg = cnnfit.load_config([f"config={digits_run.dir / 'config.yaml'}", "epochs=1"])
+    assert cfg.data.imgsz == 8 and cfg.optim.lr == 1e-3 and cfg.train.amp in ("bf16", "off")
+    repeat = cnnfit.train(cfg)
+    assert repeat.dir != digits_run.dir and repeat.dir.name == "d2"  # never overwrites
+    assert repeat.timings["cache_hit"]
+
+
+def test_folder_predict_agrees_with_eval(tmp_path):
+    folder = make_folder(tmp_path / "photos", per_class=20)
+    (folder / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    run = cnnfit.train(data=str(folder), imgsz=16, epochs=3, batch=16, project=str(tmp_path / "runs"))
+    assert run.accuracy >= 0.9
+    assert (run.dir / "skipped.txt").read_text().startswith(str(folder / "red" / "broken.jpg"))
+    with open(run.dir / "predictions.csv") as f:
+        evals = {r["file"]: r["pred"] for r in csv.DictReader(f)}
+    rows = cnnfit.predict(run.dir, list(evals), topk=2, out=tmp_path / "p.csv")
+    assert {r["file"]: r["top1"] for r in rows} == evals
+    assert all(r["prob1"] >= r["prob2"] for r in rows)
+    with open(tmp_path / "p.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(evals)
+
+
+def test_real_hymenoptera_trains_from_its_own_split(tmp_path):
+    root = shared_dataset("hymenoptera_data")
+    run = cnnfit.train(data=str(root), imgsz=32, epochs=1, batch=32, project=str(tmp_path))
+    split = json.loads((run.dir / "split.json").read_text())
+    assert len(split["val"]) == 153 and len(split["train"]) == 245
+    assert "measured on val" in split["how"]
+    assert np.isfinite(run.accuracy)
