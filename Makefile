@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/cnnfit train name=demo
+	$(BIN)/cnnfit train name=demo epochs=20
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

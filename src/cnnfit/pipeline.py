@@ -130,13 +130,13 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
         ("skipped", f"{len(ds.skipped)} files" + (f" (listed in {run_dir / 'skipped.txt'})" if ds.skipped else ""),
          "; ".join(f"{Path(f).name}: {why}" for f, why in ds.skipped[:3])),
         ("input", f"{c}x{h}x{h} ({d.resize})",
-         auto(d.imgsz, f"auto: the images' own size, or {D.sources.AUTO_PHOTO_SIZE} px when sizes differ")),
+         auto(d.imgsz, f"auto: own size ({D.sources.AUTO_PHOTO_SIZE} px if mixed)")),
         ("model", f"{cfg.model.name}, {n_params:,} parameters", ""),
         ("device", f"{device}, amp {amp_name}, channels_last {channels_last}", f"{amp_why}; {cl_why}"),
         ("training", f"{t.epochs} epochs x {len(train_set) // t.batch + bool(len(train_set) % t.batch)} steps, "
                      f"batch {t.batch}", f"monitor {t.monitor}" + (f", patience {t.patience}" if t.patience else "")),
         ("optimizer", f"{o.name} lr {lr:g} weight_decay {wd:g}",
-         auto(o.lr, f"auto: default lr for {o.name}") + "; " + auto(o.weight_decay, f"auto: default decay for {o.name}")),
+         "auto: defaults for " + o.name if o.lr is None or o.weight_decay is None else "set"),
         ("schedule", f"{cfg.schedule.name}" + (f", warmup {cfg.schedule.warmup:g} epochs" if cfg.schedule.warmup else ""), ""),
         ("run", str(run_dir), ""),
     ])
@@ -159,6 +159,7 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
     if t.patience:
         callbacks.append(C.EarlyStopping(t.monitor, "auto", t.patience, t.min_delta))
     setup_seconds = time.perf_counter() - t0
+    console.print(f"ready to train {setup_seconds:.2f} s after start ({'cache hit' if cache_hit else 'decoded'})")
     state = E.fit(model, train_loader, val_loader, optimizer=optimizer, epochs=t.epochs, device=device,
                   callbacks=callbacks, label_smoothing=t.label_smoothing, amp_dtype=amp_dtype)
     train_seconds = time.perf_counter() - t0 - setup_seconds
