@@ -1,6 +1,6 @@
 """Seconds per training epoch, three ways, in one run, on the same data, model, batch and augmentation:
 
-  cnnfit     cnnfit.train (DeviceLoader + engine.fit) with its measured defaults
+  cnnfit     cnnfit's DeviceLoader + engine.fit with the callbacks `cnnfit train` uses, its measured defaults
   raw        a minimal hand-written PyTorch loop over preloaded tensors, with cnnfit's settings
              (same amp / channels_last / fused optimizer), so only the framework overhead differs
   tutorial   the tutorial way: a Dataset returning one augmented sample, a DataLoader, fp32 NCHW,
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import math
 import json
 import platform
 import statistics
@@ -26,15 +28,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import cnnfit
+from rich.console import Console
+
 from cnnfit import models
-from cnnfit.data import resolve, split_indices
+from cnnfit.data import DeviceLoader, augment, resolve, split_indices
 from cnnfit.data.cache import load_imageset
 from cnnfit.data.loader import channel_stats
 from cnnfit.device import resolve_amp, resolve_channels_last
+from cnnfit.engine import build_optimizer, fit, make_schedule
+from cnnfit.engine.callbacks import Callback, Checkpointing, History, LRSchedule, ProgressBar
 from cnnfit.errors import CnnfitError
 
 SHIFT = 0.1  # fraction of the side: 3 px at 28 px
+LR = 1e-3  # Adam, cosine decay to zero over the run, the same for all three
 
 
 def load_data():
@@ -52,7 +58,7 @@ def load_data():
         ref = resolve(spec)
     ds, _ = load_imageset(ref)
     parts, _ = split_indices(ds, 0.15, 0.15, seed=0)
-    return ds, parts["train"], parts["test"], spec
+    return ds, parts["train"], parts["val"], parts["test"], spec
 
 
 def _autocast(dtype):
@@ -70,16 +76,13 @@ def evaluate(model, x, y, mean, std, memory_format):
     return correct / len(x)
 
 
-def run_cnnfit(args, data_spec):
-    with tempfile.TemporaryDirectory() as project:
-        run = cnnfit.train(data=data_spec, model="simplecnn", epochs=args.epochs, batch=args.batch,
-                           optim="adam", lr=1e-3, optim__weight_decay=0.0, schedule="constant",
-                           aug__hflip=True, aug__shift=SHIFT, project=project, seed=0)
-        return [h["train_seconds"] for h in run.history], run.accuracy
+def cosine_lambda(total: int):
+    return lambda step: 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
 
 
-def run_raw(ds, train_idx, test_idx, args, amp_dtype, channels_last):
-    """What a careful user writes by hand: tensors preloaded, batched augmentation, no framework."""
+def raw_loop(ds, train_idx, args, amp_dtype, channels_last, out):
+    """What a careful user writes by hand: tensors preloaded, batched augmentation, no framework.
+    A generator: it runs one epoch per next() so the three ways interleave and share the machine's noise."""
     torch.manual_seed(0)
     x = torch.from_numpy(np.asarray(ds.images[train_idx]))
     y = torch.from_numpy(ds.labels[train_idx])
@@ -87,9 +90,9 @@ def run_raw(ds, train_idx, test_idx, args, amp_dtype, channels_last):
     mean, std = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = models.create("simplecnn", num_classes=10, in_chans=1).to(memory_format=fmt)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    opt = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(args.epochs * math.ceil(len(x) / args.batch)))
     pad = round(SHIFT * 28)
-    times = []
     for _ in range(args.epochs):
         t0 = time.perf_counter()
         order = torch.randperm(len(x))
@@ -109,9 +112,10 @@ def run_raw(ds, train_idx, test_idx, args, amp_dtype, channels_last):
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t0)
-    xt, yt = torch.from_numpy(np.asarray(ds.images[test_idx])), torch.from_numpy(ds.labels[test_idx])
-    return times, evaluate(model, xt, yt, mean, std, fmt)
+            sched.step()
+        out["times"].append(time.perf_counter() - t0)
+        yield
+    out["model"], out["mean"], out["std"], out["fmt"] = model, mean, std, fmt
 
 
 class TutorialDataset(torch.utils.data.Dataset):
@@ -134,15 +138,15 @@ class TutorialDataset(torch.utils.data.Dataset):
         return (x - self.mean) / self.std, int(self.labels[i])
 
 
-def run_tutorial(ds, train_idx, test_idx, args):
+def tutorial_loop(ds, train_idx, args, out):
     torch.manual_seed(0)
     mean, std = channel_stats(ds.images[train_idx])
     mean_t, std_t = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
     data = TutorialDataset(np.asarray(ds.images[train_idx]), ds.labels[train_idx], mean_t, std_t)
     loader = torch.utils.data.DataLoader(data, batch_size=args.batch, shuffle=True)
     model = models.create("simplecnn", num_classes=10, in_chans=1)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    times = []
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(args.epochs * len(loader)))
     for _ in range(args.epochs):
         t0 = time.perf_counter()
         for xb, yb in loader:
@@ -150,9 +154,59 @@ def run_tutorial(ds, train_idx, test_idx, args):
             opt.zero_grad()
             loss.backward()
             opt.step()
-        times.append(time.perf_counter() - t0)
-    xt, yt = torch.from_numpy(np.asarray(ds.images[test_idx])), torch.from_numpy(ds.labels[test_idx])
-    return times, evaluate(model, xt, yt, mean_t[None], std_t[None], torch.contiguous_format)
+            sched.step()
+        out["times"].append(time.perf_counter() - t0)
+        yield
+    out["model"], out["mean"], out["std"], out["fmt"] = model, mean_t[None], std_t[None], torch.contiguous_format
+
+
+class Interleave(Callback):
+    """After each cnnfit epoch, one epoch of every other way: slow phases of a shared machine hit all."""
+
+    def __init__(self, others) -> None:
+        self.others = others
+
+    def on_epoch_end(self, state) -> None:
+        for gen in self.others:
+            next(gen, None)
+
+    def on_fit_end(self, state) -> None:
+        for gen in self.others:
+            for _ in gen:
+                pass
+
+
+def run_all(ds, parts, args, amp_dtype, channels_last, ways):
+    """cnnfit: its DeviceLoader, engine.fit and the callbacks `cnnfit train` uses, with the same recipe."""
+    results = {w: {"times": []} for w in ways}
+    others = []
+    if "raw" in ways:
+        others.append(raw_loop(ds, parts["train"], args, amp_dtype, channels_last, results["raw"]))
+    if "tutorial" in ways:
+        others.append(tutorial_loop(ds, parts["train"], args, results["tutorial"]))
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = models.create("simplecnn", num_classes=10, in_chans=1).to(memory_format=fmt)
+    mean, std = channel_stats(ds.images[parts["train"]])
+    common = dict(batch=args.batch, device=torch.device("cpu"), mean=mean, std=std, channels_last=channels_last)
+    train = DeviceLoader(ds.images[parts["train"]], ds.labels[parts["train"]], shuffle=True,
+                         augment=augment.build(hflip=True, shift=SHIFT), **common)
+    val = DeviceLoader(ds.images[parts["val"]], ds.labels[parts["val"]], **common)
+    opt = build_optimizer("adam", model, lr=LR, weight_decay=0.0)
+    with tempfile.TemporaryDirectory() as run_dir:
+        callbacks = [LRSchedule(make_schedule("cosine", total=args.epochs * len(train))),
+                     Checkpointing(Path(run_dir), {"model": "simplecnn"}), History(Path(run_dir) / "history.csv"),
+                     ProgressBar(Console(file=io.StringIO()))]
+        if "cnnfit" in ways:
+            state = fit(model, train, val, optimizer=opt, epochs=args.epochs, device=torch.device("cpu"),
+                        callbacks=callbacks + [Interleave(others)], amp_dtype=amp_dtype)
+            results["cnnfit"].update(times=[h["train_seconds"] for h in state.history], model=model,
+                                     mean=torch.tensor(mean).view(1, -1, 1, 1), std=torch.tensor(std).view(1, -1, 1, 1),
+                                     fmt=fmt)
+        else:
+            Interleave(others).on_fit_end(None)
+    xt, yt = torch.from_numpy(np.asarray(ds.images[parts["test"]])), torch.from_numpy(ds.labels[parts["test"]])
+    return {w: (r["times"], evaluate(r["model"], xt, yt, r["mean"], r["std"], r["fmt"])) for w, r in results.items()}
 
 
 def warm_up(amp_dtype, channels_last, batch) -> None:
@@ -172,25 +226,21 @@ def steady(times: list[float]) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--only", default="cnnfit,raw,tutorial")
     args = p.parse_args()
-    ds, train_idx, test_idx, spec = load_data()
+    ds, train_idx, val_idx, test_idx, spec = load_data()
     amp_dtype, _ = resolve_amp("auto", torch.device("cpu"))
     channels_last, _ = resolve_channels_last(None, torch.device("cpu"))
     print(f"data: {spec}, {len(train_idx)} train / {len(test_idx)} test images; simplecnn, batch {args.batch}, "
-          f"{args.epochs} epochs, hflip + shift {SHIFT}; {torch.get_num_threads()} threads; "
+          f"{args.epochs} epochs, Adam lr {LR} cosine, hflip + shift {SHIFT}; {torch.get_num_threads()} threads; "
           f"cnnfit settings: amp {amp_dtype}, channels_last {channels_last}, fused Adam")
     warm_up(amp_dtype, channels_last, args.batch)  # one-time kernel set-up must not favour whoever runs second
-    results = {}
-    for way in args.only.split(","):
-        if way == "cnnfit":
-            results[way] = run_cnnfit(args, spec)
-        elif way == "raw":
-            results[way] = run_raw(ds, train_idx, test_idx, args, amp_dtype, channels_last)
-        elif way == "tutorial":
-            results[way] = run_tutorial(ds, train_idx, test_idx, args)
+    ways = args.only.split(",")
+    results = run_all(ds, {"train": train_idx, "val": val_idx, "test": test_idx}, args, amp_dtype, channels_last,
+                      ways)
+    for way in ways:
         times, acc = results[way]
         print(f"{way:>9}: epochs {' '.join(f'{t:.1f}' for t in times)} s  steady {steady(times):.1f} s/epoch  "
               f"test acc {acc:.4f}", flush=True)

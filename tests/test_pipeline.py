@@ -37,16 +37,19 @@ def test_checkpoint_describes_itself(digits_run):
     assert "optimizer" in last and last["step"] == 6 * 20
 
 
-def test_eval_reproduces_the_training_metrics(digits_run):
+def test_eval_reproduces_the_training_metrics(digits_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # from another folder
     again = cnnfit.evaluate(digits_run.dir)
     assert again["accuracy"] == digits_run.accuracy
     assert again["confusion_matrix"] == digits_run.metrics["confusion_matrix"]
+    assert again["timings"]["train_seconds"] > 0  # training figures survive a re-evaluation
 
 
 def test_config_yaml_repeats_the_run(digits_run):
-    cfg = cnnfit.load_config([f"config={digits_run.dir / 'config.yaml'}", "epochs=1"])
+    cfg = cnnfit.load_config([f"config={digits_run.dir / 'config.yaml'}"])
     assert cfg.data.imgsz == 8 and cfg.optim.lr == 1e-3 and cfg.train.amp in ("bf16", "off")
-    repeat = cnnfit.train(cfg)
+    repeat = cnnfit.train(cfg, epochs=1)
+    assert len(repeat.history) == 1
     assert repeat.dir != digits_run.dir and repeat.dir.name == "d2"  # never overwrites
     assert repeat.timings["cache_hit"]
 
@@ -64,6 +67,9 @@ def test_folder_predict_agrees_with_eval(tmp_path):
     assert all(r["prob1"] >= r["prob2"] for r in rows)
     with open(tmp_path / "p.csv") as f:
         assert len(list(csv.DictReader(f))) == len(evals)
+    from_folder = cnnfit.predict(run.dir, [str(folder / "red")])  # a folder: every image in it, bad ones skipped
+    assert len(from_folder) == 20 and sum(r["top1"] == "red" for r in from_folder) >= 18
+    assert (run.dir / "predict.csv").exists()
 
 
 def test_real_hymenoptera_trains_from_its_own_split(tmp_path):

@@ -113,13 +113,13 @@ def _canonical(key: str) -> str:
     return key
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     """Nested YAML mapping -> dotted keys, so files and the command line share one path."""
     flat = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, dotted + "."))
+            flat.update(flatten(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
@@ -144,7 +144,7 @@ def _read_file(path: str) -> dict[str, Any]:
         raise CnnfitError(f"config file '{path}' is not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(tree, dict):
         raise CnnfitError(f"config file '{path}' must hold a mapping of keys to values")
-    return _flatten(tree)
+    return flatten(tree)
 
 
 def _describe(err: dict, values: dict[str, Any]) -> str:

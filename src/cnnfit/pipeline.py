@@ -19,7 +19,7 @@ from rich.table import Table
 from cnnfit import data as D
 from cnnfit import engine as E
 from cnnfit import models
-from cnnfit.config import Config, load_config, to_yaml
+from cnnfit.config import Config, flatten, load_config, to_yaml
 from cnnfit.device import pick_device, resolve_amp, resolve_channels_last, seed_everything
 from cnnfit.engine import callbacks as C
 from cnnfit.errors import CnnfitError
@@ -55,9 +55,24 @@ def _new_run_dir(project: str, name: str) -> Path:
     raise CnnfitError(f"no free run name for '{name}' in {parent}; pick another name=")
 
 
+def _absolute(source: str) -> str:
+    """Paths become absolute in config.yaml so eval and predict work from any folder; names stay names."""
+    return str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source
+
+
 def _load_data(cfg: Config) -> tuple[D.ImageSet, bool]:
     ref = D.resolve(cfg.data.source)
     return D.load_imageset(ref, cfg.data.imgsz, cfg.data.channels, cfg.data.resize, cfg.data.workers, cfg.data.cache)
+
+
+def _per_class(counts: dict[str, list[int]], classes: list[str]) -> str:
+    triples = list(zip(counts["train"], counts["val"], counts["test"]))
+    if len(set(triples)) == 1:
+        return "{}/{}/{} each".format(*triples[0])
+    if len(classes) <= 6:
+        return "; ".join(f"{c} {a}/{b}/{t}" for c, (a, b, t) in zip(classes, triples))
+    train = counts["train"]
+    return f"train {min(train)}..{max(train)} per class (largest/smallest {max(train) / max(min(train), 1):.1f})"
 
 
 def _print_summary(console: Console, rows: list[tuple[str, str, str]]) -> None:
@@ -74,7 +89,9 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
     """Train a model as `cfg` says and evaluate it on the test split. Every input is validated
     before the run directory is created, so bad input leaves nothing behind."""
     t0 = time.perf_counter()
-    cfg = cfg if cfg is not None else load_config(**overrides)
+    if cfg is None or overrides:
+        base = flatten(cfg.model_dump(mode="json")) if cfg is not None else {}
+        cfg = load_config(**{k.replace(".", "__"): v for k, v in base.items()}, **overrides)
     console = console or Console()
     d, t, o = cfg.data, cfg.train, cfg.optim
     models.check_name(cfg.model.name)
@@ -95,14 +112,14 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
     if t.batch > n_train:
         raise CnnfitError(f"batch={t.batch} is larger than the {n_train} training images; use batch={n_train} or less")
     train_set = ds.subset(parts["train"])
-    mean, std = D.channel_stats(train_set.images)
+    mean, std = D.split_stats(ds, parts["train"])
     amp_dtype, amp_why = resolve_amp(t.amp, device)
     channels_last, cl_why = resolve_channels_last(t.channels_last, device)
     lr = o.lr or _AUTO_LR[o.name]
     wd = o.weight_decay if o.weight_decay is not None else _AUTO_WD[o.name]
     amp_name = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[amp_dtype]
     resolved = cfg.model_copy(update={
-        "data": d.model_copy(update={"imgsz": h, "channels": c}),
+        "data": d.model_copy(update={"imgsz": h, "channels": c, "source": _absolute(d.source)}),
         "optim": o.model_copy(update={"lr": lr, "weight_decay": wd}),
         "train": t.model_copy(update={"amp": amp_name, "channels_last": channels_last}),
     })
@@ -124,9 +141,7 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
     _print_summary(console, [
         ("data", f"{d.source}: {len(ds)} images, {len(ds.classes)} classes", "cache hit" if cache_hit else "decoded and cached"),
         ("split", " / ".join(f"{k} {len(v)}" for k, v in parts.items()), split_how),
-        ("per class", "; ".join(f"{cls} {counts['train'][i]}/{counts['val'][i]}/{counts['test'][i]}"
-                                for i, cls in enumerate(ds.classes[:12])) + (" ..." if len(ds.classes) > 12 else ""),
-         "train/val/test"),
+        ("per class", _per_class(counts, ds.classes), "train/val/test"),
         ("skipped", f"{len(ds.skipped)} files" + (f" (listed in {run_dir / 'skipped.txt'})" if ds.skipped else ""),
          "; ".join(f"{Path(f).name}: {why}" for f, why in ds.skipped[:3])),
         ("input", f"{c}x{h}x{h} ({d.resize})",
@@ -202,7 +217,9 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
                             std=ckpt["std"])
     logits, labels = E.infer(model, loader)
     metrics = classification_metrics(logits, labels, ckpt["classes"])
-    metrics.update({"split": "test", "best_epoch": ckpt["epoch"] + 1, "val": ckpt["metrics"], **(extra or {})})
+    previous = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    kept = {k: v for k, v in previous.items() if k not in metrics}  # e.g. training timings survive a re-eval
+    metrics.update({"split": "test", "best_epoch": ckpt["epoch"] + 1, "val": ckpt["metrics"], **kept, **(extra or {})})
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_confusion(metrics["confusion_matrix"], ckpt["classes"], run_dir / "confusion.png")
     probs = logits.softmax(1)
@@ -224,7 +241,7 @@ def _expand(paths: list[str]) -> list[Path]:
         hits = [Path(h) for h in sorted(glob.glob(p, recursive=True))] or [Path(p)]
         for hit in hits:
             if hit.is_dir():
-                found += sorted(f for f in hit.rglob("*") if f.is_file() and D.decode.is_image_name(f.name)
+                found += sorted(f for f in hit.rglob("*") if f.is_file() and D.is_image_name(f.name)
                                 and not any(part.startswith(".") for part in f.relative_to(hit).parts))
             elif hit.is_file():
                 found.append(hit)
@@ -242,13 +259,10 @@ def predict(run: str | Path, paths: list[str], *, topk: int = 5, out: str | Path
     files = _expand(paths)
     if not files:
         raise CnnfitError("no image files found in the given paths")
-    decoded, kept, skipped = [], [], []
-    for f in files:
-        try:
-            decoded.append(D.decode(f, ckpt["imgsz"], ckpt["channels"], ckpt["resize"]))
-            kept.append(f)
-        except D.DecodeError as exc:
-            skipped.append((f, str(exc)))
+    arrays = D.map_images(lambda f: D.decode(f, ckpt["imgsz"], ckpt["channels"], ckpt["resize"]), files)
+    decoded = [a for a in arrays if not isinstance(a, D.DecodeError)]
+    kept = [f for f, a in zip(files, arrays) if not isinstance(a, D.DecodeError)]
+    skipped = [(f, str(a)) for f, a in zip(files, arrays) if isinstance(a, D.DecodeError)]
     for f, why in skipped:
         console.print(f"skipped {f}: {why}")
     if not kept:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnfit.data.imageset import ImageSet
+from cnnfit.data.loader import channel_stats
 from cnnfit.data.sources import SourceRef, read
 
 CACHE_VERSION = 1  # bump when decoding changes, so old entries are never reused
@@ -77,3 +78,26 @@ def load_imageset(ref: SourceRef, size: int | None = None, channels: int | None 
         alias.write_text(resolved)
     loaded = _load(root / resolved)
     return (loaded if loaded is not None else ds), False
+
+
+def split_stats(ds: ImageSet, idx: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of ds.images[idx], remembered next to a cached entry: a second run of the
+    same data and split skips the pass over the pixels (0.1 s for Fashion-MNIST)."""
+    entry = Path(ds.images.filename).parent if isinstance(ds.images, np.memmap) and ds.images.filename else None
+    digest = hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes()).hexdigest()[:24]
+    path = entry / f"stats-{digest}.json" if entry is not None else None
+    if path is not None and path.exists():
+        try:
+            saved = json.loads(path.read_text())
+            return saved["mean"], saved["std"]
+        except (OSError, ValueError, KeyError):
+            pass
+    mean, std = channel_stats(ds.images[np.sort(idx)])
+    if path is not None:
+        try:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"mean": mean, "std": std}))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache still trains; it just recomputes next time
+    return mean, std

@@ -4,9 +4,11 @@ so a file gives the same pixels whichever command reads it."""
 from __future__ import annotations
 
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Callable, Iterable, Literal, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -97,3 +99,23 @@ def decode(src: str | Path | bytes, size: int, channels: int, resize: Resize = "
         except (OSError, ValueError, SyntaxError) as exc:
             raise DecodeError(f"truncated or corrupt ({exc})") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+T = TypeVar("T")
+
+
+def map_images(fn: Callable[[str | Path | bytes], T], sources: Iterable, load: Callable = lambda s: s,
+               workers: int | None = None) -> list[T | DecodeError]:
+    """fn(load(s)) for every source on a thread pool (Pillow releases the GIL while decoding);
+    a file that fails gives its DecodeError in place of a result, so one bad file never stops the rest."""
+
+    def one(src):
+        try:
+            return fn(load(src))
+        except DecodeError as exc:
+            return exc
+        except OSError as exc:
+            return DecodeError(f"unreadable ({exc})")
+
+    with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+        return list(pool.map(one, sources))

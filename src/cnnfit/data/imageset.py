@@ -35,16 +35,17 @@ class ImageSet:
 
 def _stratified(labels: np.ndarray, idx: np.ndarray, frac: float, rng: np.random.Generator):
     """Split idx into (rest, taken) taking `frac` of each class, rounded, at least one when frac > 0."""
-    taken = []
-    for c in np.unique(labels[idx]):
-        members = idx[labels[idx] == c]
+    take = np.zeros(len(labels), dtype=bool)
+    sub = labels[idx]
+    order = np.argsort(sub, kind="stable")  # idx grouped by class, in one sort
+    bounds = np.flatnonzero(np.diff(sub[order])) + 1
+    for members in np.split(idx[order], bounds):
         members = members[rng.permutation(len(members))]
         n = int(round(frac * len(members)))
         if frac > 0 and len(members) > 1:
             n = min(max(n, 1), len(members) - 1)
-        taken.append(members[:n])
-    taken_idx = np.sort(np.concatenate(taken)) if taken else np.array([], dtype=np.int64)
-    return np.setdiff1d(idx, taken_idx), taken_idx
+        take[members[:n]] = True
+    return idx[~take[idx]], idx[take[idx]]
 
 
 def split_indices(ds: ImageSet, val: float, test: float, seed: int) -> tuple[dict[str, np.ndarray], str]:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from cnnfit.data.decode import DecodeError, decode, is_image_name, probe
+from cnnfit.data.decode import DecodeError, decode, is_image_name, map_images, probe
 from cnnfit.data.imageset import SPLITS, ImageSet
 from cnnfit.errors import CnnfitError
 
@@ -245,17 +245,7 @@ def _read_files(ref: SourceRef, size, channels, resize, workers) -> ImageSet:
     if not entries:
         raise CnnfitError(f"no images found in '{ref.name}'; expected one sub-folder per class "
                           f"(e.g. {ref.name}/cats/1.jpg), optionally inside train/ val/ test/")
-    pool = ThreadPoolExecutor(workers or os.cpu_count())
-
-    def safe(fn, r):
-        try:
-            return fn(load(r))
-        except DecodeError as exc:
-            return exc
-        except OSError as exc:
-            return DecodeError(f"unreadable ({exc})")
-
-    headers = list(pool.map(lambda e: safe(probe, e[0]), entries))
+    headers = map_images(probe, [e[0] for e in entries], load, workers)
     good = [(e, h) for e, h in zip(entries, headers) if not isinstance(h, DecodeError)]
     skipped += [(display(e[0]), str(h)) for e, h in zip(entries, headers) if isinstance(h, DecodeError)]
     if not good:
@@ -265,8 +255,7 @@ def _read_files(ref: SourceRef, size, channels, resize, workers) -> ImageSet:
     if size is None:
         dims = {(h.width, h.height) for _, h in good}
         size = max(dims.pop()) if len(dims) == 1 else AUTO_PHOTO_SIZE
-    arrays = list(pool.map(lambda eh: safe(lambda b: decode(b, size, channels, resize), eh[0][0]), good))
-    pool.shutdown()
+    arrays = map_images(lambda b: decode(b, size, channels, resize), [e[0] for e, _ in good], load, workers)
     kept = [(e, a) for (e, _), a in zip(good, arrays) if not isinstance(a, DecodeError)]
     skipped += [(display(e[0]), str(a)) for (e, _), a in zip(good, arrays) if isinstance(a, DecodeError)]
     if not kept:
