@@ -79,3 +79,20 @@ def test_real_hymenoptera_trains_from_its_own_split(tmp_path):
     assert len(split["val"]) == 153 and len(split["train"]) == 245
     assert "measured on val" in split["how"]
     assert np.isfinite(run.accuracy)
+
+
+def test_imbalanced_data_picks_macro_f1_and_weights_classes(tmp_path):
+    folder = make_folder(tmp_path / "photos", per_class=24)
+    for f in sorted((folder / "blue").iterdir())[4:]:
+        f.unlink()  # blue: 4 images against 24: ratio 6
+    run = cnnfit.train(data=str(folder), imgsz=16, epochs=2, batch=8, class_weight="balanced", sampler="balanced",
+                       aug__only_minority=True, aug__hflip=True, project=str(tmp_path / "runs"))
+    cfg = cnnfit.load_config([f"config={run.dir / 'config.yaml'}"])
+    assert cfg.train.monitor == "val_macro_f1"
+    assert "val_macro_f1" in run.history[0] and "val_balanced_acc" in run.history[0]
+
+
+def test_class_weight_names_must_exist(tmp_path):
+    with pytest.raises(cnnfit.CnnfitError, match="unknown classes \\['eleven'\\]"):
+        cnnfit.train(data="digits", epochs=1, class_weight={"eleven": 2.0}, project=str(tmp_path))
+    assert not (tmp_path / "train").exists()

@@ -59,7 +59,12 @@ class TrainConfig(_Group):
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision; auto: measured default per device")
     channels_last: bool | None = Field(None, description="NHWC memory layout; auto: measured default per device")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
-    monitor: Literal["val_acc", "val_loss"] = Field("val_acc", description="metric that picks best.pt and early stopping")
+    monitor: Literal["auto", "val_acc", "val_loss", "val_macro_f1", "val_balanced_acc"] = Field(
+        "auto", description="metric that picks best.pt and early stopping; auto: val_macro_f1 when the largest "
+        "class is over 3x the smallest, else val_acc")
+    class_weight: Literal["none", "balanced"] | dict[str, float] = Field(
+        "none", description="loss weight per class: none, balanced (n / (classes * count)) or {class: weight}")
+    sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: draw every class equally often")
     patience: int = Field(0, ge=0, description="early stopping after this many epochs without improvement; 0: off")
     min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
     log_every: int = Field(25, gt=0, description="steps between progress updates (each one syncs the device)")
@@ -69,6 +74,7 @@ class AugConfig(_Group):
     hflip: bool = Field(False, description="random horizontal flip")
     vflip: bool = Field(False, description="random vertical flip")
     shift: float = Field(0.0, ge=0, le=0.5, description="random translation, fraction of the image size (pad + crop)")
+    only_minority: bool = Field(False, description="augment only classes under half the size of the largest")
 
 
 class Config(_Group):
@@ -87,6 +93,7 @@ SHORT_KEYS = {
     "data": "data.source", "model": "model.name", "optim": "optim.name", "schedule": "schedule.name",
     "epochs": "train.epochs", "batch": "train.batch", "lr": "optim.lr", "imgsz": "data.imgsz",
     "device": "train.device", "seed": "train.seed", "amp": "train.amp", "patience": "train.patience",
+    "monitor": "train.monitor", "class_weight": "train.class_weight", "sampler": "train.sampler",
 }
 
 

@@ -65,6 +65,17 @@ def _load_data(cfg: Config) -> tuple[D.ImageSet, bool]:
     return D.load_imageset(ref, cfg.data.imgsz, cfg.data.channels, cfg.data.resize, cfg.data.workers, cfg.data.cache)
 
 
+def _class_weights(spec: str | dict[str, float], classes: list[str], counts: np.ndarray) -> torch.Tensor | None:
+    if spec == "none":
+        return None
+    if spec == "balanced":  # scikit-learn's rule: n_samples / (n_classes * count)
+        return torch.tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
+    unknown = sorted(set(spec) - set(classes))
+    if unknown:
+        raise CnnfitError(f"class_weight names unknown classes {unknown}; the classes are: {', '.join(classes)}")
+    return torch.tensor([float(spec.get(c, 1.0)) for c in classes], dtype=torch.float32)
+
+
 def _per_class(counts: dict[str, list[int]], classes: list[str]) -> str:
     triples = list(zip(counts["train"], counts["val"], counts["test"]))
     if len(set(triples)) == 1:
@@ -118,10 +129,17 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
     lr = o.lr or _AUTO_LR[o.name]
     wd = o.weight_decay if o.weight_decay is not None else _AUTO_WD[o.name]
     amp_name = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[amp_dtype]
+    train_counts = np.bincount(train_set.labels, minlength=len(ds.classes))
+    imbalance = train_counts.max() / max(train_counts.min(), 1)
+    monitor, monitor_why = t.monitor, "set"
+    if monitor == "auto":
+        monitor = "val_macro_f1" if imbalance > 3 else "val_acc"
+        monitor_why = f"auto: largest/smallest class {imbalance:.1f}" + (" > 3" if imbalance > 3 else "")
+    class_weight = _class_weights(t.class_weight, ds.classes, train_counts)
     resolved = cfg.model_copy(update={
         "data": d.model_copy(update={"imgsz": h, "channels": c, "source": _absolute(d.source)}),
         "optim": o.model_copy(update={"lr": lr, "weight_decay": wd}),
-        "train": t.model_copy(update={"amp": amp_name, "channels_last": channels_last}),
+        "train": t.model_copy(update={"amp": amp_name, "channels_last": channels_last, "monitor": monitor}),
     })
 
     # only now, with every input checked, does the run directory exist
@@ -149,7 +167,9 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
         ("model", f"{cfg.model.name}, {n_params:,} parameters", ""),
         ("device", f"{device}, amp {amp_name}, channels_last {channels_last}", f"{amp_why}; {cl_why}"),
         ("training", f"{t.epochs} epochs x {len(train_set) // t.batch + bool(len(train_set) % t.batch)} steps, "
-                     f"batch {t.batch}", f"monitor {t.monitor}" + (f", patience {t.patience}" if t.patience else "")),
+                     f"batch {t.batch}" + (f", {t.sampler} sampler" if t.sampler != "shuffle" else "")
+                     + (f", class weights {t.class_weight}" if t.class_weight != "none" else ""),
+         f"monitor {monitor} ({monitor_why})" + (f", patience {t.patience}" if t.patience else "")),
         ("optimizer", f"{o.name} lr {lr:g} weight_decay {wd:g}",
          "auto: defaults for " + o.name if o.lr is None or o.weight_decay is None else "set"),
         ("schedule", f"{cfg.schedule.name}" + (f", warmup {cfg.schedule.warmup:g} epochs" if cfg.schedule.warmup else ""), ""),
@@ -158,7 +178,9 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
 
     augment = D.augment.build(hflip=cfg.aug.hflip, vflip=cfg.aug.vflip, shift=cfg.aug.shift)
     common = dict(batch=t.batch, device=device, mean=mean, std=std, channels_last=channels_last)
+    minority = [i for i, n in enumerate(train_counts) if n < train_counts.max() / 2] if cfg.aug.only_minority else None
     train_loader = D.DeviceLoader(train_set.images, train_set.labels, augment=augment, shuffle=True, seed=t.seed,
+                                  balanced=t.sampler == "balanced", augment_classes=minority,
                                   **common)
     val_loader = D.DeviceLoader(ds.images[parts["val"]], ds.labels[parts["val"]], **common)
     optimizer = E.build_optimizer(o.name, model, lr=lr, weight_decay=wd, momentum=o.momentum, nesterov=o.nesterov)
@@ -169,14 +191,15 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
         "model": cfg.model.name, "model_kwargs": model_kwargs, "classes": ds.classes, "imgsz": h, "channels": c,
         "resize": d.resize, "mean": mean, "std": std, "config": resolved.model_dump(mode="json"),
     }
-    callbacks = [C.LRSchedule(schedule), C.Checkpointing(run_dir, meta, t.monitor, "auto", t.min_delta),
+    callbacks = [C.LRSchedule(schedule), C.Checkpointing(run_dir, meta, monitor, "auto", t.min_delta),
                  C.History(run_dir / "history.csv"), C.ProgressBar(console, every=t.log_every)]
     if t.patience:
-        callbacks.append(C.EarlyStopping(t.monitor, "auto", t.patience, t.min_delta))
+        callbacks.append(C.EarlyStopping(monitor, "auto", t.patience, t.min_delta))
     setup_seconds = time.perf_counter() - t0
     console.print(f"ready to train {setup_seconds:.2f} s after start ({'cache hit' if cache_hit else 'decoded'})")
     state = E.fit(model, train_loader, val_loader, optimizer=optimizer, epochs=t.epochs, device=device,
-                  callbacks=callbacks, label_smoothing=t.label_smoothing, amp_dtype=amp_dtype)
+                  callbacks=callbacks, label_smoothing=t.label_smoothing, amp_dtype=amp_dtype,
+                  class_weight=None if class_weight is None else class_weight.to(device))
     train_seconds = time.perf_counter() - t0 - setup_seconds
     plot_curves(state.history, run_dir / "curves.png")
     timings = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "cache_hit": cache_hit}
@@ -259,7 +282,7 @@ def predict(run: str | Path, paths: list[str], *, topk: int = 5, out: str | Path
     files = _expand(paths)
     if not files:
         raise CnnfitError("no image files found in the given paths")
-    arrays = D.map_images(lambda f: D.decode(f, ckpt["imgsz"], ckpt["channels"], ckpt["resize"]), files)
+    arrays = D.map_images(lambda f: D.decode_image(f, ckpt["imgsz"], ckpt["channels"], ckpt["resize"]), files)
     decoded = [a for a in arrays if not isinstance(a, D.DecodeError)]
     kept = [f for f, a in zip(files, arrays) if not isinstance(a, D.DecodeError)]
     skipped = [(f, str(a)) for f, a in zip(files, arrays) if isinstance(a, D.DecodeError)]

@@ -37,3 +37,24 @@ def test_channels_last_layout():
                           channels_last=True)
     x, _ = next(iter(loader))
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_balanced_sampler_draws_classes_equally():
+    labels = np.array([0] * 900 + [1] * 100)
+    images = np.zeros((1000, 1, 2, 2), np.uint8)
+    loader = DeviceLoader(images, labels, batch=100, device=torch.device("cpu"), mean=[0.0], std=[1.0],
+                          shuffle=True, balanced=True)
+    drawn = torch.cat([y for _, y in loader])
+    assert len(drawn) == 1000
+    assert 0.4 < drawn.float().mean().item() < 0.6  # minority drawn about half the time, not 10%
+
+
+def test_minority_only_augmentation_leaves_majority_untouched():
+    labels = np.array([0] * 50 + [1] * 50)
+    images = np.random.default_rng(0).integers(0, 255, (100, 1, 4, 4), dtype=np.uint8)
+    flip_all = lambda x, g: x.flip(-1)  # noqa: E731
+    loader = DeviceLoader(images, labels, batch=100, device=torch.device("cpu"), mean=[0.0], std=[1.0],
+                          augment=flip_all, augment_classes=[1])
+    x, y = next(iter(loader))
+    raw = torch.from_numpy(images).float() / 255
+    assert torch.allclose(x[y == 0], raw[:50]) and torch.allclose(x[y == 1], raw[50:].flip(-1))

@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 from cnnfit import models
@@ -55,3 +56,17 @@ def test_early_stopping_stops_with_a_reason_and_restores_best():
     state = fit(model, train, val, optimizer=opt, epochs=20, device=torch.device("cpu"), callbacks=[stopper])
     assert state.stop == "no val_acc improvement in 2 epochs"
     assert len(state.history) == 3
+
+
+def test_balanced_scores_match_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    from cnnfit.engine.loop import _balanced_scores
+
+    rng = np.random.default_rng(0)
+    labels = torch.from_numpy(rng.integers(0, 4, 300))
+    logits = torch.from_numpy(rng.normal(size=(300, 4))) + torch.nn.functional.one_hot(labels, 4) * 1.5
+    f1, bacc = _balanced_scores(logits, labels)
+    pred = logits.argmax(1).numpy()
+    assert abs(f1 - f1_score(labels.numpy(), pred, average="macro")) < 1e-9
+    assert abs(bacc - balanced_accuracy_score(labels.numpy(), pred)) < 1e-9

@@ -1,10 +1,10 @@
 """Data: sources -> cached uint8 ImageSet -> split -> DeviceLoader."""
 
 from cnnfit.data.cache import load_imageset, split_stats
-from cnnfit.data.decode import DecodeError, decode, is_image_name, map_images
+from cnnfit.data.decode import DecodeError, decode_image, is_image_name, map_images
 from cnnfit.data.imageset import SPLITS, ImageSet, split_indices
 from cnnfit.data.loader import DeviceLoader, channel_stats
 from cnnfit.data.sources import SourceRef, data_root, resolve
 
 __all__ = ["SPLITS", "DecodeError", "DeviceLoader", "ImageSet", "SourceRef", "channel_stats", "data_root",
-           "decode", "is_image_name", "load_imageset", "map_images", "resolve", "split_indices", "split_stats"]
+           "decode_image", "is_image_name", "load_imageset", "map_images", "resolve", "split_indices", "split_stats"]

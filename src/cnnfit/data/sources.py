@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from cnnfit.data.decode import DecodeError, decode, is_image_name, map_images, probe
+from cnnfit.data.decode import DecodeError, decode_image, is_image_name, map_images, probe
 from cnnfit.data.imageset import SPLITS, ImageSet
 from cnnfit.errors import CnnfitError
 
@@ -255,7 +255,7 @@ def _read_files(ref: SourceRef, size, channels, resize, workers) -> ImageSet:
     if size is None:
         dims = {(h.width, h.height) for _, h in good}
         size = max(dims.pop()) if len(dims) == 1 else AUTO_PHOTO_SIZE
-    arrays = map_images(lambda b: decode(b, size, channels, resize), [e[0] for e, _ in good], load, workers)
+    arrays = map_images(lambda b: decode_image(b, size, channels, resize), [e[0] for e, _ in good], load, workers)
     kept = [(e, a) for (e, _), a in zip(good, arrays) if not isinstance(a, DecodeError)]
     skipped += [(display(e[0]), str(a)) for (e, _), a in zip(good, arrays) if isinstance(a, DecodeError)]
     if not kept:

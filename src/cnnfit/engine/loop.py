@@ -44,9 +44,23 @@ def infer(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
     return torch.cat(logits).cpu(), torch.cat(labels).cpu()
 
 
+def _balanced_scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Macro F1 and balanced accuracy from a confusion count, cheap enough for every epoch."""
+    if not len(labels):
+        return float("nan"), float("nan")
+    k = logits.shape[1]
+    cm = torch.bincount(labels * k + logits.argmax(1), minlength=k * k).view(k, k).double()  # (true, pred)
+    tp, support, predicted = cm.diag(), cm.sum(1), cm.sum(0)
+    present = support > 0
+    recall = tp / support.clamp(min=1)
+    precision = tp / predicted.clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    return f1[present | (predicted > 0)].mean().item(), recall[present].mean().item()
+
+
 def fit(model: nn.Module, train: Iterable, val: Iterable, *, optimizer: torch.optim.Optimizer,
         epochs: int, device: torch.device, callbacks: Sequence[Callback] = (), label_smoothing: float = 0.0,
-        amp_dtype: torch.dtype | None = None) -> State:
+        amp_dtype: torch.dtype | None = None, class_weight: torch.Tensor | None = None) -> State:
     """Train for `epochs` (or until a callback sets `state.stop`); per-epoch metrics land in state.history."""
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     state = State(model, optimizer, epochs, len(train), getattr(train, "batch", 0))
@@ -62,7 +76,7 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, *, optimizer: torch.op
         for x, y in train:
             with _autocast(device, amp_dtype):
                 logits = model(x)  # (B, classes)
-                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+                loss = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -80,12 +94,15 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, *, optimizer: torch.op
                 break
         train_seconds = time.perf_counter() - t0
         val_logits, val_labels = infer(model, val, amp_dtype=amp_dtype)
+        macro_f1, balanced_acc = _balanced_scores(val_logits, val_labels)
         state.metrics = {
             "epoch": epoch + 1,
             "train_loss": state.loss_sum.item() / max(state.seen, 1),
             "train_acc": state.correct.item() / max(state.seen, 1),
             "val_loss": F.cross_entropy(val_logits, val_labels).item() if len(val_labels) else float("nan"),
             "val_acc": (val_logits.argmax(1) == val_labels).float().mean().item() if len(val_labels) else float("nan"),
+            "val_macro_f1": macro_f1,
+            "val_balanced_acc": balanced_acc,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
             "train_seconds": train_seconds,
