@@ -130,3 +130,21 @@ def test_real_hymenoptera_keeps_train_val():
     assert ds.classes == ["ants", "bees"]
     assert np.bincount(ds.origin).tolist() == [245 - len(ds.skipped), 153]
     assert len(ds) >= 397
+
+
+def test_csv_manifest_with_and_without_split(tmp_path, image_folder):
+    rows = [f"{f.relative_to(tmp_path)},{f.parent.name}" for f in sorted(image_folder.rglob("*.png"))]
+    (tmp_path / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\nphotos/red/missing.png,red\n")
+    ds = read(resolve(str(tmp_path / "m.csv")), 16)
+    assert len(ds) == 45 and ds.classes == ["blue", "green", "red"] and ds.origin is None
+    assert [why for _, why in ds.skipped] and "missing.png" in ds.skipped[0][0]
+    split_rows = [f"{r},{'test' if i % 5 == 0 else 'train'}" for i, r in enumerate(rows)]
+    (tmp_path / "s.csv").write_text("\n".join(split_rows))
+    ds = read(resolve(str(tmp_path / "s.csv")), 16)
+    assert np.bincount(ds.origin).tolist() == [36, 0, 9]
+
+
+def test_csv_manifest_errors(tmp_path):
+    (tmp_path / "m.csv").write_text("a.png,cat,train\nb.png,dog\n")
+    with pytest.raises(CnnfitError, match="for every row or for none"):
+        read(resolve(str(tmp_path / "m.csv")))

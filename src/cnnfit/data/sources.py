@@ -6,6 +6,7 @@ the source's own split in `origin` when it has one.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import os
@@ -39,7 +40,7 @@ def data_root() -> Path:
 
 @dataclass(frozen=True)
 class SourceRef:
-    kind: str  # digits | idx | cifar | folder | zip | npz
+    kind: str  # digits | idx | cifar | folder | zip | npz | csv
     path: Path | None
     name: str  # what the user typed, for messages
 
@@ -52,11 +53,13 @@ class SourceRef:
             h.update(sklearn.__version__.encode())
         elif self.path is not None:
             files = sorted(self.path.rglob("*")) if self.path.is_dir() else [self.path]
+            if self.kind == "csv":  # the manifest and every image it names
+                files += [Path(e[0]) for e in _csv_entries(self.path)[0]]
             for f in files:
                 if f.is_file():
                     st = f.stat()
-                    h.update(f"{f.relative_to(self.path) if self.path.is_dir() else f.name}|{st.st_size}|"
-                             f"{st.st_mtime_ns}\n".encode())
+                    name = f.relative_to(self.path) if self.path.is_dir() else f
+                    h.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
         return h.hexdigest()[:24]
 
 
@@ -102,6 +105,8 @@ def resolve(spec: str) -> SourceRef:
         return SourceRef("zip", path, spec)
     if path.suffix.lower() == ".npz":
         return SourceRef("npz", path, spec)
+    if path.suffix.lower() == ".csv":
+        return SourceRef("csv", path, spec)
     raise CnnfitError(f"data '{spec}' is a file cnnfit cannot read; use a folder of class folders, a .zip of "
                       "them, a .npz, or a named dataset")
 
@@ -226,7 +231,34 @@ def _hidden(rel: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in Path(rel).parts)
 
 
-def _read_files(ref: SourceRef, size, channels, resize, workers) -> ImageSet:
+def _csv_entries(path: Path) -> tuple[list[tuple[str, int, str]], list[tuple[str, str]]]:
+    """Rows `path,label[,split]` (a header row is optional); paths relative to the CSV's folder."""
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if rows and rows[0][0].strip().lower() in ("path", "file", "filename"):
+        rows = rows[1:]
+    entries, bad = [], []
+    for i, row in enumerate(rows, start=1):
+        if len(row) < 2 or not row[1].strip():
+            bad.append((f"{path.name} row {i}", "needs path,label[,split]"))
+            continue
+        split = row[2].strip().lower() if len(row) > 2 and row[2].strip() else ""
+        if split and split not in _SPLIT_DIRS:
+            bad.append((f"{path.name} row {i}", f"unknown split '{row[2]}' (use train, val or test)"))
+            continue
+        file = Path(row[0].strip()).expanduser()
+        entries.append((str(file if file.is_absolute() else path.parent / file), _SPLIT_DIRS.get(split, -1),
+                        row[1].strip()))
+    if entries and len({e[1] < 0 for e in entries}) > 1:
+        raise CnnfitError(f"{path}: give a split for every row or for none")
+    return entries, bad
+
+
+def _file_entries(ref: SourceRef):
+    """(entries, skipped, load, display) for a folder, a zip or a CSV manifest."""
+    if ref.kind == "csv":
+        entries, skipped = _csv_entries(ref.path)
+        return entries, skipped, lambda r: r, lambda r: r
     if ref.kind == "zip":
         zf = zipfile.ZipFile(ref.path)
         names = [i.filename for i in zf.infolist() if not i.is_dir()]
@@ -239,12 +271,16 @@ def _read_files(ref: SourceRef, size, channels, resize, workers) -> ImageSet:
         rel = {p.relative_to(ref.path).as_posix(): p for p in ref.path.rglob("*") if p.is_file()}
         load = lambda r: str(rel[r])
         display = lambda r: str(rel[r])
-    images_rel = sorted(r for r in rel if not _hidden(r) and is_image_name(r))
-    entries, skipped = _layout(images_rel)
-    skipped = [(display(r), why) for r, why in skipped]
+    entries, skipped = _layout(sorted(r for r in rel if not _hidden(r) and is_image_name(r)))
+    return entries, [(display(r), why) for r, why in skipped], load, display
+
+
+def _read_files(ref: SourceRef, size, channels, resize, workers) -> ImageSet:
+    entries, skipped, load, display = _file_entries(ref)
     if not entries:
         raise CnnfitError(f"no images found in '{ref.name}'; expected one sub-folder per class "
-                          f"(e.g. {ref.name}/cats/1.jpg), optionally inside train/ val/ test/")
+                          f"(e.g. {ref.name}/cats/1.jpg), optionally inside train/ val/ test/"
+                          if ref.kind != "csv" else f"no usable rows in '{ref.name}'; expected path,label[,split]")
     headers = map_images(probe, [e[0] for e in entries], load, workers)
     good = [(e, h) for e, h in zip(entries, headers) if not isinstance(h, DecodeError)]
     skipped += [(display(e[0]), str(h)) for e, h in zip(entries, headers) if isinstance(h, DecodeError)]
