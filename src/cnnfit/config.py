@@ -30,6 +30,7 @@ class DataConfig(_Group):
     test: float = Field(0.15, gt=0.0, lt=1.0, description="test fraction when the source has no test split")
     cache: bool = Field(True, description="decode once and memory-map later runs")
     workers: int | None = Field(None, ge=1, description="decoding threads; auto: all cores")
+    download: bool = Field(False, description="fetch a missing named dataset from its official address (md5-checked)")
 
 
 class ModelConfig(_Group):

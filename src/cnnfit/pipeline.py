@@ -61,7 +61,7 @@ def _absolute(source: str) -> str:
 
 
 def _load_data(cfg: Config) -> tuple[D.ImageSet, bool]:
-    ref = D.resolve(cfg.data.source)
+    ref = D.resolve(cfg.data.source, download=cfg.data.download)
     return D.load_imageset(ref, cfg.data.imgsz, cfg.data.channels, cfg.data.resize, cfg.data.workers, cfg.data.cache)
 
 

@@ -74,8 +74,9 @@ def _cifar_dir(d: Path) -> Path | None:
     return None
 
 
-def resolve(spec: str) -> SourceRef:
-    """Turn `data=...` into a SourceRef, or say exactly what was looked for and where."""
+def resolve(spec: str, download: bool = False) -> SourceRef:
+    """Turn `data=...` into a SourceRef, or say exactly what was looked for and where.
+    With `download`, a missing named dataset is fetched from its official address first."""
     if spec == "digits":
         return SourceRef("digits", None, spec)
     root = data_root()
@@ -89,8 +90,14 @@ def resolve(spec: str) -> SourceRef:
             for cand in (root / "cifar10-jpeg" / "cifar10-jpeg.zip", root / "cifar10-jpeg.zip"):
                 if cand.is_file():
                     return SourceRef("zip", cand, spec)
+        if download:
+            from cnnfit.data.download import download as fetch
+
+            fetch(spec, root)
+            return resolve(spec)
         raise CnnfitError(f"dataset '{spec}' not found under the data root {root}; put its files in "
-                          f"{root / spec} or point CNNFIT_DATA at the folder that holds '{spec}'")
+                          f"{root / spec}, point CNNFIT_DATA at the folder that holds '{spec}', "
+                          "or add data.download=true")
     path = Path(spec).expanduser()
     if not path.exists():
         raise CnnfitError(f"data '{spec}' not found: not an existing path nor a named dataset "
