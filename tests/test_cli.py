@@ -61,3 +61,15 @@ def test_train_eval_predict_via_python_m(tmp_path):
     assert "test accuracy" in r.stdout
     r = env_run("eval", "runs/cli")
     assert r.returncode == 0 and "test accuracy" in r.stdout
+
+
+def test_inspect_reports_without_training(tmp_path, capsys):
+    from tests.conftest import make_folder
+
+    folder = make_folder(tmp_path / "photos", per_class=10)
+    (folder / "red" / "empty.png").write_bytes(b"")
+    code, out, err = _run(["inspect", f"data={folder}", "imgsz=16", f"project={tmp_path / 'runs'}"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "runs" / "inspect" / "data_report.json").exists()
+    assert (tmp_path / "runs" / "inspect" / "samples.png").exists()
+    assert "empty.png" in out and not list((tmp_path / "runs").glob("inspect/*.pt"))

@@ -96,3 +96,14 @@ def test_class_weight_names_must_exist(tmp_path):
     with pytest.raises(cnnfit.CnnfitError, match="unknown classes \\['eleven'\\]"):
         cnnfit.train(data="digits", epochs=1, class_weight={"eleven": 2.0}, project=str(tmp_path))
     assert not (tmp_path / "train").exists()
+
+
+def test_augmented_run_writes_data_report_and_samples(tmp_path):
+    folder = make_folder(tmp_path / "photos", per_class=16)
+    run = cnnfit.train(data=str(folder), imgsz=16, epochs=2, batch=8, aug__hflip=True, aug__rotation=15,
+                       aug__brightness=0.2, aug__erasing=0.25, aug__mixup=0.2, aug__cutmix=1.0,
+                       project=str(tmp_path / "runs"))
+    report = json.loads((run.dir / "data_report.json").read_text())
+    assert report["split"] and (run.dir / "samples.png").stat().st_size > 1000
+    assert (run.dir / "clean_manifest.csv").exists()
+    assert np.isfinite(run.history[-1]["train_loss"])

@@ -15,6 +15,7 @@ commands:
   train   [key=value ...] [config=file.yaml]   train, then evaluate on the test split
   eval    RUN                                   test-split metrics of a run's best.pt
   predict RUN PATHS... [topk=5] [out=file.csv]  top-k classes for image files, folders or globs
+  inspect [key=value ...]                       data report: counts, bad files, duplicates, leaks
   models                                        the registered models
 
 `cnnfit COMMAND --help` lists that command's keys and defaults."""
@@ -27,10 +28,10 @@ _OPTIONS = {
 
 
 def _help(console: Console, command: str) -> None:
-    if command == "train":
+    if command in ("train", "inspect"):
         from cnnfit.config import help_text
 
-        table = Table(title="cnnfit train key=value ...  (also config=file.yaml; file < command line)")
+        table = Table(title=f"cnnfit {command} key=value ...  (also config=file.yaml; file < command line)")
         for col in ("key", "default", "meaning"):
             table.add_column(col)
         for row in help_text():
@@ -63,8 +64,8 @@ def _run(argv: list[str], console: Console) -> int:
         _help(console, "")
         return 0
     command, args = argv[0], argv[1:]
-    if command not in ("train", "eval", "predict", "models"):
-        raise CnnfitError(f"unknown command '{command}'; choose from: train, eval, predict, models")
+    if command not in ("train", "eval", "predict", "inspect", "models"):
+        raise CnnfitError(f"unknown command '{command}'; choose from: train, eval, predict, inspect, models")
     if "-h" in args or "--help" in args:
         _help(console, command)
         return 0
@@ -75,6 +76,11 @@ def _run(argv: list[str], console: Console) -> int:
         from cnnfit.pipeline import train
 
         train(cfg, console=console)
+    elif command == "inspect":
+        from cnnfit.config import load_config
+        from cnnfit.prepare import inspect
+
+        inspect(load_config(args), console=console)
     elif command == "models":
         from cnnfit import models
 

@@ -30,6 +30,8 @@ class DataConfig(_Group):
     test: float = Field(0.15, gt=0.0, lt=1.0, description="test fraction when the source has no test split")
     cache: bool = Field(True, description="decode once and memory-map later runs")
     workers: int | None = Field(None, ge=1, description="decoding threads; auto: all cores")
+    stream: bool | None = Field(None, description="stream batches from disk; auto: when the data would take over "
+                                "half the free memory")
     download: bool = Field(False, description="fetch a missing named dataset from its official address (md5-checked)")
 
 
@@ -75,6 +77,19 @@ class AugConfig(_Group):
     hflip: bool = Field(False, description="random horizontal flip")
     vflip: bool = Field(False, description="random vertical flip")
     shift: float = Field(0.0, ge=0, le=0.5, description="random translation, fraction of the image size (pad + crop)")
+    rotation: float = Field(0.0, ge=0, le=180, description="random rotation, up to this many degrees either way")
+    zoom: float = Field(0.0, ge=0, lt=1, description="random zoom: scale in [1 - zoom, 1 + zoom]")
+    shear: float = Field(0.0, ge=0, le=45, description="random shear, up to this many degrees")
+    brightness: float = Field(0.0, ge=0, le=1, description="brightness factor in [1 - v, 1 + v]")
+    contrast: float = Field(0.0, ge=0, le=1, description="contrast factor in [1 - v, 1 + v]")
+    saturation: float = Field(0.0, ge=0, le=1, description="saturation factor in [1 - v, 1 + v] (colour images)")
+    hue: float = Field(0.0, ge=0, le=0.5, description="hue shift, fraction of the colour wheel (colour images)")
+    noise: float = Field(0.0, ge=0, le=1, description="std of added Gaussian noise, in [0, 1] pixel units")
+    erasing: float = Field(0.0, ge=0, le=1, description="probability of erasing a random rectangle (cutout)")
+    randaugment: int = Field(0, ge=0, le=10, description="RandAugment: ops per image drawn from the list above")
+    magnitude: int = Field(9, ge=0, le=30, description="RandAugment strength (0-30)")
+    mixup: float = Field(0.0, ge=0, description="mixup Beta(alpha, alpha); 0: off")
+    cutmix: float = Field(0.0, ge=0, description="cutmix Beta(alpha, alpha); 0: off (with mixup: one of the two per batch)")
     only_minority: bool = Field(False, description="augment only classes under half the size of the largest")
 
 

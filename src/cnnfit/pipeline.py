@@ -23,6 +23,7 @@ from cnnfit.config import Config, flatten, load_config, to_yaml
 from cnnfit.device import pick_device, resolve_amp, resolve_channels_last, seed_everything
 from cnnfit.engine import callbacks as C
 from cnnfit.errors import CnnfitError
+from cnnfit.prepare import build_augment, load_data, new_run_dir, prepare, write_data_report
 from cnnfit.eval import classification_metrics, plot_confusion, plot_curves
 
 _AUTO_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
@@ -41,28 +42,9 @@ class Run:
         return self.metrics["accuracy"]
 
 
-def _new_run_dir(project: str, name: str) -> Path:
-    """runs/name, or runs/name2, runs/name3 ...: an existing run is never touched."""
-    parent = Path(project)
-    parent.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 10_000):
-        candidate = parent / (name if i == 1 else f"{name}{i}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise CnnfitError(f"no free run name for '{name}' in {parent}; pick another name=")
-
-
 def _absolute(source: str) -> str:
     """Paths become absolute in config.yaml so eval and predict work from any folder; names stay names."""
     return str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source
-
-
-def _load_data(cfg: Config) -> tuple[D.ImageSet, bool]:
-    ref = D.resolve(cfg.data.source, download=cfg.data.download)
-    return D.load_imageset(ref, cfg.data.imgsz, cfg.data.channels, cfg.data.resize, cfg.data.workers, cfg.data.cache)
 
 
 def _class_weights(spec: str | dict[str, float], classes: list[str], counts: np.ndarray) -> torch.Tensor | None:
@@ -109,27 +91,19 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
     device = pick_device(t.device)
     seed_everything(t.seed)
 
-    # data: decoded once, then memory-mapped from the cache
-    ds, cache_hit = _load_data(cfg)
+    # data: decoded once, then memory-mapped from the cache; split; statistics of the train split
+    prep = prepare(cfg, min_size=models.min_size(cfg.model.name))
+    ds, cache_hit, parts, split_how, mean, std = prep.ds, prep.cache_hit, prep.parts, prep.split_how, prep.mean, prep.std
     c, h, _ = ds.shape
-    if len(ds.classes) < 2:
-        raise CnnfitError(f"only one class ('{ds.classes[0]}') found in '{d.source}'; a classifier needs at least "
-                          "two classes (one sub-folder each)")
-    if h < models.min_size(cfg.model.name):
-        raise CnnfitError(f"imgsz={h} is below {cfg.model.name}'s minimum of {models.min_size(cfg.model.name)} px; "
-                          f"set imgsz={models.min_size(cfg.model.name)} or larger")
-    parts, split_how = D.split_indices(ds, d.val, d.test, t.seed)
     n_train = len(parts["train"])
     if t.batch > n_train:
         raise CnnfitError(f"batch={t.batch} is larger than the {n_train} training images; use batch={n_train} or less")
-    train_set = ds.subset(parts["train"])
-    mean, std = D.split_stats(ds, parts["train"])
     amp_dtype, amp_why = resolve_amp(t.amp, device)
     channels_last, cl_why = resolve_channels_last(t.channels_last, device)
     lr = o.lr or _AUTO_LR[o.name]
     wd = o.weight_decay if o.weight_decay is not None else _AUTO_WD[o.name]
     amp_name = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[amp_dtype]
-    train_counts = np.bincount(train_set.labels, minlength=len(ds.classes))
+    train_counts = prep.train_counts
     imbalance = train_counts.max() / max(train_counts.min(), 1)
     monitor, monitor_why = t.monitor, "set"
     if monitor == "auto":
@@ -143,7 +117,7 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
     })
 
     # only now, with every input checked, does the run directory exist
-    run_dir = _new_run_dir(cfg.project, cfg.name)
+    run_dir = new_run_dir(cfg.project, cfg.name)
     (run_dir / "config.yaml").write_text(to_yaml(resolved))
     split = {k: v.tolist() for k, v in parts.items()}
     (run_dir / "split.json").write_text(json.dumps({"how": split_how, "seed": t.seed, **split}))
@@ -166,7 +140,7 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
          auto(d.imgsz, f"auto: own size ({D.sources.AUTO_PHOTO_SIZE} px if mixed)")),
         ("model", f"{cfg.model.name}, {n_params:,} parameters", ""),
         ("device", f"{device}, amp {amp_name}, channels_last {channels_last}", f"{amp_why}; {cl_why}"),
-        ("training", f"{t.epochs} epochs x {len(train_set) // t.batch + bool(len(train_set) % t.batch)} steps, "
+        ("training", f"{t.epochs} epochs x {-(-n_train // t.batch)} steps, "
                      f"batch {t.batch}" + (f", {t.sampler} sampler" if t.sampler != "shuffle" else "")
                      + (f", class weights {t.class_weight}" if t.class_weight != "none" else ""),
          f"monitor {monitor} ({monitor_why})" + (f", patience {t.patience}" if t.patience else "")),
@@ -176,13 +150,18 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
         ("run", str(run_dir), ""),
     ])
 
-    augment = D.augment.build(hflip=cfg.aug.hflip, vflip=cfg.aug.vflip, shift=cfg.aug.shift)
-    common = dict(batch=t.batch, device=device, mean=mean, std=std, channels_last=channels_last)
+    augment = build_augment(cfg)
+    write_data_report(prep, run_dir, augment, t.seed, console)
+    common = dict(batch=t.batch, device=device, mean=mean, std=std, channels_last=channels_last, stream=d.stream)
     minority = [i for i, n in enumerate(train_counts) if n < train_counts.max() / 2] if cfg.aug.only_minority else None
-    train_loader = D.DeviceLoader(train_set.images, train_set.labels, augment=augment, shuffle=True, seed=t.seed,
+    train_loader = D.DeviceLoader(ds.images, ds.labels, index=parts["train"], augment=augment, shuffle=True, seed=t.seed,
                                   balanced=t.sampler == "balanced", augment_classes=minority,
                                   **common)
-    val_loader = D.DeviceLoader(ds.images[parts["val"]], ds.labels[parts["val"]], **common)
+    val_loader = D.DeviceLoader(ds.images, ds.labels, index=parts["val"], **common)
+    mix = None
+    if cfg.aug.mixup > 0 or cfg.aug.cutmix > 0:
+        mix = lambda x, y: D.augment.mix(x, y, len(ds.classes), train_loader.generator,  # noqa: E731
+                                         mixup=cfg.aug.mixup, cutmix=cfg.aug.cutmix)
     optimizer = E.build_optimizer(o.name, model, lr=lr, weight_decay=wd, momentum=o.momentum, nesterov=o.nesterov)
     steps = len(train_loader)
     schedule = E.make_schedule(cfg.schedule.name, total=t.epochs * steps, warmup=round(cfg.schedule.warmup * steps),
@@ -199,7 +178,7 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
     console.print(f"ready to train {setup_seconds:.2f} s after start ({'cache hit' if cache_hit else 'decoded'})")
     state = E.fit(model, train_loader, val_loader, optimizer=optimizer, epochs=t.epochs, device=device,
                   callbacks=callbacks, label_smoothing=t.label_smoothing, amp_dtype=amp_dtype,
-                  class_weight=None if class_weight is None else class_weight.to(device))
+                  class_weight=None if class_weight is None else class_weight.to(device), mix=mix)
     train_seconds = time.perf_counter() - t0 - setup_seconds
     plot_curves(state.history, run_dir / "curves.png")
     timings = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "cache_hit": cache_hit}
@@ -228,7 +207,7 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
     console = console or Console()
     ckpt = E.load_checkpoint(run_dir / "best.pt")
     cfg = Config.model_validate(ckpt["config"])
-    ds = dataset if dataset is not None else _load_data(cfg)[0]
+    ds = dataset if dataset is not None else load_data(cfg)[0]
     split = json.loads((run_dir / "split.json").read_text())
     test_idx = np.asarray(split["test"], dtype=np.int64)
     if len(test_idx) and test_idx.max() >= len(ds):
@@ -236,8 +215,8 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
                           "evaluate against the original data")
     dev = pick_device(device)
     model = _model_from_checkpoint(ckpt, dev)
-    loader = D.DeviceLoader(ds.images[test_idx], ds.labels[test_idx], batch=256, device=dev, mean=ckpt["mean"],
-                            std=ckpt["std"])
+    loader = D.DeviceLoader(ds.images, ds.labels, index=test_idx, batch=256, device=dev, mean=ckpt["mean"],
+                            std=ckpt["std"], stream=cfg.data.stream)
     logits, labels = E.infer(model, loader)
     metrics = classification_metrics(logits, labels, ckpt["classes"])
     previous = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}

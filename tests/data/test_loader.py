@@ -58,3 +58,34 @@ def test_minority_only_augmentation_leaves_majority_untouched():
     x, y = next(iter(loader))
     raw = torch.from_numpy(images).float() / 255
     assert torch.allclose(x[y == 0], raw[:50]) and torch.allclose(x[y == 1], raw[50:].flip(-1))
+
+
+def _memmap(tmp_path, n=300):
+    images = np.random.default_rng(0).integers(0, 256, (n, 3, 6, 6), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    return images, np.load(tmp_path / "images.npy", mmap_mode="r")
+
+
+def test_read_rows_from_disk_keeps_the_callers_order(tmp_path):
+    from cnnfit.data.loader import read_rows
+
+    images, mm = _memmap(tmp_path)
+    rows = np.array([5, 3, 4, 299, 0, 1, 2, 150])
+    assert (read_rows(mm, rows) == images[rows]).all()
+
+
+def test_streaming_serves_the_same_batches_as_in_memory(tmp_path):
+    images, mm = _memmap(tmp_path)
+    labels = np.arange(300) % 7
+    index = np.arange(0, 300, 2)
+    kw = dict(batch=32, device=torch.device("cpu"), mean=[0.5] * 3, std=[0.2] * 3, index=index)
+    streamed = list(DeviceLoader(mm, labels, stream=True, **kw))
+    in_memory = list(DeviceLoader(mm, labels, stream=False, **kw))
+    assert len(streamed) == len(in_memory) == 5
+    for (xs, ys), (xm, ym) in zip(streamed, in_memory):
+        assert torch.equal(xs, xm) and torch.equal(ys, ym)
+    shuffled = DeviceLoader(mm, labels, stream=True, shuffle=True, **kw)
+    seen = torch.cat([y for _, y in shuffled])
+    assert sorted(seen.tolist()) == sorted(labels[index].tolist())
+    mean, std = channel_stats(mm, index)
+    assert np.allclose(mean, (images[index] / 255).mean((0, 2, 3)))

@@ -42,11 +42,16 @@ def _load(entry: Path) -> ImageSet | None:
     return ImageSet(images, labels, meta["classes"], meta["files"], origin, [tuple(s) for s in meta["skipped"]])
 
 
-def _store(entry: Path, ds: ImageSet) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+def _store(entry: Path, tmp: Path, ds: ImageSet) -> None:
+    """Finish the entry being built in `tmp` and rename it into place."""
     try:
-        np.save(tmp / "images.npy", np.ascontiguousarray(ds.images))
+        target = tmp / "images.npy"
+        if isinstance(ds.images, np.memmap) and Path(ds.images.filename).parent == tmp:
+            ds.images.flush()
+            if Path(ds.images.filename) != target:  # rows of failed files were dropped into a second file
+                os.replace(ds.images.filename, target)
+        else:
+            np.save(target, np.ascontiguousarray(ds.images))
         np.save(tmp / "labels.npy", ds.labels)
         if ds.origin is not None:
             np.save(tmp / "origin.npy", ds.origin)
@@ -54,9 +59,10 @@ def _store(entry: Path, ds: ImageSet) -> None:
         (tmp / "meta.json").write_text(json.dumps(meta))
         os.rename(tmp, entry)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race, or the disk is full
         if not entry.exists():
             raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race, or the disk is full
 
 
 def load_imageset(ref: SourceRef, size: int | None = None, channels: int | None = None, resize: str = "squash",
@@ -70,10 +76,20 @@ def load_imageset(ref: SourceRef, size: int | None = None, channels: int | None 
     entry = root / (alias.read_text().strip() if alias.exists() else key)
     if entry.is_dir() and (ds := _load(entry)) is not None:
         return ds, True
-    ds = read(ref, size, channels, resize, workers)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+
+    def on_disk(shape: tuple[int, ...], name: str) -> np.ndarray:
+        return np.lib.format.open_memmap(tmp / name, mode="w+", dtype=np.uint8, shape=shape)
+
+    try:
+        ds = read(ref, size, channels, resize, workers, alloc=on_disk)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     c, h, _ = ds.shape
     resolved = cache_key(ref, h, c, resize)
-    _store(root / resolved, ds)
+    _store(root / resolved, tmp, ds)
     if resolved != key:
         alias.write_text(resolved)
     loaded = _load(root / resolved)
@@ -92,7 +108,7 @@ def split_stats(ds: ImageSet, idx: np.ndarray) -> tuple[list[float], list[float]
             return saved["mean"], saved["std"]
         except (OSError, ValueError, KeyError):
             pass
-    mean, std = channel_stats(ds.images[np.sort(idx)])
+    mean, std = channel_stats(ds.images, idx)
     if path is not None:
         try:
             tmp = path.with_name(f".{path.name}.{os.getpid()}")

@@ -1,9 +1,13 @@
 """DeviceLoader: the uint8 dataset lives on the training device; each batch is gathered, converted,
-augmented and normalized there with a handful of batched kernels."""
+augmented and normalized there with a handful of batched kernels. A dataset too large for memory
+stays on disk and is streamed: rows read with pread by a background thread, a few batches ahead."""
 
 from __future__ import annotations
 
 import math
+import os
+import queue
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -12,13 +16,45 @@ import torch
 from cnnfit.data.augment import Augment
 
 
-def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[list[float], list[float]]:
+def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """images[rows], in the order given. From an on-disk .npy memmap the bytes come through pread
+    into a fresh buffer, so file pages never map into this process: resident memory stays bounded
+    by what is asked for, however large the file."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not isinstance(images, np.memmap) or not images.filename or not images.flags.c_contiguous:
+        return np.asarray(images[rows])
+    row_bytes = int(np.prod(images.shape[1:]))
+    order = np.argsort(rows, kind="stable")
+    wanted = rows[order]
+    out = np.empty((len(rows),) + images.shape[1:], dtype=np.uint8)
+    flat = memoryview(out.reshape(-1))
+    fd = os.open(images.filename, os.O_RDONLY)
+    try:
+        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1  # runs of consecutive rows: one read each
+        for run in np.split(np.arange(len(wanted)), breaks):
+            if not len(run):
+                continue
+            first, n = int(wanted[run[0]]), len(run)
+            dst = flat[run[0] * row_bytes: (run[0] + n) * row_bytes]
+            got = os.preadv(fd, [dst], images.offset + first * row_bytes)
+            if got != n * row_bytes:
+                raise OSError(f"short read from {images.filename}")
+    finally:
+        os.close(fd)
+    result = np.empty_like(out)
+    result[order] = out  # back to the caller's order
+    return result
+
+
+def channel_stats(images: np.ndarray, index: np.ndarray | None = None,
+                  chunk: int = 8192) -> tuple[list[float], list[float]]:
     """Exact per-channel mean and std in [0, 1] units from 256-bin histograms: no float copy of the
     data, and chunked so a memmap is never loaded whole."""
+    index = np.arange(len(images)) if index is None else np.sort(np.asarray(index))
     c = images.shape[1]
     hist = np.zeros((c, 256), dtype=np.int64)
-    for i in range(0, len(images), chunk):
-        part = np.asarray(images[i: i + chunk])
+    for i in range(0, len(index), chunk):
+        part = read_rows(images, index[i: i + chunk])
         for ch in range(c):
             hist[ch] += np.bincount(part[:, ch].ravel(), minlength=256)
     values = np.arange(256) / 255.0
@@ -28,14 +64,48 @@ def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[list[float], l
     return mean.tolist(), np.maximum(std, 1e-3).tolist()
 
 
+def memory_budget(device: torch.device) -> int:
+    """Bytes a dataset may take on `device`: half of what is free (RAM, a cgroup limit, or GPU memory)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return min(free, _cgroup_limit()) // 2
+
+
+def _cgroup_limit() -> int:
+    """This process's cgroup memory limit (v2 or v1), or a huge number when there is none."""
+    try:
+        for line in open("/proc/self/cgroup").read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for name, base, file in (("", "/sys/fs/cgroup", "memory.max"),
+                                     ("memory", "/sys/fs/cgroup/memory", "memory.limit_in_bytes")):
+                if controllers == name or name in controllers.split(","):
+                    limit = open(f"{base}{path}/{file}").read().strip()
+                    if limit.isdigit():
+                        return int(limit)
+    except (OSError, ValueError):
+        pass
+    return 1 << 62
+
+
 class DeviceLoader:
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch: int, device: torch.device,
                  mean: list[float], std: list[float], augment: Augment | None = None, shuffle: bool = False,
                  seed: int = 0, channels_last: bool = False, balanced: bool = False,
-                 augment_classes: list[int] | None = None) -> None:
-        # uint8 on device: 4x less memory than fp32; decoded once at cache time
-        self.x = torch.from_numpy(np.ascontiguousarray(images)).to(device)  # (N, C, H, W) uint8
-        self.y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+                 augment_classes: list[int] | None = None, index: np.ndarray | None = None,
+                 stream: bool | None = None, prefetch: int = 4) -> None:
+        """`index` picks the rows of images/labels to serve (default all). `stream=None` streams from
+        disk only when the rows would take more than half the free memory of the device."""
+        self.index = np.arange(len(labels)) if index is None else np.asarray(index, dtype=np.int64)
+        nbytes = len(self.index) * int(np.prod(images.shape[1:]))
+        self.stream = stream if stream is not None else (
+            isinstance(images, np.memmap) and nbytes > memory_budget(device))
+        self.images, self.prefetch = images, prefetch
+        self.labels_host = np.asarray(labels, dtype=np.int64)
+        if not self.stream:
+            # uint8 on device: 4x less memory than fp32; decoded once at cache time
+            self.x = torch.from_numpy(read_rows(images, self.index)).to(device)  # (N, C, H, W) uint8
+        self.y = torch.from_numpy(self.labels_host[self.index]).to(device)
         self.batch, self.device, self.augment, self.shuffle = batch, device, augment, shuffle
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.inv_std = 1.0 / torch.tensor(std, device=device).view(1, -1, 1, 1)
@@ -58,19 +128,60 @@ class DeviceLoader:
     def num_images(self) -> int:
         return len(self.y)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _order(self) -> torch.Tensor | None:
         n = len(self.y)
         if self.sample_weights is not None:
-            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=self.generator)
-        else:
-            order = torch.randperm(n, generator=self.generator, device=self.device) if self.shuffle else None
-        for start in range(0, n, self.batch):
-            idx = order[start: start + self.batch] if order is not None else slice(start, start + self.batch)
-            x = self.x[idx].float().div_(255.0)  # (B, C, H, W) in [0, 1]
+            return torch.multinomial(self.sample_weights, n, replacement=True, generator=self.generator)
+        return torch.randperm(n, generator=self.generator, device=self.device) if self.shuffle else None
+
+    def _batches(self, order: torch.Tensor | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """uint8 (B, C, H, W) and labels per batch: gathered on the device, or read from disk ahead."""
+        n = len(self.y)
+        if not self.stream:
+            for start in range(0, n, self.batch):
+                idx = order[start: start + self.batch] if order is not None else slice(start, start + self.batch)
+                yield self.x[idx], self.y[idx]
+            return
+        positions = order.cpu().numpy() if order is not None else np.arange(n)
+        ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for start in range(0, n, self.batch):
+                    if stop.is_set():
+                        return
+                    pos = np.sort(positions[start: start + self.batch])  # sorted rows: sequential reads
+                    rows = self.index[pos]
+                    x = torch.from_numpy(read_rows(self.images, rows))
+                    ready.put((x.pin_memory() if self.device.type == "cuda" else x, pos))
+            except BaseException as exc:  # surface reader errors in the training thread
+                ready.put(exc)
+            ready.put(None)
+
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        try:
+            while (item := ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                x, pos = item
+                yield x.to(self.device, non_blocking=True), self.y[torch.from_numpy(pos).to(self.y.device)]
+        finally:
+            stop.set()
+            while thread.is_alive():  # let the reader see the stop flag even if the queue is full
+                try:
+                    ready.get_nowait()
+                except queue.Empty:
+                    thread.join(0.05)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for xb, y in self._batches(self._order()):
+            x = xb.float().div_(255.0)  # (B, C, H, W) in [0, 1]
             if self.augment is not None:
                 if self.augment_mask is None:
                     x = self.augment(x, self.generator)
                 else:  # minority classes only
-                    x = torch.where(self.augment_mask[self.y[idx]].view(-1, 1, 1, 1), self.augment(x, self.generator), x)
+                    x = torch.where(self.augment_mask[y].view(-1, 1, 1, 1), self.augment(x, self.generator), x)
             x = x.sub_(self.mean).mul_(self.inv_std).contiguous(memory_format=self.memory_format)
-            yield x, self.y[idx]
+            yield x, y

@@ -31,6 +31,7 @@ _MNIST_CLASSES = {
                       "Bag", "Ankle boot"],
     "kmnist": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
 }
+_CHUNK = 1024  # images decoded per batch of work: bounds memory for datasets larger than RAM
 AUTO_PHOTO_SIZE = 64  # px for folders of mixed sizes: ~10x cheaper than 224 on CPU; set imgsz to change
 
 
@@ -282,7 +283,11 @@ def _file_entries(ref: SourceRef):
     return entries, [(display(r), why) for r, why in skipped], load, display
 
 
-def _read_files(ref: SourceRef, size, channels, resize, workers) -> ImageSet:
+def _in_memory(shape: tuple[int, ...], name: str) -> np.ndarray:
+    return np.empty(shape, dtype=np.uint8)
+
+
+def _read_files(ref: SourceRef, size, channels, resize, workers, alloc=_in_memory) -> ImageSet:
     entries, skipped, load, display = _file_entries(ref)
     if not entries:
         raise CnnfitError(f"no images found in '{ref.name}'; expected one sub-folder per class "
@@ -298,16 +303,32 @@ def _read_files(ref: SourceRef, size, channels, resize, workers) -> ImageSet:
     if size is None:
         dims = {(h.width, h.height) for _, h in good}
         size = max(dims.pop()) if len(dims) == 1 else AUTO_PHOTO_SIZE
-    arrays = map_images(lambda b: decode_image(b, size, channels, resize), [e[0] for e, _ in good], load, workers)
-    kept = [(e, a) for (e, _), a in zip(good, arrays) if not isinstance(a, DecodeError)]
-    skipped += [(display(e[0]), str(a)) for (e, _), a in zip(good, arrays) if isinstance(a, DecodeError)]
+    # decode in chunks straight into the output array (on disk when caching): memory stays bounded
+    images = alloc((len(good), channels, size, size), "images.npy")  # (N, C, H, W) uint8
+    ok = np.ones(len(good), dtype=bool)
+    for start in range(0, len(good), _CHUNK):
+        chunk = good[start: start + _CHUNK]
+        arrays = map_images(lambda b: decode_image(b, size, channels, resize), [e[0] for e, _ in chunk], load, workers)
+        for j, ((e, _), a) in enumerate(zip(chunk, arrays)):
+            if isinstance(a, DecodeError):
+                ok[start + j] = False
+                skipped.append((display(e[0]), str(a)))
+            else:
+                images[start + j] = a
+    kept = [(e, None) for (e, _), keep in zip(good, ok) if keep]
     if not kept:
         raise CnnfitError(f"none of the {len(entries)} image files in '{ref.name}' could be decoded")
+    if not ok.all():  # drop the rows of files that failed, chunk by chunk
+        compact = alloc((len(kept), channels, size, size), "images-kept.npy")
+        rows = np.flatnonzero(ok)
+        for start in range(0, len(rows), _CHUNK):
+            compact[start: start + _CHUNK] = images[rows[start: start + _CHUNK]]
+        images = compact
     classes = sorted({e[2] for e, _ in kept})
     index = {c: i for i, c in enumerate(classes)}
     origin = np.array([e[1] for e, _ in kept], dtype=np.int8)
     return ImageSet(
-        images=np.stack([a for _, a in kept]),
+        images=images,
         labels=np.array([index[e[2]] for e, _ in kept], dtype=np.int64),
         classes=classes,
         files=[display(e[0]) for e, _ in kept],
@@ -317,8 +338,9 @@ def _read_files(ref: SourceRef, size, channels, resize, workers) -> ImageSet:
 
 
 def read(ref: SourceRef, size: int | None = None, channels: int | None = None, resize: str = "squash",
-         workers: int | None = None) -> ImageSet:
-    """Decode a source to uint8 (N, C, H, W); None for size/channels keeps the source's own."""
+         workers: int | None = None, alloc=_in_memory) -> ImageSet:
+    """Decode a source to uint8 (N, C, H, W); None for size/channels keeps the source's own.
+    File sources write into `alloc(shape, name)` (the cache passes an on-disk array)."""
     if ref.kind == "digits":
         return _read_digits(size, channels)
     if ref.kind == "idx":
@@ -327,7 +349,7 @@ def read(ref: SourceRef, size: int | None = None, channels: int | None = None, r
         return _read_cifar(ref, size, channels)
     if ref.kind == "npz":
         return _read_npz(ref, size, channels)
-    return _read_files(ref, size, channels, resize, workers)
+    return _read_files(ref, size, channels, resize, workers, alloc)
 
 
 __all__ = ["NAMED", "SPLITS", "SourceRef", "data_root", "read", "resolve"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -60,7 +60,8 @@ def _balanced_scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float,
 
 def fit(model: nn.Module, train: Iterable, val: Iterable, *, optimizer: torch.optim.Optimizer,
         epochs: int, device: torch.device, callbacks: Sequence[Callback] = (), label_smoothing: float = 0.0,
-        amp_dtype: torch.dtype | None = None, class_weight: torch.Tensor | None = None) -> State:
+        amp_dtype: torch.dtype | None = None, class_weight: torch.Tensor | None = None,
+        mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> State:
     """Train for `epochs` (or until a callback sets `state.stop`); per-epoch metrics land in state.history."""
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     state = State(model, optimizer, epochs, len(train), getattr(train, "batch", 0))
@@ -74,9 +75,10 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, *, optimizer: torch.op
         t0 = time.perf_counter()
         _call(callbacks, "on_epoch_start", state)
         for x, y in train:
+            x, target = mix(x, y) if mix is not None else (x, y)  # mixup/cutmix: soft targets (B, classes)
             with _autocast(device, amp_dtype):
                 logits = model(x)  # (B, classes)
-                loss = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
+                loss = F.cross_entropy(logits, target, weight=class_weight, label_smoothing=label_smoothing)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)

@@ -53,3 +53,31 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path) -> N
                         color="white" if rows[i, j] > 0.5 else "black")
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_samples(images, labels, classes: list[str], path: Path) -> None:
+    """Up to 64 images (B, C, H, W) in [0, 1], 8 a row, titled by class: what the model sees after augmentation.
+
+    `images` and `labels` may be numpy arrays or torch tensors; soft labels (B, K) from mixup show their top class.
+    """
+    plt = _plt()
+    if hasattr(images, "detach"):  # a torch tensor; torch itself is not imported here
+        images = images.detach().float().cpu().numpy()
+    if hasattr(labels, "detach"):
+        labels = labels.detach().float().cpu().numpy()
+    x = np.clip(np.asarray(images, dtype=np.float32)[:64], 0, 1)  # (B, C, H, W); noise may push past [0, 1]
+    y = np.asarray(labels)[: len(x)]
+    y = y.argmax(1) if y.ndim == 2 else y
+    cols = max(1, min(8, len(x)))
+    rows = max(1, -(-len(x) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.45 * rows), squeeze=False, constrained_layout=True)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, label in zip(axes.flat, x, y):
+        if img.shape[0] == 1:
+            ax.imshow(img[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.imshow(img.transpose(1, 2, 0), interpolation="nearest")  # (H, W, C)
+        ax.set_title(classes[int(label)], fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

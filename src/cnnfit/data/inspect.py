@@ -1,0 +1,439 @@
+"""Dataset report: counts, sizes, skipped files, duplicates and leaks between splits.
+
+Nothing here moves or deletes a file. The report says what it found; `write_clean_manifest` writes the list
+of images to train on instead (`data=clean_manifest.csv`), and the user decides.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cnnfit.data.decode import DecodeError, map_images, probe
+from cnnfit.data.imageset import SPLITS, ImageSet
+from cnnfit.errors import CnnfitError
+
+NEAR_THRESHOLD = 6  # bits of the 64-bit dHash that may differ; JPEG q75 copies differ by 0-3 (CIFAR, photos)
+_DHASH_MARGIN = 2.0  # grey levels a neighbour must be brighter by to set a bit: without it codec noise on flat
+#                      backgrounds flips up to 19 of 64 bits (MNIST, JPEG q75); with it at most 7
+_MIN_SIMILARITY = 0.9  # correlation of 16x16 grey thumbnails that confirms a hash match: JPEG q75 copies score
+#                        >= 0.99; distinct CIFAR photos whose hashes collide (flat, dark, blurry) mostly < 0.8
+_MAX_COLOUR_SHIFT = 40.0  # grey levels the mean of a channel may move: a copy keeps its colours, while two
+#                           near-flat images (green and red backdrops, one small shape each) correlated at 0.91
+_MAX_EXAMINED = 30_000_000  # candidate pairs the near search may look at (~3 s); 60k CIFAR photos need ~2M
+_LISTED = 50  # findings of one kind listed one by one; the rest are counted in one line
+_KEPT = 10_000  # duplicate groups and pairs kept in the report; the counts are always complete
+_LEVELS = {"error": 0, "warning": 1, "info": 2}
+_ZIP_MEMBER = re.compile(r"^(?P<archive>.+?\.zip):(?P<member>.+)$", re.IGNORECASE)  # as sources.py names them
+
+
+def _add(findings: list[dict], level: str, kind: str, message: str, indices=(), files=()) -> None:
+    findings.append({"level": level, "kind": kind, "message": message, "indices": list(indices), "files": list(files)})
+
+
+# --- splits and counts ------------------------------------------------------------------------------
+
+def _assign_splits(n: int, parts: dict[str, np.ndarray], findings: list[dict]) -> tuple[np.ndarray, list, dict]:
+    """Split index of each image (-1: in no part), the split names, and {alias: split} for a part that is the
+    very same images as an earlier one (test = val when a source has no test split)."""
+    names = [s for s in SPLITS if s in parts] + [s for s in parts if s not in SPLITS]
+    split_of = np.full(n, -1, np.int16)
+    aliases: dict[str, str] = {}
+    for k, name in enumerate(names):
+        idx = np.unique(np.asarray(parts[name], dtype=np.int64))
+        twin = next((o for o in names[:k] if o not in aliases and len(idx)
+                     and np.array_equal(idx, np.unique(parts[o]))), None)
+        if twin is not None:
+            aliases[name] = twin
+            _add(findings, "warning", "shared_split", f"{name} is the same {len(idx)} images as {twin}: its scores "
+                 "come from the split that also picked the best epoch")
+            continue
+        taken = idx[split_of[idx] >= 0]
+        for other in np.unique(split_of[taken]):
+            both = taken[split_of[taken] == other]
+            _add(findings, "error", "split_overlap", f"{len(both)} images are in both {names[other]} and {name}",
+                 both.tolist())
+        split_of[idx[split_of[idx] < 0]] = k
+    return split_of, names, aliases
+
+
+def _counts(ds: ImageSet, parts: dict, names: list[str], findings: list[dict]) -> tuple[dict, dict]:
+    k = len(ds.classes)
+    per = {s: np.bincount(ds.labels[np.asarray(parts[s], dtype=np.int64)], minlength=k) for s in names}
+    total = np.bincount(ds.labels, minlength=k)
+    counts = {"per_class": {c: {**{s: int(per[s][i]) for s in names}, "total": int(total[i])}
+                            for i, c in enumerate(ds.classes)},
+              "per_split": {s: int(per[s].sum()) for s in names}}
+    base = "train" if "train" in per and per["train"].sum() else "all"
+    n = per["train"] if base == "train" else total
+    big, small = int(n.argmax()), int(n.argmin())
+    ratio = float(n[big] / n[small]) if n[small] else None
+    for i in np.flatnonzero(n == 0):
+        _add(findings, "error", "empty_class", f"class '{ds.classes[i]}' has no {base} images to learn it from")
+    if ratio is not None and ratio >= 3:  # where train.monitor=auto switches to macro F1
+        _add(findings, "warning", "imbalance", f"'{ds.classes[big]}' has {ratio:.1f}x the images of "
+             f"'{ds.classes[small]}' ({n[big]} vs {n[small]}, {base}); consider train.class_weight=balanced or "
+             "train.sampler=balanced")
+    return counts, {"ratio": None if ratio is None else round(ratio, 3), "largest": ds.classes[big],
+                    "smallest": ds.classes[small], "split": base}
+
+
+# --- files: bytes, headers, sizes ---------------------------------------------------------------------
+
+def _facts(data: bytes) -> tuple[str, int, int, str]:
+    """sha256 of the bytes, size as shown (EXIF orientation applied) and colour mode, from the header only."""
+    head = probe(data)
+    with Image.open(io.BytesIO(data)) as img:
+        mode = img.mode
+    return hashlib.sha256(data).hexdigest(), head.width, head.height, mode
+
+
+def _member(zf: zipfile.ZipFile, name: str) -> bytes:
+    try:
+        return zf.read(name)
+    except KeyError:
+        raise DecodeError(f"no member {name} in {zf.filename}") from None
+
+
+def _file_facts(files: list[str], source: Path | None, workers: int | None) -> list:
+    """_facts of every file, or its DecodeError. Files on disk go through the thread pool (waiting on the disk
+    releases the GIL); zip members are read in one pass per archive because zipfile serialises reads on one
+    lock: the 60k CIFAR members took 4.6 s on two threads, 0.8 s in one pass."""
+    out: list = [None] * len(files)
+    plain, members = [], {}
+    for i, name in enumerate(files):
+        m = _ZIP_MEMBER.match(name)
+        if m is None or Path(name).exists():
+            plain.append(i)
+        else:
+            members.setdefault(m["archive"], []).append((i, m["member"]))
+    for i, f in zip(plain, map_images(_facts, [files[i] for i in plain], lambda f: Path(f).read_bytes(), workers)):
+        out[i] = f
+    for archive, items in members.items():
+        # names carry the archive's file name only: `source` when it is that archive, else the working folder
+        path = source if source is not None and source.name == Path(archive).name else Path(archive)
+        try:
+            zf = zipfile.ZipFile(path)
+        except (OSError, zipfile.BadZipFile) as exc:
+            for i, _ in items:
+                out[i] = DecodeError(f"archive not readable ({exc}); pass source= the zip's path")
+            continue
+        with zf:
+            for (i, _), f in zip(items, map_images(_facts, [m for _, m in items], lambda m: _member(zf, m), 1)):
+                out[i] = f
+    return out
+
+
+def _spread(v: np.ndarray, digits: int = 0) -> dict:
+    return {k: round(float(f(v)), digits) if digits else int(round(float(f(v))))
+            for k, f in (("min", np.min), ("median", np.median), ("max", np.max))}
+
+
+def _histogram(values: np.ndarray, edges: list[float], labels: list[str]) -> dict[str, int]:
+    return {label: int(c) for label, c in zip(labels, np.histogram(values, bins=[*edges, np.inf])[0])}
+
+
+def _size_stats(facts: list, decoded: tuple[int, int, int], findings: list[dict]) -> dict:
+    ok = [f for f in facts if not isinstance(f, DecodeError)]
+    modes = Counter(f[3] for f in ok)
+    stats = {"read": len(ok), "unreadable": len(facts) - len(ok), "decoded_as": list(decoded),
+             "modes": dict(modes.most_common())}
+    if not ok:
+        return stats
+    w, h = np.array([f[1] for f in ok], dtype=np.float64), np.array([f[2] for f in ok], dtype=np.float64)
+    stats |= {"width": _spread(w), "height": _spread(h), "aspect": _spread(w / h, 3),
+              "longer_side": _histogram(np.maximum(w, h), [0, 32, 64, 128, 256, 512, 1024, 2048],
+                                        ["<32", "32-63", "64-127", "128-255", "256-511", "512-1023", "1024-2047",
+                                         ">=2048"]),
+              "aspect_hist": _histogram(w / h, [0, 0.5, 0.8, 0.95, 1.05, 1.25, 2],
+                                        ["<0.5 tall", "0.5-0.8", "0.8-0.95", "0.95-1.05 square", "1.05-1.25",
+                                         "1.25-2", ">=2 wide"])}
+    gray = sum(c for m, c in modes.items() if m in ("1", "L", "LA", "I", "I;16", "F"))
+    if 0 < gray < len(ok):
+        _add(findings, "info", "mixed_modes", f"{gray} of {len(ok)} files are grayscale ("
+             f"{', '.join(f'{m} {c}' for m, c in modes.most_common())}); all become {decoded[0]} channel(s)")
+    if small := int((np.minimum(w, h) < decoded[1]).sum()):
+        _add(findings, "info", "upscaled", f"{small} images have a side under the {decoded[1]} px input: upscaled")
+    return stats
+
+
+# --- hashes and pair search ---------------------------------------------------------------------------
+
+def _area(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix that resizes by area averaging: each output averages the inputs it covers."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    j = np.arange(n_in)[None]
+    w = np.clip(np.minimum(edges[1:, None], j + 1) - np.maximum(edges[:-1, None], j), 0, None)
+    return (w / w.sum(1, keepdims=True)).astype(np.float32)
+
+
+def _signatures(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """64-bit dHash (N,), unit-norm centred 16x16 grey thumbnails (N, 256), zero for flat images, and the
+    mean of each channel (N, C)."""
+    n, c, h, w = images.shape
+    ay8, ax9, ay16, ax16 = _area(h, 8), _area(w, 9), _area(h, 16), _area(w, 16)
+    luma = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as Pillow's convert("L")
+    hashes, thumbs, means = np.empty(n, np.uint64), np.empty((n, 256), np.float32), np.empty((n, c), np.float32)
+    step = max(1, (1 << 24) // (c * h * w))  # ~64 MB of float32 at a time, whatever the image size
+    for s in range(0, n, step):
+        x = np.asarray(images[s: s + step], dtype=np.float32)  # (B, C, H, W)
+        g = x[:, 0] if c == 1 else np.tensordot(x, luma, axes=([1], [0]))  # (B, H, W)
+        small = ay8 @ g @ ax9.T  # (B, 8, 9)
+        bits = (small[:, :, 1:] - small[:, :, :-1] > _DHASH_MARGIN).reshape(len(x), 64)
+        hashes[s: s + len(x)] = np.packbits(bits, axis=1).view(">u8")[:, 0]
+        t = (ay16 @ g @ ax16.T).reshape(len(x), 256)
+        t -= t.mean(1, keepdims=True)
+        norm = np.linalg.norm(t, axis=1, keepdims=True)
+        thumbs[s: s + len(x)] = np.where(norm > 16.0, t / np.maximum(norm, 1e-6), 0)  # flat: std under 1 level
+        means[s: s + len(x)] = x.mean((2, 3))
+    return hashes, thumbs, means
+
+
+def _similarity(thumbs: np.ndarray, means: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Thumbnail correlation; 0 where a channel's mean moved over _MAX_COLOUR_SHIFT; two flat images compare by
+    colour alone, a flat and a textured one score 0."""
+    out = np.empty(len(i), np.float32)
+    for s in range(0, len(i), 1 << 16):
+        a, b = i[s: s + (1 << 16)], j[s: s + (1 << 16)]
+        corr = np.einsum("pd,pd->p", thumbs[a], thumbs[b])
+        shift = np.abs(means[a] - means[b]).max(1)  # (P,) largest channel difference
+        flat = ~thumbs[a].any(1) & ~thumbs[b].any(1)
+        out[s: s + len(a)] = np.where(shift > _MAX_COLOUR_SHIFT, 0, np.where(flat, 1 - shift / 255, corr))
+    return out
+
+
+def _hamming_pairs(h: np.ndarray, t: int, budget: int = _MAX_EXAMINED) -> tuple[np.ndarray, np.ndarray, bool]:
+    """All pairs i < j with popcount(h[i] ^ h[j]) <= t, and whether the search finished within `budget`.
+
+    Multi-index hashing: of four 16-bit chunks, two hashes within t bits differ in at most t // 4 bits of one
+    (pigeonhole), so looking each row up in every chunk's bucket table under every flip of <= t // 4 bits finds
+    every pair. About 68 lookups of N for t = 4..7 on varied hashes; brute force on 70k is 2.4e9 XORs (~12 s).
+    """
+    n, rows = len(h), np.arange(len(h))
+    flips = np.flatnonzero(np.bitwise_count(np.arange(1 << 16, dtype=np.uint16)) <= t // 4)  # 17 for t = 4..7
+    found, examined = [], 0
+    for c in range(4):
+        keys = ((h >> np.uint64(16 * c)) & np.uint64(0xFFFF)).astype(np.int64)
+        order = np.argsort(keys, kind="stable")  # rows grouped by chunk value
+        size = np.bincount(keys, minlength=1 << 16)  # (65536,) rows per chunk value
+        first = np.cumsum(size) - size  # where each value's rows start in `order`
+        for f in flips:
+            lo, cnt = first[keys ^ f], size[keys ^ f]  # (N,) each row's candidates: order[lo : lo + cnt]
+            examined += int(cnt.sum())
+            if examined > budget:  # hashes too alike to search (digits on black): say so rather than run for minutes
+                return np.zeros(0, np.int64), np.zeros(0, np.int64), False
+            ends, start = np.cumsum(cnt), 0
+            while start < n:  # rows in slices of ~4M candidates, to bound memory
+                before = ends[start - 1] if start else 0
+                stop = max(start + 1, int(np.searchsorted(ends, before + (1 << 22), "right")))
+                k = cnt[start:stop]
+                i = np.repeat(rows[start:stop], k)
+                j = order[np.repeat(lo[start:stop] - (np.cumsum(k) - k), k) + np.arange(len(i))]
+                keep = (i < j) & (np.bitwise_count(h[i] ^ h[j]) <= t)
+                found.append(i[keep] * n + j[keep])
+                start = stop
+    pairs = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+    return pairs // n, pairs % n, True
+
+
+# --- duplicates -----------------------------------------------------------------------------------------
+
+def _entry(idx: list[int], ds: ImageSet, names: list[str], split_of: np.ndarray, near: bool, **extra) -> dict:
+    """A duplicate group or pair, classified: leak (across splits), label_conflict, else a plain duplicate."""
+    e = {"indices": idx, "files": [ds.files[i] for i in idx] if ds.files is not None else [],
+         "splits": [names[split_of[i]] if split_of[i] >= 0 else None for i in idx],
+         "labels": [ds.classes[ds.labels[i]] for i in idx], **extra}
+    e["kinds"] = ([k for k, hit in (("leak", len({s for s in e["splits"] if s}) > 1),
+                                    ("label_conflict", len(set(e["labels"])) > 1)) if hit]
+                  or ["near_duplicate" if near else "exact_duplicate"])
+    return e
+
+
+def _duplicate_findings(e: dict, near: bool, findings: list[dict]) -> None:
+    shown = ", ".join(f"{e['files'][k] if e['files'] else f'image #{i}'} ({e['splits'][k]}, {e['labels'][k]})"
+                      for k, i in enumerate(e["indices"][:4]))
+    shown += f" and {len(e['indices']) - 4} more" * (len(e["indices"]) > 4)
+    what = (f"near-identical (dHash {e['distance']}/64, corr {e['similarity']:.3f})" if near
+            else f"{len(e['indices'])} identical {'files' if e['files'] else 'images'}")
+    order = {s: k for k, s in enumerate(SPLITS)}
+    splits = " and ".join(sorted({s for s in e["splits"] if s}, key=lambda s: (order.get(s, 9), s))) or "no split"
+    for kind in e["kinds"]:
+        level, where = {"leak": ("error", f"across {splits}"),  # evaluation would score images trained on
+                        "label_conflict": ("error", f"labelled {' and '.join(sorted(set(e['labels'])))}"),
+                        "exact_duplicate": ("warning", f"in {splits}"),  # counted several times in training
+                        "near_duplicate": ("info", f"in {splits}")}[kind]
+        _add(findings, level, kind, f"{what} {where}: {shown}", e["indices"], e["files"])
+
+
+def _drops(groups: list[dict], pairs: list[dict], split_of: np.ndarray, labels: np.ndarray) -> list[int]:
+    """Images to leave out so no duplicate crosses splits or labels. The copy in the later split stays (test
+    over val over train: the evaluation split is the reference, the training copy is the leak), else the first."""
+    dropped: set[int] = set()
+    for g in groups:
+        if {"leak", "label_conflict"} & set(g["kinds"]):
+            members = sorted(g["indices"], key=lambda i: (-split_of[i], i))
+            head = (split_of[members[0]], labels[members[0]])
+            dropped |= {i for i in members if (split_of[i], labels[i]) != head}
+    for p in pairs:
+        i, j = p["indices"]  # i < j
+        if {"leak", "label_conflict"} & set(p["kinds"]) and i not in dropped and j not in dropped:
+            dropped.add(i if split_of[i] < split_of[j] else j)
+    return sorted(dropped)
+
+
+def _capped(findings: list[dict]) -> list[dict]:
+    """Errors first; at most _LISTED of each kind, the rest summed up in one line of the same level."""
+    out, seen = [], Counter()
+    for f in sorted(findings, key=lambda f: _LEVELS[f["level"]]):
+        seen[f["kind"]] += 1
+        if seen[f["kind"]] <= _LISTED:
+            out.append(f)
+        elif seen[f["kind"]] == _LISTED + 1:
+            out.append(dict(f, message="", indices=[], files=[]))  # placeholder, worded below
+    for f in out:
+        if not f["message"]:
+            f["message"] = f"... and {seen[f['kind']] - _LISTED} more '{f['kind']}' (see duplicates and skipped)"
+    return out
+
+
+# --- the report -------------------------------------------------------------------------------------------
+
+def inspect_dataset(ds: ImageSet, parts: dict[str, np.ndarray], *, near_threshold: int = NEAR_THRESHOLD,
+                    workers: int | None = None, source: str | Path | None = None) -> dict:
+    """A JSON-serialisable report on `ds` split as `parts` ({'train': idx, 'val': idx, 'test': idx}).
+
+    `source` is the folder or zip the images came from; only needed to reopen zip members, whose names
+    (`photos.zip:cats/1.jpg`) carry the archive's file name but not its folder.
+    """
+    if not 0 <= near_threshold <= 16:
+        raise CnnfitError(f"near_threshold={near_threshold}: use 0-16 bits of the 64-bit hash "
+                          f"(default {NEAR_THRESHOLD})")
+    n, findings = len(ds), []
+    split_of, names, aliases = _assign_splits(n, parts, findings)
+    counts, imbalance = _counts(ds, parts, names, findings)
+    counts |= {"aliases": aliases, "unassigned": int((split_of < 0).sum())}
+
+    # one read per file gives the sha256 for exact duplicates and the header for sizes and modes
+    files, keys = None, [None] * n
+    if ds.files is not None:
+        facts = _file_facts(ds.files, Path(source) if source is not None else None, workers)
+        files = _size_stats(facts, ds.shape, findings)
+        keys = [None if isinstance(f, DecodeError) else "file:" + f[0] for f in facts]
+        if bad := [i for i, f in enumerate(facts) if isinstance(f, DecodeError)]:
+            _add(findings, "warning", "unreadable", f"{len(bad)} files could not be reopened (moved since caching?); "
+                 f"their decoded pixels are compared instead; {ds.files[bad[0]]}: {facts[bad[0]]}",
+                 bad, [ds.files[i] for i in bad])
+    keys = [k or "pixels:" + hashlib.sha256(np.ascontiguousarray(ds.images[i]).tobytes()).hexdigest()
+            for i, k in enumerate(keys)]
+    skipped = [{"file": f, "reason": why} for f, why in ds.skipped]
+    for s in skipped:
+        _add(findings, "warning", "skipped", f"skipped {s['file']}: {s['reason']}", files=[s["file"]])
+
+    # exact duplicates: the same bytes (the same pixels without a file); one member of each searches for near ones
+    by_key: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        by_key.setdefault(k, []).append(i)
+    members = {g[0]: g for g in by_key.values() if len(g) > 1}
+    groups = [_entry(g, ds, names, split_of, near=False) for g in sorted(members.values())]
+    for g in groups:
+        _duplicate_findings(g, False, findings)
+
+    # near duplicates: dHash within near_threshold bits, confirmed by thumbnails; pairs of groups pair all members
+    reps = np.array([g[0] for g in by_key.values()], dtype=np.int64)
+    hashes, thumbs, means = _signatures(ds.images)
+    a, b, complete = _hamming_pairs(hashes[reps], near_threshold)
+    a, b = reps[a], reps[b]
+    sim = _similarity(thumbs, means, a, b)
+    ok = sim >= _MIN_SIMILARITY
+    pairs = []
+    for i, j, s in sorted(zip(a[ok].tolist(), b[ok].tolist(), sim[ok].tolist())):
+        d = int(np.bitwise_count(hashes[i] ^ hashes[j]))
+        for x in members.get(i, [i]):
+            for y in members.get(j, [j]):
+                pairs.append(_entry(sorted((x, y)), ds, names, split_of, near=True, distance=d, similarity=round(s, 4)))
+                _duplicate_findings(pairs[-1], True, findings)
+    if not complete:
+        _add(findings, "warning", "near_search_stopped", f"near-duplicate search stopped after {_MAX_EXAMINED:,} "
+             "candidate pairs: too many images look alike at 9x8 pixels (e.g. digits on a plain background); "
+             "exact duplicates are complete")
+
+    drop = _drops(groups, pairs, split_of, ds.labels)
+    kinds = Counter(k for e in groups + pairs for k in e["kinds"])
+    findings = _capped(findings)
+    return {
+        "images": n, "classes": list(ds.classes), "shape": list(ds.shape),
+        "counts": counts, "imbalance": imbalance, "files": files, "skipped": skipped,
+        "duplicates": {
+            "exact_by": "file bytes (sha256)" if ds.files is not None else "decoded pixels (sha256)",
+            "near_by": f"64-bit dHash within {near_threshold} bits, 16x16 correlation >= {_MIN_SIMILARITY}, "
+                       f"channel means within {_MAX_COLOUR_SHIFT:.0f} levels",
+            "near_complete": complete, "exact_groups": groups[:_KEPT], "near_pairs": pairs[:_KEPT]},
+        "findings": findings,
+        "summary": {**{f"{level}s": sum(f["level"] == level for f in findings) for level in _LEVELS},
+                    "skipped": len(skipped), "exact_groups": len(groups),
+                    "exact_extra_copies": sum(len(g["indices"]) - 1 for g in groups), "near_pairs": len(pairs),
+                    "leaks": kinds["leak"], "label_conflicts": kinds["label_conflict"], "to_drop": len(drop)},
+        "clean": {"drop": drop, "splits": [names[s] if s >= 0 else "" for s in split_of.tolist()]},
+    }
+
+
+def format_report(report: dict) -> list[str]:
+    """Short lines for the console: an overview, the findings (errors first), and a one-line verdict."""
+    s, c, imb, f = report["summary"], report["counts"], report["imbalance"], report["files"]
+    splits = " / ".join(f"{k} {v:,}" + (f" (= {c['aliases'][k]})" if k in c["aliases"] else "")
+                        for k, v in c["per_split"].items())
+    per = sorted(c["per_class"].items(), key=lambda kv: -kv[1]["total"])
+    lines = [f"{report['images']:,} images, {len(per)} classes, decoded {'x'.join(map(str, report['shape']))}; "
+             f"{splits}" + (f"; {c['unassigned']:,} in no split" if c["unassigned"] else ""),
+             "classes: " + ", ".join(f"{k} {v['total']:,}" for k, v in per[:12]) + " ..." * (len(per) > 12),
+             f"imbalance ({imb['split']}): " + (f"{imb['ratio']:.1f}x, '{imb['largest']}' / '{imb['smallest']}'"
+                                                if imb["ratio"] is not None else f"'{imb['smallest']}' is empty")]
+    if f and "width" in f:
+        lines.append(f"sizes: {f['width']['min']}-{f['width']['max']} x {f['height']['min']}-{f['height']['max']} px "
+                     f"(median {f['width']['median']}x{f['height']['median']}), aspect {f['aspect']['min']}-"
+                     f"{f['aspect']['max']}; modes " + ", ".join(f"{m} {k:,}" for m, k in f["modes"].items()))
+    lines.append(f"duplicates: {s['exact_groups']:,} exact groups ({s['exact_extra_copies']:,} extra copies), "
+                 f"{s['near_pairs']:,} near pairs; {s['leaks']:,} across splits, {s['label_conflicts']:,} with "
+                 f"conflicting labels; {s['skipped']:,} files skipped")
+    lines += [f"{x['level']}: {x['message']}" for x in report["findings"][:40]]
+    if len(report["findings"]) > 40:
+        lines.append(f"... {len(report['findings']) - 40} more findings in the report")
+    lines.append(f"{s['errors']} errors, {s['warnings']} warnings, {s['infos']} notes"
+                 + (f"; leaving out {s['to_drop']:,} images removes every leak and label conflict "
+                    "(write_clean_manifest)" if s["to_drop"] else ""))
+    return lines
+
+
+def write_clean_manifest(report: dict, ds: ImageSet, path: str | Path) -> Path:
+    """Write `path,label,split` for every image the report keeps; returns the CSV's path.
+
+    `path` is the CSV file or a folder for `clean_manifest.csv`. Paths are written absolute so the manifest can
+    move; zip members keep their `archive.zip:member` names, images without a file their index.
+    """
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        path = path / "clean_manifest.csv"
+    drop, splits = set(report["clean"]["drop"]), report["clean"]["splits"]
+    if len(splits) != len(ds):
+        raise CnnfitError(f"the report covers {len(splits)} images, the dataset {len(ds)}: inspect this dataset again")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["path", "label", "split"])
+        for i in range(len(ds)):
+            if i not in drop:
+                f = i if ds.files is None else ds.files[i]
+                out.writerow([f if isinstance(f, int) or _ZIP_MEMBER.match(f) else Path(f).absolute(),
+                              ds.classes[ds.labels[i]], splits[i]])
+    return path
+
+
+__all__ = ["NEAR_THRESHOLD", "format_report", "inspect_dataset", "write_clean_manifest"]

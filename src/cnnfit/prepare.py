@@ -1,0 +1,116 @@
+"""Data preparation shared by `cnnfit train` and `cnnfit inspect`: load (cached), check, split,
+normalization statistics, and the data report with its augmented-samples grid."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from cnnfit import data as D
+from cnnfit.config import Config
+from cnnfit.errors import CnnfitError
+
+
+@dataclass
+class Prepared:
+    ds: D.ImageSet
+    cache_hit: bool
+    parts: dict[str, np.ndarray]  # train/val/test indices into ds
+    split_how: str
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def train_counts(self) -> np.ndarray:
+        return np.bincount(self.ds.labels[self.parts["train"]], minlength=len(self.ds.classes))
+
+
+def load_data(cfg: Config) -> tuple[D.ImageSet, bool]:
+    ref = D.resolve(cfg.data.source, download=cfg.data.download)
+    d = cfg.data
+    return D.load_imageset(ref, d.imgsz, d.channels, d.resize, d.workers, d.cache)
+
+
+def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
+    """Everything about the data that can fail, checked before anything is written."""
+    ds, cache_hit = load_data(cfg)
+    if len(ds.classes) < 2:
+        raise CnnfitError(f"only one class ('{ds.classes[0]}') found in '{cfg.data.source}'; a classifier needs "
+                          "at least two classes (one sub-folder each)")
+    side = ds.shape[1]
+    if side < min_size:
+        raise CnnfitError(f"imgsz={side} is below {cfg.model.name}'s minimum of {min_size} px; "
+                          f"set imgsz={min_size} or larger")
+    parts, split_how = D.split_indices(ds, cfg.data.val, cfg.data.test, cfg.train.seed)
+    mean, std = D.split_stats(ds, parts["train"])
+    return Prepared(ds, cache_hit, parts, split_how, mean, std)
+
+
+def augmented_samples(prep: Prepared, augment: D.augment.Augment | None, seed: int,
+                      n: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The first training batch as the model sees it, before normalization: (n, C, H, W) in [0, 1]."""
+    import torch
+
+    idx = np.sort(np.random.default_rng(seed).choice(prep.parts["train"], min(n, len(prep.parts["train"])),
+                                                     replace=False))
+    x = torch.from_numpy(np.asarray(prep.ds.images[idx])).float() / 255
+    if augment is not None:
+        g = torch.Generator()
+        g.manual_seed(seed)
+        x = augment(x, g)
+    return x.clamp(0, 1).numpy(), prep.ds.labels[idx]
+
+
+def write_data_report(prep: Prepared, out_dir: Path, augment, seed: int, console: Console) -> dict[str, Any]:
+    """data_report.json, samples.png and clean_manifest.csv in out_dir; prints the findings."""
+    from cnnfit.data.inspect import format_report, inspect_dataset, write_clean_manifest
+    from cnnfit.eval.plots import plot_samples
+
+    report = inspect_dataset(prep.ds, prep.parts)
+    report["split"] = prep.split_how
+    (out_dir / "data_report.json").write_text(json.dumps(report, indent=2, default=str))
+    images, labels = augmented_samples(prep, augment, seed)
+    plot_samples(images, labels, prep.ds.classes, out_dir / "samples.png")
+    if prep.ds.files is not None:
+        write_clean_manifest(report, prep.ds, out_dir / "clean_manifest.csv")
+    for line in format_report(report):
+        console.print(line, highlight=False, soft_wrap=True)
+    return report
+
+
+def new_run_dir(project: str, name: str) -> Path:
+    """runs/name, or runs/name2, runs/name3 ...: an existing run is never touched."""
+    parent = Path(project)
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        candidate = parent / (name if i == 1 else f"{name}{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise CnnfitError(f"no free run name for '{name}' in {parent}; pick another name=")
+
+
+def build_augment(cfg: Config) -> D.augment.Augment | None:
+    """The batched training augmentation from `aug.*` (mixup/cutmix act on labels, in the loop)."""
+    keys = {k: v for k, v in cfg.aug.model_dump().items() if k not in ("mixup", "cutmix", "only_minority")}
+    return D.augment.build(**keys)
+
+
+def inspect(cfg: Config, console: Console | None = None) -> Path:
+    """`cnnfit inspect`: the data report alone, in runs/inspect*, without training."""
+    console = console or Console()
+    prep = prepare(cfg)
+    out = new_run_dir(cfg.project, "inspect")
+    ds = prep.ds
+    console.print(f"{cfg.data.source}: {len(ds)} images, {len(ds.classes)} classes, "
+                  f"{'x'.join(map(str, ds.shape))}, {len(ds.skipped)} skipped; {prep.split_how}", highlight=False)
+    write_data_report(prep, out, build_augment(cfg), cfg.train.seed, console)
+    console.print(f"report -> {out / 'data_report.json'}, augmented samples -> {out / 'samples.png'}")
+    return out
