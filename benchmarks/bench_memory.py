@@ -50,6 +50,9 @@ def memory_cgroup(cap_bytes: int) -> Path | None:
         group = base / f"cnnfit-bench-{os.getpid()}"
         try:
             group.mkdir()
+            if not (group / "cgroup.procs").exists():  # a plain folder, not a cgroup
+                group.rmdir()
+                continue
             (group / limit_file).write_text(str(cap_bytes))
             return group
         except OSError:
@@ -89,7 +92,8 @@ def main() -> None:
         print("\n".join(tail) or child.stdout[-2000:])
         if child.returncode:
             print(child.stderr[-3000:])
-        print(f"exit {child.returncode} after {seconds:.0f} s; peak RSS {peak / 2**20:.0f} MiB against the "
+        killed = " (killed: out of memory)" if child.returncode == -9 else ""
+        print(f"exit {child.returncode}{killed} after {seconds:.0f} s; peak RSS {peak / 2**20:.0f} MiB against the "
               f"{args.cap_mb} MiB cap ({'enforced by a cgroup' if group else 'measured only: no cgroup here'})")
         print(json.dumps({"images": count, "size": args.size, "dataset_gib": count * 3 * args.size**2 / 2**30,
                           "cap_mib": args.cap_mb, "peak_rss_mib": peak / 2**20, "exit": child.returncode,

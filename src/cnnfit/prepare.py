@@ -24,21 +24,22 @@ class Prepared:
     split_how: str
     mean: list[float]
     std: list[float]
+    source: Path | None = None  # the folder, zip or file the images came from
 
     @property
     def train_counts(self) -> np.ndarray:
         return np.bincount(self.ds.labels[self.parts["train"]], minlength=len(self.ds.classes))
 
 
-def load_data(cfg: Config) -> tuple[D.ImageSet, bool]:
+def load_data(cfg: Config) -> tuple[D.ImageSet, bool, Path | None]:
     ref = D.resolve(cfg.data.source, download=cfg.data.download)
     d = cfg.data
-    return D.load_imageset(ref, d.imgsz, d.channels, d.resize, d.workers, d.cache)
+    return *D.load_imageset(ref, d.imgsz, d.channels, d.resize, d.workers, d.cache), ref.path
 
 
 def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
     """Everything about the data that can fail, checked before anything is written."""
-    ds, cache_hit = load_data(cfg)
+    ds, cache_hit, source = load_data(cfg)
     if len(ds.classes) < 2:
         raise CnnfitError(f"only one class ('{ds.classes[0]}') found in '{cfg.data.source}'; a classifier needs "
                           "at least two classes (one sub-folder each)")
@@ -48,7 +49,7 @@ def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
                           f"set imgsz={min_size} or larger")
     parts, split_how = D.split_indices(ds, cfg.data.val, cfg.data.test, cfg.train.seed)
     mean, std = D.split_stats(ds, parts["train"])
-    return Prepared(ds, cache_hit, parts, split_how, mean, std)
+    return Prepared(ds, cache_hit, parts, split_how, mean, std, source)
 
 
 def augmented_samples(prep: Prepared, augment: D.augment.Augment | None, seed: int,
@@ -71,7 +72,7 @@ def write_data_report(prep: Prepared, out_dir: Path, augment, seed: int, console
     from cnnfit.data.inspect import format_report, inspect_dataset, write_clean_manifest
     from cnnfit.eval.plots import plot_samples
 
-    report = inspect_dataset(prep.ds, prep.parts)
+    report = inspect_dataset(prep.ds, prep.parts, source=prep.source)
     report["split"] = prep.split_how
     (out_dir / "data_report.json").write_text(json.dumps(report, indent=2, default=str))
     images, labels = augmented_samples(prep, augment, seed)

@@ -42,14 +42,40 @@ def _load(entry: Path) -> ImageSet | None:
     return ImageSet(images, labels, meta["classes"], meta["files"], origin, [tuple(s) for s in meta["skipped"]])
 
 
+class NpyWriter:
+    """A .npy file filled by slices with pwrite: written pages stay in the page cache, out of this
+    process's resident memory, so decoding a dataset larger than RAM needs only one chunk of it."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)  # header + sparse body
+        self.path, self.shape, self.offset = Path(path), tuple(shape), header.offset
+        del header
+        self.row = int(np.prod(shape[1:]))
+
+    def __setitem__(self, rows: slice, value: np.ndarray) -> None:
+        data = np.ascontiguousarray(value, dtype=np.uint8)
+        start = self.offset + (rows.start or 0) * self.row
+        with open(self.path, "r+b", buffering=0) as f:
+            os.pwrite(f.fileno(), memoryview(data.reshape(-1)), start)
+            # written back and dropped now: dirty pages of a huge file would otherwise count against
+            # a memory-limited process (cgroups charge the page cache) until the kernel flushes them
+            os.fdatasync(f.fileno())
+            os.posix_fadvise(f.fileno(), start, data.nbytes, os.POSIX_FADV_DONTNEED)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def reader(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r")
+
+
 def _store(entry: Path, tmp: Path, ds: ImageSet) -> None:
     """Finish the entry being built in `tmp` and rename it into place."""
     try:
         target = tmp / "images.npy"
-        if isinstance(ds.images, np.memmap) and Path(ds.images.filename).parent == tmp:
-            ds.images.flush()
-            if Path(ds.images.filename) != target:  # rows of failed files were dropped into a second file
-                os.replace(ds.images.filename, target)
+        if isinstance(ds.images, NpyWriter):
+            if ds.images.path != target:  # rows of failed files were dropped into a second file
+                os.replace(ds.images.path, target)
         else:
             np.save(target, np.ascontiguousarray(ds.images))
         np.save(tmp / "labels.npy", ds.labels)
@@ -79,15 +105,15 @@ def load_imageset(ref: SourceRef, size: int | None = None, channels: int | None 
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
 
-    def on_disk(shape: tuple[int, ...], name: str) -> np.ndarray:
-        return np.lib.format.open_memmap(tmp / name, mode="w+", dtype=np.uint8, shape=shape)
+    def on_disk(shape: tuple[int, ...], name: str) -> NpyWriter:
+        return NpyWriter(tmp / name, shape)
 
     try:
         ds = read(ref, size, channels, resize, workers, alloc=on_disk)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    c, h, _ = ds.shape
+    c, h = ds.images.shape[1:3]
     resolved = cache_key(ref, h, c, resize)
     _store(root / resolved, tmp, ds)
     if resolved != key:

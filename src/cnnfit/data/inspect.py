@@ -19,6 +19,8 @@ from PIL import Image
 
 from cnnfit.data.decode import DecodeError, map_images, probe
 from cnnfit.data.imageset import SPLITS, ImageSet
+from cnnfit.data.sources import data_root
+from cnnfit.data.loader import read_rows
 from cnnfit.errors import CnnfitError
 
 NEAR_THRESHOLD = 6  # bits of the 64-bit dHash that may differ; JPEG q75 copies differ by 0-3 (CIFAR, photos)
@@ -28,7 +30,8 @@ _MIN_SIMILARITY = 0.9  # correlation of 16x16 grey thumbnails that confirms a ha
 #                        >= 0.99; distinct CIFAR photos whose hashes collide (flat, dark, blurry) mostly < 0.8
 _MAX_COLOUR_SHIFT = 40.0  # grey levels the mean of a channel may move: a copy keeps its colours, while two
 #                           near-flat images (green and red backdrops, one small shape each) correlated at 0.91
-_MAX_EXAMINED = 30_000_000  # candidate pairs the near search may look at (~3 s); 60k CIFAR photos need ~2M
+_MAX_EXAMINED = 200_000_000  # candidate pairs the near search may look at (~3 s); the 60k CIFAR photos need 25M
+_MAX_FOUND = 1_000_000  # hash matches it may collect before confirming them; CIFAR has 4k
 _LISTED = 50  # findings of one kind listed one by one; the rest are counted in one line
 _KEPT = 10_000  # duplicate groups and pairs kept in the report; the counts are always complete
 _LEVELS = {"error": 0, "warning": 1, "info": 2}
@@ -119,9 +122,12 @@ def _file_facts(files: list[str], source: Path | None, workers: int | None) -> l
         out[i] = f
     for archive, items in members.items():
         # names carry the archive's file name only: `source` when it is that archive, else the working folder
-        path = source if source is not None and source.name == Path(archive).name else Path(archive)
+        # or where named datasets live (cifar10 is data_root()/cifar10-jpeg/cifar10-jpeg.zip)
+        name = Path(archive).name
+        found = [p for p in (source, Path(archive), data_root() / name, data_root() / Path(name).stem / name)
+                 if p is not None and p.name == name and p.is_file()]
         try:
-            zf = zipfile.ZipFile(path)
+            zf = zipfile.ZipFile(found[0] if found else archive)
         except (OSError, zipfile.BadZipFile) as exc:
             for i, _ in items:
                 out[i] = DecodeError(f"archive not readable ({exc}); pass source= the zip's path")
@@ -184,7 +190,7 @@ def _signatures(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     hashes, thumbs, means = np.empty(n, np.uint64), np.empty((n, 256), np.float32), np.empty((n, c), np.float32)
     step = max(1, (1 << 24) // (c * h * w))  # ~64 MB of float32 at a time, whatever the image size
     for s in range(0, n, step):
-        x = np.asarray(images[s: s + step], dtype=np.float32)  # (B, C, H, W)
+        x = read_rows(images, np.arange(s, min(s + step, n))).astype(np.float32)  # (B, C, H, W), pread: no mapped pages
         g = x[:, 0] if c == 1 else np.tensordot(x, luma, axes=([1], [0]))  # (B, H, W)
         small = ay8 @ g @ ax9.T  # (B, 8, 9)
         bits = (small[:, :, 1:] - small[:, :, :-1] > _DHASH_MARGIN).reshape(len(x), 64)
@@ -228,8 +234,8 @@ def _hamming_pairs(h: np.ndarray, t: int, budget: int = _MAX_EXAMINED) -> tuple[
         for f in flips:
             lo, cnt = first[keys ^ f], size[keys ^ f]  # (N,) each row's candidates: order[lo : lo + cnt]
             examined += int(cnt.sum())
-            if examined > budget:  # hashes too alike to search (digits on black): say so rather than run for minutes
-                return np.zeros(0, np.int64), np.zeros(0, np.int64), False
+            if examined > budget or sum(map(len, found)) > _MAX_FOUND:  # hashes too alike (digits on black):
+                return np.zeros(0, np.int64), np.zeros(0, np.int64), False  # say so rather than run for minutes
             ends, start = np.cumsum(cnt), 0
             while start < n:  # rows in slices of ~4M candidates, to bound memory
                 before = ends[start - 1] if start else 0
@@ -311,7 +317,8 @@ def inspect_dataset(ds: ImageSet, parts: dict[str, np.ndarray], *, near_threshol
     """A JSON-serialisable report on `ds` split as `parts` ({'train': idx, 'val': idx, 'test': idx}).
 
     `source` is the folder or zip the images came from; only needed to reopen zip members, whose names
-    (`photos.zip:cats/1.jpg`) carry the archive's file name but not its folder.
+    (`photos.zip:cats/1.jpg`) carry the archive's file name but not its folder, when the zip is neither in the
+    working folder nor under the data root.
     """
     if not 0 <= near_threshold <= 16:
         raise CnnfitError(f"near_threshold={near_threshold}: use 0-16 bits of the 64-bit hash "
@@ -362,8 +369,8 @@ def inspect_dataset(ds: ImageSet, parts: dict[str, np.ndarray], *, near_threshol
                 _duplicate_findings(pairs[-1], True, findings)
     if not complete:
         _add(findings, "warning", "near_search_stopped", f"near-duplicate search stopped after {_MAX_EXAMINED:,} "
-             "candidate pairs: too many images look alike at 9x8 pixels (e.g. digits on a plain background); "
-             "exact duplicates are complete")
+             f"candidates or {_MAX_FOUND:,} matches: too many images look alike at 9x8 pixels (digits on a plain "
+             "background?); exact duplicates are complete")
 
     drop = _drops(groups, pairs, split_of, ds.labels)
     kinds = Counter(k for e in groups + pairs for k in e["kinds"])

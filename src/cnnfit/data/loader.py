@@ -41,16 +41,19 @@ def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
                 raise OSError(f"short read from {images.filename}")
     finally:
         os.close(fd)
+    if (order == np.arange(len(order))).all():
+        return out
     result = np.empty_like(out)
     result[order] = out  # back to the caller's order
     return result
 
 
 def channel_stats(images: np.ndarray, index: np.ndarray | None = None,
-                  chunk: int = 8192) -> tuple[list[float], list[float]]:
+                  chunk: int | None = None) -> tuple[list[float], list[float]]:
     """Exact per-channel mean and std in [0, 1] units from 256-bin histograms: no float copy of the
-    data, and chunked so a memmap is never loaded whole."""
+    data, and chunked (~32 MB at a time) so a memmap is never loaded whole."""
     index = np.arange(len(images)) if index is None else np.sort(np.asarray(index))
+    chunk = chunk or max(1, (32 << 20) // int(np.prod(images.shape[1:])))
     c = images.shape[1]
     hist = np.zeros((c, 256), dtype=np.int64)
     for i in range(0, len(index), chunk):

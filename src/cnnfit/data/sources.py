@@ -21,6 +21,7 @@ import numpy as np
 
 from cnnfit.data.decode import DecodeError, decode_image, is_image_name, map_images, probe
 from cnnfit.data.imageset import SPLITS, ImageSet
+from cnnfit.data.loader import read_rows
 from cnnfit.errors import CnnfitError
 
 NAMED = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
@@ -303,26 +304,29 @@ def _read_files(ref: SourceRef, size, channels, resize, workers, alloc=_in_memor
     if size is None:
         dims = {(h.width, h.height) for _, h in good}
         size = max(dims.pop()) if len(dims) == 1 else AUTO_PHOTO_SIZE
-    # decode in chunks straight into the output array (on disk when caching): memory stays bounded
+    # decode in chunks straight into the output (a file when caching): memory stays bounded
     images = alloc((len(good), channels, size, size), "images.npy")  # (N, C, H, W) uint8
     ok = np.ones(len(good), dtype=bool)
     for start in range(0, len(good), _CHUNK):
         chunk = good[start: start + _CHUNK]
         arrays = map_images(lambda b: decode_image(b, size, channels, resize), [e[0] for e, _ in chunk], load, workers)
+        buf = np.zeros((len(chunk), channels, size, size), dtype=np.uint8)
         for j, ((e, _), a) in enumerate(zip(chunk, arrays)):
             if isinstance(a, DecodeError):
                 ok[start + j] = False
                 skipped.append((display(e[0]), str(a)))
             else:
-                images[start + j] = a
+                buf[j] = a
+        images[start: start + len(chunk)] = buf
     kept = [(e, None) for (e, _), keep in zip(good, ok) if keep]
     if not kept:
         raise CnnfitError(f"none of the {len(entries)} image files in '{ref.name}' could be decoded")
     if not ok.all():  # drop the rows of files that failed, chunk by chunk
+        source = images.reader() if hasattr(images, "reader") else images
         compact = alloc((len(kept), channels, size, size), "images-kept.npy")
         rows = np.flatnonzero(ok)
         for start in range(0, len(rows), _CHUNK):
-            compact[start: start + _CHUNK] = images[rows[start: start + _CHUNK]]
+            compact[start: start + _CHUNK] = read_rows(source, rows[start: start + _CHUNK])
         images = compact
     classes = sorted({e[2] for e, _ in kept})
     index = {c: i for i, c in enumerate(classes)}
