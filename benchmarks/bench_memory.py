@@ -3,7 +3,7 @@
 a child process held to `--cap-mb` (a cgroup memory limit where the machine allows one, else only
 measured). Prints the child's peak resident memory against the cap.
 
-    python benchmarks/bench_memory.py [--cap-mb 1024] [--factor 3] [--size 192]
+    python benchmarks/bench_memory.py [--cap-mb 1536] [--factor 3] [--size 128] [--batch 32]
 """
 
 from __future__ import annotations
@@ -63,10 +63,11 @@ def memory_cgroup(cap_bytes: int) -> Path | None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cap-mb", type=int, default=1024)
+    p.add_argument("--cap-mb", type=int, default=1536)
     p.add_argument("--factor", type=float, default=3.0)
-    p.add_argument("--size", type=int, default=192)
+    p.add_argument("--size", type=int, default=128)
     p.add_argument("--model", default="lenet5")
+    p.add_argument("--batch", type=int, default=32)
     args = p.parse_args()
     cap = args.cap_mb * 2**20
     count = int(np.ceil(args.factor * cap / (3 * args.size * args.size)))
@@ -80,7 +81,7 @@ def main() -> None:
         procs = group / "cgroup.procs" if group else None
         env = {**os.environ, "CNNFIT_CACHE": str(Path(tmp) / "cache")}
         cmd = [sys.executable, "-m", "cnnfit", "train", f"data={folder}", f"imgsz={args.size}",
-               f"model={args.model}", "epochs=1", "batch=64", "data.stream=true", f"project={tmp}/runs"]
+               f"model={args.model}", "epochs=1", f"batch={args.batch}", "data.stream=true", f"project={tmp}/runs"]
         t0 = time.perf_counter()
         child = subprocess.run(cmd, env=env, capture_output=True, text=True,
                                preexec_fn=(lambda: procs.write_text(str(os.getpid()))) if procs else None)
