@@ -287,3 +287,20 @@ def test_mix_same_seed_same_result():
     a, b = mix(x, y, 16, _gen(2), mixup=0.4, cutmix=1.0), mix(x, y, 16, _gen(2), mixup=0.4, cutmix=1.0)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not math.isnan(a[1].sum().item())
+
+
+def test_flips_and_shift_folded_into_the_warp_stay_exact():
+    from cnnfit.data.augment import random_affine
+
+    x = torch.rand(64, 3, 10, 12)
+    g = torch.Generator()
+    g.manual_seed(3)
+    out = random_affine(0.0, 0.0, 0.0, hflip=True)(x, g)
+    flipped = torch.isclose(out, x.flip(-1), atol=1e-5).flatten(1).all(1)
+    kept = torch.isclose(out, x, atol=1e-5).flatten(1).all(1)
+    assert (flipped ^ kept).all() and 10 < flipped.sum() < 54
+    square = torch.zeros(32, 1, 12, 12)
+    square[:, :, 5:7, 5:7] = 1.0
+    moved = random_affine(0.0, 0.0, 0.0, shift=0.25)(square, g)  # whole-pixel shifts up to 3 px
+    assert torch.allclose(moved.sum((1, 2, 3)), torch.full((32,), 4.0), atol=1e-4)
+    assert ((moved > 1e-4) == (moved > 0.999)).all()  # no interpolation blur
