@@ -1,7 +1,6 @@
 import csv
 import json
 import shutil
-import time
 import zipfile
 from pathlib import Path
 
@@ -178,7 +177,7 @@ def test_hamming_search_matches_brute_force():
     assert not _hamming_pairs(np.zeros(3000, np.uint64), 6, budget=100_000)[2]  # all alike: stops, says so
 
 
-def test_seventy_thousand_images_in_seconds():
+def test_seventy_thousand_images_bucketed_search():
     rng = np.random.default_rng(3)
     n = 70_000
     texture = np.kron(rng.integers(0, 256, (n, 1, 14, 14)), np.ones((1, 1, 2, 2)))  # (N, 1, 28, 28) blocky noise
@@ -186,18 +185,15 @@ def test_seventy_thousand_images_in_seconds():
     images[-20:] = np.clip(images[:20] + rng.normal(0, 3, (20, 1, 28, 28)), 0, 255).astype(np.uint8)  # noisy copies
     idx = np.arange(n)
     ds = ImageSet(images, idx % 10, list("0123456789"))
-    start = time.perf_counter()
-    report = inspect_dataset(ds, {"train": idx[:60_000], "test": idx[60_000:]})
-    assert time.perf_counter() - start < 20  # ~1 s on 2 busy cores; brute-force pairs alone take ~12 s
+    report = inspect_dataset(ds, {"train": idx[:60_000], "test": idx[60_000:]})  # ~1 s; all pairs would take ~12 s
     assert [p["indices"] for p in report["duplicates"]["near_pairs"]] == [[k, n - 20 + k] for k in range(20)]
     assert report["summary"]["leaks"] == 20 and report["duplicates"]["near_complete"]
 
 
 def test_no_false_near_duplicates_among_real_photos(tmp_path):
-    where = [data_root() / "cifar10-jpeg", Path("/work/shared/datasets/cifar10-jpeg")]
-    full = next((d / "cifar10-jpeg.zip" for d in where if (d / "cifar10-jpeg.zip").is_file()), None)
-    if full is None:
-        pytest.skip(f"cifar10-jpeg.zip not in {' or '.join(map(str, where))}: no real photos to check against")
+    full = data_root() / "cifar10-jpeg" / "cifar10-jpeg.zip"
+    if not full.is_file():
+        pytest.skip(f"{full} not found (CNNFIT_DATA): no real photos to check against")
     small = tmp_path / "cifar-small.zip"
     with zipfile.ZipFile(full) as src, zipfile.ZipFile(small, "w") as dst:
         taken: dict[str, int] = {}
