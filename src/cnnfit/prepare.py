@@ -67,7 +67,8 @@ def augmented_samples(prep: Prepared, augment: D.augment.Augment | None, seed: i
     return x.clamp(0, 1).numpy(), prep.ds.labels[idx]
 
 
-def write_data_report(prep: Prepared, out_dir: Path, augment, seed: int, console: Console) -> dict[str, Any]:
+def write_data_report(prep: Prepared, out_dir: Path, augment, seed: int, console: Console,
+                      max_lines: int = 12) -> dict[str, Any]:
     """data_report.json, samples.png and clean_manifest.csv in out_dir; prints the findings."""
     from cnnfit.data.inspect import format_report, inspect_dataset, write_clean_manifest
     from cnnfit.eval.plots import plot_samples
@@ -79,7 +80,11 @@ def write_data_report(prep: Prepared, out_dir: Path, augment, seed: int, console
     plot_samples(images, labels, prep.ds.classes, out_dir / "samples.png")
     if prep.ds.files is not None:
         write_clean_manifest(report, prep.ds, out_dir / "clean_manifest.csv")
-    for line in format_report(report):
+    lines = format_report(report)
+    shown = lines[:-1]
+    if len(shown) > max_lines:  # the console gets the overview and the first findings; the file has all
+        shown = shown[:max_lines] + [f"... more findings in {out_dir / 'data_report.json'}"]
+    for line in shown + lines[-1:]:
         console.print(line, highlight=False, soft_wrap=True)
     return report
 
@@ -112,6 +117,6 @@ def inspect(cfg: Config, console: Console | None = None) -> Path:
     ds = prep.ds
     console.print(f"{cfg.data.source}: {len(ds)} images, {len(ds.classes)} classes, "
                   f"{'x'.join(map(str, ds.shape))}, {len(ds.skipped)} skipped; {prep.split_how}", highlight=False)
-    write_data_report(prep, out, build_augment(cfg), cfg.train.seed, console)
+    write_data_report(prep, out, build_augment(cfg), cfg.train.seed, console, max_lines=60)
     console.print(f"report -> {out / 'data_report.json'}, augmented samples -> {out / 'samples.png'}")
     return out

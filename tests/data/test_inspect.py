@@ -218,3 +218,11 @@ def test_plot_samples_writes_a_grid(tmp_path):
     plot_samples(np.random.default_rng(0).random((5, 1, 28, 28)), soft, ["0", "1"], tmp_path / "gray.png")
     with Image.open(tmp_path / "gray.png") as img:
         assert img.width > 2 * img.height  # one row of five
+
+
+def test_tiny_images_skip_the_near_search_instead_of_flagging_lookalikes():
+    ds = read(resolve("digits"))  # 8x8: every "3" looks like every other "3" to a perceptual hash
+    parts, _ = split_indices(ds, 0.15, 0.15, seed=0)
+    report = inspect_dataset(ds, parts)
+    assert report["summary"]["errors"] == 0 and report["duplicates"]["near_pairs"] == []
+    assert "near_search_skipped" in _by_kind(report)

@@ -24,6 +24,7 @@ from cnnfit.data.loader import read_rows
 from cnnfit.errors import CnnfitError
 
 NEAR_THRESHOLD = 6  # bits of the 64-bit dHash that may differ; JPEG q75 copies differ by 0-3 (CIFAR, photos)
+_MIN_NEAR_SIDE = 16  # px: below this a 9x8 dHash and 16x16 thumbnail cannot tell images apart
 _DHASH_MARGIN = 2.0  # grey levels a neighbour must be brighter by to set a bit: without it codec noise on flat
 #                      backgrounds flips up to 19 of 64 bits (MNIST, JPEG q75); with it at most 7
 _MIN_SIMILARITY = 0.9  # correlation of 16x16 grey thumbnails that confirms a hash match: JPEG q75 copies score
@@ -355,12 +356,16 @@ def inspect_dataset(ds: ImageSet, parts: dict[str, np.ndarray], *, near_threshol
 
     # near duplicates: dHash within near_threshold bits, confirmed by thumbnails; pairs of groups pair all members
     reps = np.array([g[0] for g in by_key.values()], dtype=np.int64)
-    hashes, thumbs, means = _signatures(ds.images)
+    pairs: list[dict] = []
+    if min(ds.shape[1:]) < _MIN_NEAR_SIDE:  # a 9x8 hash of an 8x8 image says nothing: digits all match
+        reps = reps[:0]
+        _add(findings, "info", "near_search_skipped", f"near duplicates not searched: images of {ds.shape[1]} px are "
+             f"under the {_MIN_NEAR_SIDE} px a perceptual hash needs; exact duplicates are complete")
+    hashes, thumbs, means = _signatures(ds.images) if len(reps) else (np.zeros(n, np.uint64),) * 3
     a, b, complete = _hamming_pairs(hashes[reps], near_threshold)
     a, b = reps[a], reps[b]
     sim = _similarity(thumbs, means, a, b)
     ok = sim >= _MIN_SIMILARITY
-    pairs = []
     for i, j, s in sorted(zip(a[ok].tolist(), b[ok].tolist(), sim[ok].tolist())):
         d = int(np.bitwise_count(hashes[i] ^ hashes[j]))
         for x in members.get(i, [i]):
