@@ -23,7 +23,7 @@ from cnnfit.config import Config, flatten, load_config, to_yaml
 from cnnfit.device import pick_device, resolve_amp, resolve_channels_last, seed_everything
 from cnnfit.engine import callbacks as C
 from cnnfit.errors import CnnfitError
-from cnnfit.prepare import build_augment, load_data, new_run_dir, prepare, write_data_report
+from cnnfit.prepare import build_augment, load_data, new_run_dir, prepare, write_data_report, write_samples
 from cnnfit.eval import classification_metrics, plot_confusion, plot_curves
 
 _AUTO_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
@@ -151,7 +151,7 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
     ])
 
     augment = build_augment(cfg)
-    write_data_report(prep, run_dir, augment, t.seed, console)
+    write_data_report(prep, run_dir, console)
     common = dict(batch=t.batch, device=device, mean=mean, std=std, channels_last=channels_last, stream=d.stream)
     minority = [i for i, n in enumerate(train_counts) if n < train_counts.max() / 2] if cfg.aug.only_minority else None
     train_loader = D.DeviceLoader(ds.images, ds.labels, index=parts["train"], augment=augment, shuffle=True, seed=t.seed,
@@ -181,6 +181,7 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
                   class_weight=None if class_weight is None else class_weight.to(device), mix=mix)
     train_seconds = time.perf_counter() - t0 - setup_seconds
     plot_curves(state.history, run_dir / "curves.png")
+    write_samples(prep, run_dir, augment, t.seed)
     timings = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "cache_hit": cache_hit}
     metrics = evaluate(run_dir, console=console, dataset=ds, extra={"timings": timings, "stop": state.stop})
     return Run(run_dir, metrics, state.history, timings)

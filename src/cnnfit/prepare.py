@@ -67,17 +67,16 @@ def augmented_samples(prep: Prepared, augment: D.augment.Augment | None, seed: i
     return x.clamp(0, 1).numpy(), prep.ds.labels[idx]
 
 
-def write_data_report(prep: Prepared, out_dir: Path, augment, seed: int, console: Console,
-                      max_lines: int = 12) -> dict[str, Any]:
-    """data_report.json, samples.png and clean_manifest.csv in out_dir; prints the findings."""
+def write_data_report(prep: Prepared, out_dir: Path, console: Console, max_lines: int = 12) -> dict[str, Any]:
+    """data_report.json and clean_manifest.csv in out_dir, and the findings on the console. The report
+    is remembered with the cached data, so a second run of the same data and split starts at once."""
+    from cnnfit.data.cache import remembered
     from cnnfit.data.inspect import format_report, inspect_dataset, write_clean_manifest
-    from cnnfit.eval.plots import plot_samples
 
-    report = inspect_dataset(prep.ds, prep.parts, source=prep.source)
+    key = np.concatenate([prep.parts[k] for k in ("train", "val", "test")] + [np.array([-1])])
+    report = remembered(prep.ds, key, "report", lambda: inspect_dataset(prep.ds, prep.parts, source=prep.source))
     report["split"] = prep.split_how
     (out_dir / "data_report.json").write_text(json.dumps(report, indent=2, default=str))
-    images, labels = augmented_samples(prep, augment, seed)
-    plot_samples(images, labels, prep.ds.classes, out_dir / "samples.png")
     if prep.ds.files is not None:
         write_clean_manifest(report, prep.ds, out_dir / "clean_manifest.csv")
     lines = format_report(report)
@@ -87,6 +86,14 @@ def write_data_report(prep: Prepared, out_dir: Path, augment, seed: int, console
     for line in shown + lines[-1:]:
         console.print(line, highlight=False, soft_wrap=True)
     return report
+
+
+def write_samples(prep: Prepared, out_dir: Path, augment, seed: int) -> None:
+    """samples.png: training images after augmentation, so users see what the model sees."""
+    from cnnfit.eval.plots import plot_samples
+
+    images, labels = augmented_samples(prep, augment, seed)
+    plot_samples(images, labels, prep.ds.classes, out_dir / "samples.png")
 
 
 def new_run_dir(project: str, name: str) -> Path:
@@ -117,6 +124,7 @@ def inspect(cfg: Config, console: Console | None = None) -> Path:
     ds = prep.ds
     console.print(f"{cfg.data.source}: {len(ds)} images, {len(ds.classes)} classes, "
                   f"{'x'.join(map(str, ds.shape))}, {len(ds.skipped)} skipped; {prep.split_how}", highlight=False)
-    write_data_report(prep, out, build_augment(cfg), cfg.train.seed, console, max_lines=60)
+    write_data_report(prep, out, console, max_lines=60)
+    write_samples(prep, out, build_augment(cfg), cfg.train.seed)
     console.print(f"report -> {out / 'data_report.json'}, augmented samples -> {out / 'samples.png'}")
     return out
