@@ -107,3 +107,15 @@ def test_augmented_run_writes_data_report_and_samples(tmp_path):
     assert report["split"] and (run.dir / "samples.png").stat().st_size > 1000
     assert (run.dir / "clean_manifest.csv").exists()
     assert np.isfinite(run.history[-1]["train_loss"])
+
+
+def test_exclude_file_trains_on_the_cleaned_list(tmp_path):
+    folder = make_folder(tmp_path / "photos", per_class=12)
+    (tmp_path / "drop.txt").write_text(f"# leaked copies\n{folder / 'red' / '0.png'}\n*/green/1.jpg\n")
+    run = cnnfit.train(data=str(folder), imgsz=16, epochs=1, batch=8, exclude=str(tmp_path / "drop.txt"),
+                       project=str(tmp_path / "runs"))
+    split = json.loads((run.dir / "split.json").read_text())
+    assert sum(len(split[k]) for k in ("train", "val", "test")) == 36 - 2
+    with pytest.raises(cnnfit.CnnfitError, match="exclude file"):
+        cnnfit.train(data=str(folder), exclude="missing.txt", project=str(tmp_path / "runs2"))
+    assert not (tmp_path / "runs2").exists()

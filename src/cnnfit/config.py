@@ -32,6 +32,8 @@ class DataConfig(_Group):
     workers: int | None = Field(None, ge=1, description="decoding threads; auto: all cores")
     stream: bool | None = Field(None, description="stream batches from disk; auto: when the data would take over "
                                 "half the free memory")
+    exclude: str | list[str] = Field([], description="files to leave out: glob patterns, or a .txt file with one "
+                                      "path or pattern per line")
     download: bool = Field(False, description="fetch a missing named dataset from its official address (md5-checked)")
 
 
@@ -109,7 +111,7 @@ SHORT_KEYS = {
     "data": "data.source", "model": "model.name", "optim": "optim.name", "schedule": "schedule.name",
     "epochs": "train.epochs", "batch": "train.batch", "lr": "optim.lr", "imgsz": "data.imgsz",
     "device": "train.device", "seed": "train.seed", "amp": "train.amp", "patience": "train.patience",
-    "monitor": "train.monitor", "class_weight": "train.class_weight", "sampler": "train.sampler",
+    "monitor": "train.monitor", "exclude": "data.exclude", "class_weight": "train.class_weight", "sampler": "train.sampler",
 }
 
 

@@ -31,8 +31,23 @@ class Prepared:
         return np.bincount(self.ds.labels[self.parts["train"]], minlength=len(self.ds.classes))
 
 
+def exclude_patterns(spec: str | list[str]) -> tuple[str, ...]:
+    """`exclude=` as patterns: a .txt file contributes one per line (blank lines and # comments skipped)."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    patterns: list[str] = []
+    for item in items:
+        if item.endswith(".txt"):
+            if not Path(item).is_file():
+                raise CnnfitError(f"exclude file '{item}' not found; give a .txt with one path per line, or patterns")
+            lines = Path(item).read_text().splitlines()
+            patterns += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        else:
+            patterns.append(item)
+    return tuple(patterns)
+
+
 def load_data(cfg: Config) -> tuple[D.ImageSet, bool, Path | None]:
-    ref = D.resolve(cfg.data.source, download=cfg.data.download)
+    ref = D.resolve(cfg.data.source, download=cfg.data.download, exclude=exclude_patterns(cfg.data.exclude))
     d = cfg.data
     return *D.load_imageset(ref, d.imgsz, d.channels, d.resize, d.workers, d.cache), ref.path
 

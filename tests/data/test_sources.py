@@ -148,3 +148,13 @@ def test_csv_manifest_errors(tmp_path):
     (tmp_path / "m.csv").write_text("a.png,cat,train\nb.png,dog\n")
     with pytest.raises(CnnfitError, match="for every row or for none"):
         read(resolve(str(tmp_path / "m.csv")))
+
+
+def test_empty_class_folders_are_reported_and_exclude_leaves_files_out(image_folder):
+    (image_folder / "purple").mkdir()
+    ds = read(resolve(str(image_folder)), 16)
+    assert ds.classes == ["blue", "green", "red"]
+    assert [why for f, why in ds.skipped if f.endswith("purple/")] == ["empty class folder: no images, class left out"]
+    fewer = read(resolve(str(image_folder), exclude=("red/1*.png", "*/blue/2.png")), 16)
+    assert len(fewer) == len(ds) - 6  # red/10,12,14,16,18.png by relative path, blue/2.png by full path
+    assert not [f for f in fewer.files if f.endswith(("red/10.png", "red/12.png"))]

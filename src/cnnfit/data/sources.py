@@ -7,6 +7,7 @@ the source's own split in `origin` when it has one.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import gzip
 import hashlib
 import os
@@ -45,10 +46,11 @@ class SourceRef:
     kind: str  # digits | idx | cifar | folder | zip | npz | csv
     path: Path | None
     name: str  # what the user typed, for messages
+    exclude: tuple[str, ...] = ()  # glob patterns of files to leave out (relative or absolute paths)
 
     def fingerprint(self) -> str:
         """Cheap identity of the source's content: names, sizes and mtimes of every file."""
-        h = hashlib.sha256(f"{self.kind}:{self.name}".encode())
+        h = hashlib.sha256(f"{self.kind}:{self.name}:{self.exclude}".encode())
         if self.kind == "digits":
             import sklearn
 
@@ -76,7 +78,7 @@ def _cifar_dir(d: Path) -> Path | None:
     return None
 
 
-def resolve(spec: str, download: bool = False) -> SourceRef:
+def resolve(spec: str, download: bool = False, exclude: tuple[str, ...] | list[str] = ()) -> SourceRef:
     """Turn `data=...` into a SourceRef, or say exactly what was looked for and where.
     With `download`, a missing named dataset is fetched from its official address first."""
     if spec == "digits":
@@ -109,13 +111,13 @@ def resolve(spec: str, download: bool = False) -> SourceRef:
             return SourceRef("idx", path, spec)
         if _cifar_dir(path):
             return SourceRef("cifar", _cifar_dir(path), spec)
-        return SourceRef("folder", path, spec)
+        return SourceRef("folder", path, spec, tuple(exclude))
     if path.suffix.lower() == ".zip":
-        return SourceRef("zip", path, spec)
+        return SourceRef("zip", path, spec, tuple(exclude))
     if path.suffix.lower() == ".npz":
         return SourceRef("npz", path, spec)
     if path.suffix.lower() == ".csv":
-        return SourceRef("csv", path, spec)
+        return SourceRef("csv", path, spec, tuple(exclude))
     raise CnnfitError(f"data '{spec}' is a file cnnfit cannot read; use a folder of class folders, a .zip of "
                       "them, a .npz, or a named dataset")
 
@@ -267,6 +269,7 @@ def _file_entries(ref: SourceRef):
     """(entries, skipped, load, display) for a folder, a zip or a CSV manifest."""
     if ref.kind == "csv":
         entries, skipped = _csv_entries(ref.path)
+        entries = [e for e in entries if not _excluded(e[0], e[0], ref.exclude)]
         return entries, skipped, lambda r: r, lambda r: r
     if ref.kind == "zip":
         zf = zipfile.ZipFile(ref.path)
@@ -280,8 +283,21 @@ def _file_entries(ref: SourceRef):
         rel = {p.relative_to(ref.path).as_posix(): p for p in ref.path.rglob("*") if p.is_file()}
         load = lambda r: str(rel[r])
         display = lambda r: str(rel[r])
-    entries, skipped = _layout(sorted(r for r in rel if not _hidden(r) and is_image_name(r)))
-    return entries, [(display(r), why) for r, why in skipped], load, display
+    names = sorted(r for r in rel if not _hidden(r) and is_image_name(r) and not _excluded(display(r), r, ref.exclude))
+    entries, skipped = _layout(names)
+    skipped = [(display(r), why) for r, why in skipped]
+    if ref.kind == "folder":  # class folders without a single image: said, not silently dropped
+        used = {Path(r).parent.as_posix() for r in names}
+        for d in sorted(p for p in ref.path.rglob("*") if p.is_dir()):
+            r = d.relative_to(ref.path).as_posix()
+            depth = 2 if any(e[1] >= 0 for e in entries) else 1
+            if len(Path(r).parts) == depth and not _hidden(r) and not any(u == r or u.startswith(r + "/") for u in used):
+                skipped.append((str(d) + "/", "empty class folder: no images, class left out"))
+    return entries, skipped, load, display
+
+
+def _excluded(display: str, rel: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(display, p) for p in patterns)
 
 
 def _in_memory(shape: tuple[int, ...], name: str) -> np.ndarray:
