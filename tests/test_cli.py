@@ -73,3 +73,16 @@ def test_inspect_reports_without_training(tmp_path, capsys):
     assert (tmp_path / "runs" / "inspect" / "data_report.json").exists()
     assert (tmp_path / "runs" / "inspect" / "samples.png").exists()
     assert "empty.png" in out and not list((tmp_path / "runs").glob("inspect/*.pt"))
+
+
+@pytest.mark.parametrize("command, fragment", [("predict", "topk=5"), ("eval", "device=auto"), ("", "[key=value ...]")])
+def test_each_command_explains_itself(command, fragment, capsys):
+    code, out, _ = _run([command, "--help"] if command else ["--help"], capsys)
+    assert code == 0 and fragment in out
+    if command:
+        assert out.startswith(f"cnnfit {command} ")
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tmp_path, capsys):
+    code, _, err = _run(["train", "class_weight={eleven: 2}", f"project={tmp_path}"], capsys)
+    assert code == 2 and "unknown classes ['eleven']" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cnnfit.errors import CnnfitError
@@ -38,11 +39,12 @@ def _help(console: Console, command: str) -> None:
             table.add_row(*row)
         console.print(table)
     elif command in _OPTIONS:
-        console.print(USAGE.splitlines()[3 + list(_OPTIONS).index(command)].strip())
+        line = next(ln for ln in USAGE.splitlines() if ln.startswith(f"  {command} "))
+        console.print(f"cnnfit {line.strip()}", markup=False, highlight=False, soft_wrap=True)
         for key, (default, meaning) in _OPTIONS[command].items():
-            console.print(f"  {key}={default:<16} {meaning}")
+            console.print(f"  {key + '=' + default:<22} {meaning}", markup=False, highlight=False)
     else:
-        console.print(USAGE, highlight=False)
+        console.print(USAGE, highlight=False, markup=False, soft_wrap=True)
 
 
 def _split_args(command: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(list(sys.argv[1:] if argv is None else argv), console)
     except CnnfitError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")

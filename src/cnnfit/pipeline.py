@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cnnfit import data as D
@@ -74,7 +75,7 @@ def _print_summary(console: Console, rows: list[tuple[str, str, str]]) -> None:
     table.add_column()
     table.add_column(style="dim")
     for key, value, why in rows:
-        table.add_row(key, value, why)
+        table.add_row(escape(key), escape(value), escape(why))
     console.print(table)
 
 
@@ -267,7 +268,7 @@ def predict(run: str | Path, paths: list[str], *, topk: int = 5, out: str | Path
     kept = [f for f, a in zip(files, arrays) if not isinstance(a, D.DecodeError)]
     skipped = [(f, str(a)) for f, a in zip(files, arrays) if isinstance(a, D.DecodeError)]
     for f, why in skipped:
-        console.print(f"skipped {f}: {why}")
+        console.print(f"skipped {f}: {why}", markup=False, highlight=False, soft_wrap=True)
     if not kept:
         raise CnnfitError("none of the given files could be decoded as an image")
     dev = pick_device(device)
@@ -285,7 +286,8 @@ def predict(run: str | Path, paths: list[str], *, topk: int = 5, out: str | Path
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    console.print(f"{len(rows)} predictions -> {out_path}" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    console.print(f"{len(rows)} predictions -> {out_path}" + (f" ({len(skipped)} skipped)" if skipped else ""),
+                  markup=False, soft_wrap=True)
     return rows
 
 

@@ -99,7 +99,7 @@ def write_data_report(prep: Prepared, out_dir: Path, console: Console, max_lines
     if len(shown) > max_lines:  # the console gets the overview and the first findings; the file has all
         shown = shown[:max_lines] + [f"... more findings in {out_dir / 'data_report.json'}"]
     for line in shown + lines[-1:]:
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
     return report
 
 
@@ -138,8 +138,10 @@ def inspect(cfg: Config, console: Console | None = None) -> Path:
     out = new_run_dir(cfg.project, "inspect")
     ds = prep.ds
     console.print(f"{cfg.data.source}: {len(ds)} images, {len(ds.classes)} classes, "
-                  f"{'x'.join(map(str, ds.shape))}, {len(ds.skipped)} skipped; {prep.split_how}", highlight=False)
+                  f"{'x'.join(map(str, ds.shape))}, {len(ds.skipped)} skipped; {prep.split_how}", highlight=False,
+                  markup=False, soft_wrap=True)
     write_data_report(prep, out, console, max_lines=60)
     write_samples(prep, out, build_augment(cfg), cfg.train.seed)
-    console.print(f"report -> {out / 'data_report.json'}, augmented samples -> {out / 'samples.png'}")
+    console.print(f"report -> {out / 'data_report.json'}, augmented samples -> {out / 'samples.png'}", markup=False,
+                  soft_wrap=True)
     return out
