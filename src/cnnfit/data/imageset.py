@@ -25,13 +25,6 @@ class ImageSet:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # (C, H, W)
 
-    def subset(self, idx: np.ndarray) -> ImageSet:
-        files = [self.files[i] for i in idx] if self.files is not None else None
-        return ImageSet(np.asarray(self.images[idx]), self.labels[idx], self.classes, files)
-
-    def counts(self) -> np.ndarray:
-        return np.bincount(self.labels, minlength=len(self.classes))
-
 
 def _stratified(labels: np.ndarray, idx: np.ndarray, frac: float, rng: np.random.Generator):
     """Split idx into (rest, taken) taking `frac` of each class, rounded, at least one when frac > 0."""
