@@ -69,12 +69,12 @@ def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
 
 def augmented_samples(prep: Prepared, augment: D.augment.Augment | None, seed: int,
                       n: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """The first training batch as the model sees it, before normalization: (n, C, H, W) in [0, 1]."""
+    """n random training images as the model sees them, before normalization: (n, C, H, W) in [0, 1]."""
     import torch
 
     idx = np.sort(np.random.default_rng(seed).choice(prep.parts["train"], min(n, len(prep.parts["train"])),
                                                      replace=False))
-    x = torch.from_numpy(np.asarray(prep.ds.images[idx])).float() / 255
+    x = torch.from_numpy(D.read_rows(prep.ds.images, idx)).float() / 255
     if augment is not None:
         g = torch.Generator()
         g.manual_seed(seed)
