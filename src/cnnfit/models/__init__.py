@@ -1,6 +1,6 @@
 """The model zoo. Importing this package registers every family."""
 
-from cnnfit.models import lenet, resnet, small  # noqa: F401  (registration side effect)
-from cnnfit.models.registry import builder_kwargs, check_name, create, list_models, min_size, register
+from cnnfit.models import alexnet, inception, lenet, mobilenet, resnet, small, vgg  # noqa: F401  (registration)
+from cnnfit.models.registry import builder_kwargs, check_name, create, list_models, min_size, options_of, register
 
-__all__ = ["builder_kwargs", "check_name", "create", "list_models", "min_size", "register"]
+__all__ = ["builder_kwargs", "check_name", "create", "list_models", "min_size", "options_of", "register"]

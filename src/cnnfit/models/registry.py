@@ -31,10 +31,30 @@ def check_name(name: str) -> None:
         raise CnnfitError(f"unknown model '{name}'; {hint}choose from: {', '.join(list_models())}")
 
 
-def create(name: str, *, num_classes: int, in_chans: int = 3, **kwargs) -> nn.Module:
-    """Build a registered model; every model maps float (B, in_chans, H, W) to (B, num_classes) logits."""
+def create(name: str, *, num_classes: int, in_chans: int = 3, imgsz: int | None = None, **options) -> nn.Module:
+    """Build a registered model; every model maps float (B, in_chans, H, W) to (B, num_classes) logits.
+
+    `imgsz` lets a family choose its stem; it is checked against the model's declared minimum so a too-small
+    input fails here with the fix, not deep inside a forward pass. Unknown options are refused by name."""
     check_name(name)
-    return _BUILDERS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if imgsz is not None and imgsz < min_size(name):
+        raise CnnfitError(f"{name} needs inputs of at least {min_size(name)} px, got {imgsz}; "
+                          f"set imgsz={min_size(name)} or larger, or pick a model for small images such as simplecnn")
+    builder = _BUILDERS[name]
+    takes = options_of(name)
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise CnnfitError(f"{name} has no option {', '.join(unknown)}; it takes: {', '.join(takes) or 'none'}")
+    if imgsz is not None and "imgsz" in inspect.signature(builder).parameters:
+        options["imgsz"] = imgsz
+    return builder(num_classes=num_classes, in_chans=in_chans, **options)
+
+
+def options_of(name: str) -> list[str]:
+    """The keyword options a builder takes beyond num_classes, in_chans and imgsz (width, dropout, act, ...)."""
+    check_name(name)
+    params = inspect.signature(_BUILDERS[name]).parameters
+    return [k for k in params if k not in ("num_classes", "in_chans", "imgsz")]
 
 
 def builder_kwargs(name: str, **hints) -> dict:
