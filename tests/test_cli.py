@@ -23,6 +23,12 @@ def _run(args, capsys):
     (["epochs=three"], "valid integer"),
     (["epochs=0"], "greater than 0"),
     (["batch=5000"], "larger than the 1259 training images"),
+    (["model=resnet18", "model.bn=true"], "resnet18 has no option bn; it takes: "),
+    (["model=resnet18", "imgsz=6"], "below resnet18's minimum of 8 px"),
+    (["model=resnet18", "init=/no/such/weights.pth"], "init weights '/no/such/weights.pth' not found"),
+    (["model=simplecnn", "freeze=9"], "freeze=9 is out of range"),
+    (["model=nets/missing.yaml"], "missing.yaml"),
+    (["model=no_such_module:Net"], "no_such_module"),
 ])
 def test_bad_input_exits_2_with_one_line_and_no_run_dir(args, fragment, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
@@ -86,3 +92,51 @@ def test_each_command_explains_itself(command, fragment, capsys):
 def test_error_text_with_brackets_is_printed_verbatim(tmp_path, capsys):
     code, _, err = _run(["train", "class_weight={eleven: 2}", f"project={tmp_path}"], capsys)
     assert code == 2 and "unknown classes ['eleven']" in err
+
+
+YAML_NET = """
+layers:
+  - conv: {filters: 32, kernel: 3}
+  - bn
+  - relu
+  - pool: {size: 2}
+  - residual:
+      - conv: {filters: 32}
+      - bn
+      - relu
+  - flatten
+  - dense: 64
+  - relu
+  - dropout: 0.1
+"""
+
+OWN_NET = """
+import torch.nn as nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes, in_chans=1, width=32):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(4),
+                                  nn.Flatten())
+        self.head = nn.Linear(width * 16, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+"""
+
+
+def test_yaml_and_own_module_models_train_from_the_command_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # where `cnnfit` run from this folder finds mynets.py
+    (tmp_path / "net.yaml").write_text(YAML_NET)
+    (tmp_path / "mynets.py").write_text(OWN_NET)
+    for name, model in (("yaml", "model=net.yaml"), ("own", "model=mynets:TinyNet")):
+        code, out, err = _run(["train", model, "epochs=3", "imgsz=16", f"name={name}", "project=runs"], capsys)
+        assert code == 0, err
+        acc = float(out.split("test accuracy ")[1].split()[0])
+        assert acc > 0.8, f"{model}: test accuracy {acc}"
+    (tmp_path / "net.yaml").unlink()  # the checkpoint carries the layer list: eval needs no YAML file
+    code, out, err = _run(["eval", "runs/yaml"], capsys)
+    assert code == 0 and "test accuracy" in out, err

@@ -17,11 +17,19 @@ commands:
   eval    RUN                                   test-split metrics of a run's best.pt
   predict RUN PATHS... [topk=5] [out=file.csv]  top-k classes for image files, folders or globs
   inspect [key=value ...]                       data report: counts, bad files, duplicates, leaks
-  models                                        the registered models
+  models  [imgsz=32] [in_chans=3]               the zoo: parameters and forward FLOPs at that input
+  summary model=NAME [imgsz=32] [in_chans=3]    one model layer by layer: output shapes, parameters
 
 `cnnfit COMMAND --help` lists that command's keys and defaults."""
 
+_MODEL_OPTIONS = {
+    "imgsz": ("32", "input side in pixels"), "in_chans": ("3", "input channels"),
+    "classes": ("10", "number of classes"),
+}
 _OPTIONS = {
+    "models": _MODEL_OPTIONS,
+    "summary": {"model": ("simplecnn", "a registered model, a layers .yaml or pkg.mod:Class"), **_MODEL_OPTIONS,
+                **{k: ("auto", f"model.{k}") for k in ("width", "dropout", "bn", "act", "aux")}},
     "eval": {"device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
     "predict": {"topk": ("5", "classes per image"), "out": ("RUN/predict.csv", "CSV to write"),
                 "device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
@@ -66,8 +74,8 @@ def _run(argv: list[str], console: Console) -> int:
         _help(console, "")
         return 0
     command, args = argv[0], argv[1:]
-    if command not in ("train", "eval", "predict", "inspect", "models"):
-        raise CnnfitError(f"unknown command '{command}'; choose from: train, eval, predict, inspect, models")
+    if command not in ("train", "eval", "predict", "inspect", "models", "summary"):
+        raise CnnfitError(f"unknown command '{command}'; choose from: train, eval, predict, inspect, models, summary")
     if "-h" in args or "--help" in args:
         _help(console, command)
         return 0
@@ -83,16 +91,8 @@ def _run(argv: list[str], console: Console) -> int:
         from cnnfit.prepare import inspect
 
         inspect(load_config(args), console=console)
-    elif command == "models":
-        from cnnfit import models
-
-        table = Table(title="cnnfit models (parameters for 10 classes, 3 channels)")
-        for col in ("name", "parameters", "min size"):
-            table.add_column(col)
-        for name in models.list_models():
-            n = sum(p.numel() for p in models.create(name, num_classes=10, in_chans=3).parameters())
-            table.add_row(name, f"{n:,}", f"{models.min_size(name)} px")
-        console.print(table)
+    elif command in ("models", "summary"):
+        _show_models(command, args, console)
     else:
         positional, options = _split_args(command, args)
         if not positional:
@@ -113,6 +113,53 @@ def _run(argv: list[str], console: Console) -> int:
             pipeline.predict(positional[0], positional[1:], topk=topk, out=options.get("out"),
                              device=options.get("device", "auto"), console=console)
     return 0
+
+
+def _int_option(options: dict[str, str], key: str, default: int) -> int:
+    try:
+        return int(options.get(key, default))
+    except ValueError:
+        raise CnnfitError(f"{key}={options[key]!r} is invalid: use a whole number such as {key}={default}") from None
+
+
+def _show_models(command: str, args: list[str], console: Console) -> None:
+    from cnnfit import models
+    from cnnfit.models import summary
+
+    positional, options = _split_args(command, args)
+    if positional:
+        raise CnnfitError(f"cnnfit {command} takes key=value arguments only, got '{positional[0]}'")
+    imgsz, chans = _int_option(options, "imgsz", 32), _int_option(options, "in_chans", 3)
+    classes = _int_option(options, "classes", 10)
+    if command == "models":
+        table = Table(title=f"cnnfit models at {chans}x{imgsz}x{imgsz}, {classes} classes")
+        for col in ("name", "parameters", "MFLOPs", "min size", "options"):
+            table.add_column(col, justify="right" if col in ("parameters", "MFLOPs", "min size") else "left")
+        for row in summary.zoo_table(imgsz=imgsz, in_chans=chans, num_classes=classes):
+            flops = f"{row['flops'] / 1e6:,.1f}" if row["flops"] is not None else row["note"]
+            table.add_row(row["name"], f"{row['params']:,}", flops, f"{row['min_size']} px", ", ".join(row["options"]))
+        console.print(table)
+        console.print("forward FLOPs of one image (2 per multiply-add; convolutions and linear layers). "
+                      "Also: a layers .yaml file, or pkg.module:Class; `cnnfit summary model=NAME` per layer.",
+                      highlight=False)
+        return
+    from cnnfit.config import load_config
+
+    name = options.pop("model", "simplecnn")
+    extra = {k: options[k] for k in ("width", "dropout", "bn", "act", "aux") if k in options}
+    opts = load_config([f"model.{k}={v}" for k, v in extra.items()]).model.model_dump(exclude={"name", "init"})
+    model = models.create(name, num_classes=classes, in_chans=chans, imgsz=imgsz,
+                          **{k: v for k, v in opts.items() if v is not None})
+    info = summary.layer_table(model, in_chans=chans, imgsz=imgsz)
+    table = Table(title=f"{name} at {chans}x{imgsz}x{imgsz}, {classes} classes")
+    for col in ("layer", "type", "output", "parameters"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for row in info["rows"]:
+        table.add_row(escape(row["name"]), row["type"], escape(str(row["shape"])), f"{row['params']:,}" if row["params"] else "")
+    console.print(table)
+    flops = summary.count_flops(model, in_chans=chans, imgsz=imgsz)
+    console.print(f"{info['params']:,} parameters ({info['trainable']:,} trainable), {flops / 1e6:,.1f} MFLOPs "
+                  f"per image, output {info['output']}", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,11 +34,34 @@ class DataConfig(_Group):
                                 "half the free memory")
     exclude: str | list[str] = Field([], description="files to leave out: glob patterns, or a .txt file with one "
                                       "path or pattern per line")
+    fraction: float = Field(1.0, gt=0, le=1, description="use this fraction of the train and val splits "
+                            "(stratified, seeded) for quick experiments; test stays whole")
+    per_class: int | None = Field(None, ge=1, description="keep at most N images per class in train and val "
+                                  "(scarce-data studies); test stays whole")
     download: bool = Field(False, description="fetch a missing named dataset from its official address (md5-checked)")
 
 
 class ModelConfig(_Group):
-    name: str = Field("simplecnn", description="a registered model (see `cnnfit models`)")
+    name: str = Field("simplecnn", description="a registered model (see `cnnfit models`), a layers .yaml file, "
+                      "or pkg.module:Class for your own nn.Module")
+    width: float | None = Field(None, gt=0, le=8, description="channel multiplier; auto: the model's classic widths")
+    dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the classifier; auto: the model's own")
+    bn: bool | None = Field(None, description="batch norm after each conv (models that offer it); auto: model's own")
+    act: Literal["relu", "relu6", "gelu", "elu", "tanh", "sigmoid", "silu"] | None = Field(
+        None, description="activation; auto: the model's own")
+    aux: bool | None = Field(None, description="googlenet auxiliary heads (their loss is added with weight 0.3)")
+    init: str | None = Field(None, description="start from weights: a torchvision/timm .pth, a .safetensors, "
+                             "a cnnfit checkpoint or run directory; the head is replaced if the classes differ")
+
+
+class FinetuneConfig(_Group):
+    freeze: Literal["backbone"] | int | None = Field(
+        None, description="freeze the backbone, or its first N stages; batch norm in frozen stages stays in eval mode")
+    freeze_epochs: int = Field(0, ge=0, description="two-phase fine-tuning: train with the backbone frozen for N "
+                               "epochs, then unfreeze it at backbone_lr_mult")
+    head_lr_mult: float = Field(1.0, gt=0, description="LR multiplier for the head (and auxiliary heads)")
+    backbone_lr_mult: float | None = Field(None, gt=0, description="LR multiplier for the backbone; auto: 0.1 "
+                                           "with freeze_epochs, else 1")
 
 
 class OptimConfig(_Group):
@@ -100,6 +123,7 @@ class Config(_Group):
     project: str = Field("runs", min_length=1, description="folder that holds run directories")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
@@ -112,6 +136,7 @@ SHORT_KEYS = {
     "epochs": "train.epochs", "batch": "train.batch", "lr": "optim.lr", "imgsz": "data.imgsz",
     "device": "train.device", "seed": "train.seed", "amp": "train.amp", "patience": "train.patience",
     "monitor": "train.monitor", "exclude": "data.exclude", "class_weight": "train.class_weight", "sampler": "train.sampler",
+    "init": "model.init", "freeze": "finetune.freeze", "head_lr_mult": "finetune.head_lr_mult",
 }
 
 

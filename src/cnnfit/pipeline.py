@@ -7,7 +7,7 @@ import csv
 import glob
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +111,22 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
         monitor = "val_macro_f1" if imbalance > 3 else "val_acc"
         monitor_why = f"auto: largest/smallest class {imbalance:.1f}" + (" > 3" if imbalance > 3 else "")
     class_weight = _class_weights(t.class_weight, ds.classes, train_counts)
+
+    # model: built, and started from init= weights, before anything is written
+    options = {k: v for k, v in cfg.model.model_dump(exclude={"name", "init"}).items() if v is not None}
+    model_kwargs = {**models.builder_kwargs(cfg.model.name, imgsz=h), **options}
+    model = models.create(cfg.model.name, num_classes=len(ds.classes), in_chans=c, imgsz=h, **options)
+    init = models.load_pretrained(model, cfg.model.init, classes=ds.classes) if cfg.model.init else None
+    ft = cfg.finetune
+    frozen = E.finetune.resolve_freeze(model, ft.freeze if ft.freeze is not None
+                                       else ("backbone" if ft.freeze_epochs else None))
+    backbone_lr_mult = ft.backbone_lr_mult or (0.1 if ft.freeze_epochs else 1.0)
     resolved = cfg.model_copy(update={
         "data": d.model_copy(update={"imgsz": h, "channels": c, "source": _absolute(d.source)}),
         "optim": o.model_copy(update={"lr": lr, "weight_decay": wd}),
         "train": t.model_copy(update={"amp": amp_name, "channels_last": channels_last, "monitor": monitor}),
+        "model": cfg.model.model_copy(update={"init": _absolute(cfg.model.init) if cfg.model.init else None}),
+        "finetune": ft.model_copy(update={"backbone_lr_mult": backbone_lr_mult}),
     })
 
     # only now, with every input checked, does the run directory exist
@@ -125,8 +137,8 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
     if ds.skipped:
         (run_dir / "skipped.txt").write_text("".join(f"{f}\t{why}\n" for f, why in ds.skipped))
 
-    model_kwargs = models.builder_kwargs(cfg.model.name, imgsz=h)
-    model = models.create(cfg.model.name, num_classes=len(ds.classes), in_chans=c, **model_kwargs)
+    if init is not None:
+        (run_dir / "init.json").write_text(json.dumps(asdict(init), indent=1))
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     n_params = sum(p.numel() for p in model.parameters())
     counts = {name: np.bincount(ds.labels[idx], minlength=len(ds.classes)).tolist() for name, idx in parts.items()}
@@ -139,7 +151,10 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
          "; ".join(f"{Path(f).name}: {why}" for f, why in ds.skipped[:3])),
         ("input", f"{c}x{h}x{h} ({d.resize})",
          auto(d.imgsz, f"auto: own size ({D.sources.AUTO_PHOTO_SIZE} px if mixed)")),
-        ("model", f"{cfg.model.name}, {n_params:,} parameters", ""),
+        ("model", f"{cfg.model.name}, {n_params:,} parameters", ", ".join(f"{k}={v}" for k, v in options.items())),
+        *([("init", init.summary(), f"from {cfg.model.init} (details in init.json)")] if init else []),
+        *([("fine-tune", _finetune_text(frozen, ft, t.epochs, backbone_lr_mult), "")] if frozen or ft.head_lr_mult != 1
+          or backbone_lr_mult != 1 else []),
         ("device", f"{device}, amp {amp_name}, channels_last {channels_last}", f"{amp_why}; {cl_why}"),
         ("training", f"{t.epochs} epochs x {-(-n_train // t.batch)} steps, "
                      f"batch {t.batch}" + (f", {t.sampler} sampler" if t.sampler != "shuffle" else "")
@@ -163,7 +178,10 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
     if cfg.aug.mixup > 0 or cfg.aug.cutmix > 0:
         mix = lambda x, y: D.augment.mix(x, y, len(ds.classes), train_loader.generator,  # noqa: E731
                                          mixup=cfg.aug.mixup, cutmix=cfg.aug.cutmix)
-    optimizer = E.build_optimizer(o.name, model, lr=lr, weight_decay=wd, momentum=o.momentum, nesterov=o.nesterov)
+    groups = E.param_groups(model, wd, backbone=E.finetune.backbone_ids(model), backbone_lr_mult=backbone_lr_mult,
+                            head_lr_mult=ft.head_lr_mult)
+    optimizer = E.build_optimizer(o.name, model, lr=lr, weight_decay=wd, momentum=o.momentum, nesterov=o.nesterov,
+                                  groups=groups)
     steps = len(train_loader)
     schedule = E.make_schedule(cfg.schedule.name, total=t.epochs * steps, warmup=round(cfg.schedule.warmup * steps),
                                every=cfg.schedule.step_size * steps, gamma=cfg.schedule.gamma)
@@ -175,6 +193,8 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
                  C.History(run_dir / "history.csv"), C.ProgressBar(console, every=t.log_every)]
     if t.patience:
         callbacks.append(C.EarlyStopping(monitor, "auto", t.patience, t.min_delta))
+    if frozen:  # first, so frozen batch norm goes back to eval right after the loop's model.train()
+        callbacks.insert(0, C.Freeze(frozen, epochs=ft.freeze_epochs or None))
     setup_seconds = time.perf_counter() - t0
     console.print(f"ready to train {setup_seconds:.2f} s after start ({'cache hit' if cache_hit else 'decoded'})")
     state = E.fit(model, train_loader, val_loader, optimizer=optimizer, epochs=t.epochs, device=device,
@@ -186,6 +206,15 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
     timings = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "cache_hit": cache_hit}
     metrics = evaluate(run_dir, console=console, dataset=ds, extra={"timings": timings, "stop": state.stop})
     return Run(run_dir, metrics, state.history, timings)
+
+
+def _finetune_text(frozen: list[str], ft: Any, epochs: int, backbone_lr_mult: float) -> str:
+    parts = []
+    if frozen:
+        span = f"for {ft.freeze_epochs} of {epochs} epochs" if ft.freeze_epochs else "for the whole run"
+        parts.append(f"frozen {', '.join(frozen) if len(frozen) <= 4 else f'{len(frozen)} stages'} {span}")
+    parts.append(f"LR x{backbone_lr_mult:g} backbone, x{ft.head_lr_mult:g} head")
+    return "; ".join(parts)
 
 
 def _model_from_checkpoint(ckpt: dict, device: torch.device) -> torch.nn.Module:

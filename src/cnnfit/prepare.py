@@ -63,6 +63,14 @@ def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
         raise CnnfitError(f"imgsz={side} is below {cfg.model.name}'s minimum of {min_size} px; "
                           f"set imgsz={min_size} or larger")
     parts, split_how = D.split_indices(ds, cfg.data.val, cfg.data.test, cfg.train.seed)
+    d = cfg.data
+    if d.fraction < 1 or d.per_class:
+        for name in ("train", "val"):
+            parts[name] = D.subsample(ds.labels, parts[name], fraction=d.fraction, per_class=d.per_class,
+                                      seed=cfg.train.seed)
+        limits = ([f"{d.fraction:g} of each class"] if d.fraction < 1 else []) + (
+            [f"at most {d.per_class} per class"] if d.per_class else [])
+        split_how += f"; train and val limited to {' and '.join(limits)}"
     mean, std = D.split_stats(ds, parts["train"])
     return Prepared(ds, cache_hit, parts, split_how, mean, std, source)
 

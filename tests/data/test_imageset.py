@@ -44,3 +44,16 @@ def test_tiny_classes_still_split():
     parts, _ = split_indices(_set((3, 3, 1)), 0.15, 0.15, seed=0)
     assert sum(len(v) for v in parts.values()) == 7
     assert len(parts["train"]) >= 3
+
+
+def test_subsample_is_stratified_seeded_and_capped():
+    from cnnfit.data import subsample
+
+    labels = np.repeat(np.arange(3), [100, 50, 10])
+    index = np.arange(len(labels))
+    half = subsample(labels, index, fraction=0.5, seed=1)
+    assert np.bincount(labels[half]).tolist() == [50, 25, 5]
+    assert np.array_equal(half, subsample(labels, index, fraction=0.5, seed=1))
+    assert not np.array_equal(half, subsample(labels, index, fraction=0.5, seed=2))
+    capped = subsample(labels, index, per_class=20, seed=0)
+    assert np.bincount(labels[capped]).tolist() == [20, 20, 10]

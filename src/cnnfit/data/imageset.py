@@ -63,3 +63,16 @@ def split_indices(ds: ImageSet, val: float, test: float, seed: int) -> tuple[dic
         parts["test"] = parts["val"]
         how.append("no test split: test metrics are measured on val, which also picked the best epoch")
     return parts, "; ".join(how)
+
+
+def subsample(labels: np.ndarray, index: np.ndarray, *, fraction: float = 1.0, per_class: int | None = None,
+              seed: int = 0) -> np.ndarray:
+    """A stratified, seeded subset of `index` (sorted): `fraction` of each class, then at most `per_class` of it.
+    For quick experiments and scarce-data studies; a fixed seed gives the same subset every run."""
+    rng = np.random.default_rng(seed + 7919)  # apart from the split's own stream, so the split stays put
+    keep = []
+    for c in np.unique(labels[index]):
+        members = rng.permutation(index[labels[index] == c])
+        n = max(1, round(len(members) * fraction))
+        keep.append(members[: min(n, per_class) if per_class else n])
+    return np.sort(np.concatenate(keep)) if keep else index

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from cnnfit.engine.callbacks import HOOKS, Callback
 from cnnfit.engine.state import State
 
+AUX_WEIGHT = 0.3  # auxiliary classifier losses, as in GoogLeNet (Szegedy et al., 2015)
+
 
 def _call(callbacks: Sequence[Callback], hook: str, state: State) -> None:
     assert hook in HOOKS
@@ -77,8 +79,12 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, *, optimizer: torch.op
         for x, y in train:
             x, target = mix(x, y) if mix is not None else (x, y)  # mixup/cutmix: soft targets (B, classes)
             with _autocast(device, amp_dtype):
-                logits = model(x)  # (B, classes)
+                out = model(x)  # (B, classes), or a tuple (logits, *auxiliary logits) from models with aux heads
+                logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
                 loss = F.cross_entropy(logits, target, weight=class_weight, label_smoothing=label_smoothing)
+                for extra in aux:
+                    loss = loss + AUX_WEIGHT * F.cross_entropy(extra, target, weight=class_weight,
+                                                               label_smoothing=label_smoothing)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)

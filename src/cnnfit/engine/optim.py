@@ -11,16 +11,28 @@ import torch._dynamo  # noqa: F401  torch.optim imports it on the first optimize
 import torch.nn as nn
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No decay on biases and norm weights (1-d tensors): decaying them only hurts (Goyal et al., 2017)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    plain = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+def param_groups(model: nn.Module, weight_decay: float, *, backbone: set[int] | None = None,
+                 backbone_lr_mult: float = 1.0, head_lr_mult: float = 1.0) -> list[dict]:
+    """No decay on biases and norm weights (1-d tensors): decaying them only hurts (Goyal et al., 2017).
+    With `backbone` (parameter ids), backbone and head get their own LR multipliers, as fine-tuning wants.
+    Frozen parameters are included: without gradients the optimizer skips them until they are unfrozen."""
+    backbone = backbone or set()
+    groups = []
+    for part, mult in (("backbone", backbone_lr_mult), ("head", head_lr_mult)):
+        params = [p for p in model.parameters() if (id(p) in backbone) == (part == "backbone")]
+        for decayed in (True, False):
+            chosen = [p for p in params if (p.ndim > 1) == decayed]
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": weight_decay if decayed else 0.0, "lr_mult": mult})
+    return groups
 
 
 def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
-                    nesterov: bool = False) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay)
+                    nesterov: bool = False, groups: list[dict] | None = None) -> torch.optim.Optimizer:
+    """`groups` from `param_groups` (default: one LR for all); each group's LR is `lr` times its `lr_mult`."""
+    groups = groups if groups is not None else param_groups(model, weight_decay)
+    for g in groups:
+        g["lr"] = lr * g.get("lr_mult", 1.0)
     kinds = {
         "sgd": partial(torch.optim.SGD, momentum=momentum, nesterov=nesterov and momentum > 0),
         "adam": torch.optim.Adam,

@@ -31,3 +31,17 @@ def width_of(channels: int, width: float, divisor: int = 8) -> int:
     if width == 1.0:
         return channels
     return max(divisor, int(channels * width + divisor / 2) // divisor * divisor)
+
+
+def init_like_torchvision(model: nn.Module) -> None:
+    """torchvision's init for VGG and MobileNetV2: He-normal convs (fan_out), unit norms, N(0, 0.01) linears,
+    zero biases; the same start as the published weights were trained from."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)) and m.bias is not None:
+            nn.init.zeros_(m.bias)

@@ -3,8 +3,9 @@
 from cnnfit.engine.callbacks.base import HOOKS, Callback, Monitor
 from cnnfit.engine.callbacks.checkpointing import Checkpointing
 from cnnfit.engine.callbacks.early_stopping import EarlyStopping
+from cnnfit.engine.callbacks.freeze import Freeze
 from cnnfit.engine.callbacks.history import History
 from cnnfit.engine.callbacks.lr_schedule import LRSchedule
 from cnnfit.engine.callbacks.progress import ProgressBar
 
-__all__ = ["HOOKS", "Callback", "Checkpointing", "EarlyStopping", "History", "LRSchedule", "Monitor", "ProgressBar"]
+__all__ = ["HOOKS", "Callback", "Checkpointing", "EarlyStopping", "Freeze", "History", "LRSchedule", "Monitor", "ProgressBar"]

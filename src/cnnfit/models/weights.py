@@ -1,0 +1,151 @@
+"""Start a model from saved weights: torchvision or timm state_dicts (.pth/.pt), .safetensors files, cnnfit
+checkpoints or run directories. Names are translated through each family's `tv_renames`; nothing is dropped
+without being reported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from cnnfit.errors import CnnfitError
+
+
+@dataclass
+class InitReport:
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)  # first conv summed/repeated to the model's channel count
+    new_head: list[str] = field(default_factory=list)  # head tensors re-initialised for a different class count
+    mismatched: list[str] = field(default_factory=list)  # other keys whose shapes differ: left at their init
+    missing: list[str] = field(default_factory=list)  # model keys absent from the file: left at their init
+    unexpected: list[str] = field(default_factory=list)  # file keys the model has no place for
+
+    def summary(self) -> str:
+        parts = [f"{len(self.loaded) + len(self.adapted)} tensors loaded"]
+        if self.adapted:
+            parts.append(f"input conv adapted ({', '.join(self.adapted)})")
+        if self.new_head:
+            parts.append(f"new head ({len(self.new_head)} tensors)")
+        for name in ("mismatched", "missing", "unexpected"):
+            keys = getattr(self, name)
+            if keys:
+                more = f" +{len(keys) - 3} more" if len(keys) > 3 else ""
+                parts.append(f"{len(keys)} {name}: {', '.join(keys[:3])}{more}")
+        return "; ".join(parts)
+
+
+def to_torchvision(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """cnnfit names -> torchvision names (only the head differs for the classic families)."""
+    return _rename(state_dict, _renames(model))
+
+
+def from_torchvision(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    return _rename(state_dict, {tv: ours for ours, tv in _renames(model).items()})
+
+
+def _renames(model: nn.Module) -> dict[str, str]:
+    renames = getattr(model, "tv_renames", None)
+    if renames is None:
+        raise CnnfitError(f"{type(model).__name__} has no torchvision counterpart, so it has no torchvision names")
+    return renames
+
+
+def _rename(state_dict: dict[str, torch.Tensor], renames: dict[str, str]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state_dict.items():
+        for old, new in renames.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, whatever wrapper it comes in (cnnfit, timm, Lightning, DDP)."""
+    return _read(path)[0]
+
+
+def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
+    """State dict, and the class names when the file is a cnnfit checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.is_file():
+        raise CnnfitError(f"init weights '{path}' not found; pass a .pth, .pt or .safetensors file or a run directory")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch and safetensors raise many types for a damaged or foreign file
+        raise CnnfitError(f"init weights '{path}' cannot be read ({type(exc).__name__}); is it a PyTorch weights "
+                          "file? (pickled whole models are refused: save model.state_dict() instead)") from None
+    classes = sd.get("classes") if isinstance(sd, dict) and isinstance(sd.get("classes"), list) else None
+    for wrapper in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
+        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
+            sd = sd[wrapper]
+            break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CnnfitError(f"init weights '{path}' hold no state_dict (a mapping of names to tensors)")
+    prefix = "module."  # DistributedDataParallel and DataParallel wrap every name in it
+    if sd and all(k.startswith(prefix) for k in sd):
+        sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd, classes
+
+
+def _adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """RGB filters for grayscale input: summed, so a gray image sees what its RGB copy would (timm does the same);
+    grayscale filters for more channels: repeated and scaled so activations keep their size."""
+    if in_chans == 1:
+        return weight.sum(1, keepdim=True)
+    reps = -(-in_chans // weight.shape[1])
+    return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
+
+
+def load_pretrained(model: nn.Module, path: str | Path, *, classes: list[str] | None = None) -> InitReport:
+    """Copy every tensor that fits into `model`; report the rest. A file that matches under half of the model is
+    refused: it is almost surely weights of another architecture. The head is replaced when its shape differs,
+    or when a cnnfit checkpoint was trained on other class names than `classes` (same count, other meaning)."""
+    source, source_classes = _read(path)
+    other_classes = classes is not None and source_classes is not None and source_classes != classes
+    ours = model.state_dict()
+    renames = getattr(model, "tv_renames", None)
+    if renames and not any(k.startswith(tuple(renames)) for k in source):
+        source = from_torchvision(source, model)  # torchvision/timm names: no key under cnnfit's head prefix
+    head_prefixes = tuple(f"{name}." for name, m in model.named_modules() if name and _is_head(name, model))
+    first_conv = next((n + ".weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    report, merged = InitReport(str(path)), {}
+    for key, value in source.items():
+        if key not in ours:
+            report.unexpected.append(key)
+        elif key.startswith(head_prefixes) and (other_classes or value.shape != ours[key].shape):
+            report.new_head.append(key)
+        elif value.shape == ours[key].shape:
+            merged[key] = value
+            report.loaded.append(key)
+        elif key == first_conv and value.ndim == 4 and value.shape[0] == ours[key].shape[0] \
+                and value.shape[2:] == ours[key].shape[2:]:
+            merged[key] = _adapt_input_conv(value, ours[key].shape[1])
+            report.adapted.append(f"{key} {value.shape[1]}->{ours[key].shape[1]} channels")
+        else:
+            report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(ours[key].shape)}")
+    report.missing = [k for k in ours if k not in source]
+    tensors = [k for k in ours if not k.endswith("num_batches_tracked")]
+    matched = sum(1 for k in tensors if k in merged or k in report.new_head)
+    if matched < len(tensors) / 2:
+        raise CnnfitError(f"init weights '{path}' match only {matched} of {len(tensors)} tensors of this model "
+                          f"({report.summary()}); are they for another architecture?")
+    model.load_state_dict(merged, strict=False)
+    return report
+
+
+def _is_head(name: str, model: nn.Module) -> bool:
+    """The classifier and any auxiliary classifiers: the parts whose shape follows the class count."""
+    top = name.split(".")[0]
+    return top == "head" or top.startswith("aux")
