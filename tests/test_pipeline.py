@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import cnnfit
 from cnnfit.engine import load_checkpoint
@@ -119,3 +120,27 @@ def test_exclude_file_trains_on_the_cleaned_list(tmp_path):
     with pytest.raises(cnnfit.CnnfitError, match="exclude file"):
         cnnfit.train(data=str(folder), exclude="missing.txt", project=str(tmp_path / "runs2"))
     assert not (tmp_path / "runs2").exists()
+
+
+def test_fine_tune_from_a_run_keeps_the_frozen_backbone(tmp_path):
+    common = dict(data="digits", model="resnet20", imgsz=16, project=str(tmp_path), console=None)
+    source = cnnfit.train(name="source", epochs=2, **common)
+    tuned = cnnfit.train(name="tuned", epochs=2, init=str(source.dir), freeze="backbone", head_lr_mult=3, **common)
+    report = json.loads((tuned.dir / "init.json").read_text())
+    assert not report["missing"] and not report["unexpected"] and not report["new_head"]  # same classes
+    before = load_checkpoint(source.dir / "best.pt")["state_dict"]
+    after = load_checkpoint(tuned.dir / "best.pt")["state_dict"]
+    backbone = [k for k in after if not k.startswith("head.")]
+    assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)  # weights and BN statistics
+    assert tuned.accuracy > 0.8
+    cfg = load_checkpoint(tuned.dir / "best.pt")["config"]
+    assert cfg["finetune"]["freeze"] == "backbone" and cfg["model"]["init"] == str(source.dir.resolve())
+
+
+def test_model_options_reach_the_model_and_its_checkpoint(tmp_path):
+    run = cnnfit.train(data="digits", model="simplecnn", model__width=0.5, model__act="gelu", model__bn=True,
+                       epochs=2, imgsz=12, project=str(tmp_path), console=None)
+    ckpt = load_checkpoint(run.dir / "best.pt")
+    assert ckpt["model_kwargs"] == {"width": 0.5, "bn": True, "act": "gelu"}
+    assert ckpt["state_dict"]["conv1.weight"].shape[0] == 16 and "bn1.running_mean" in ckpt["state_dict"]
+    assert cnnfit.evaluate(run.dir)["accuracy"] == pytest.approx(run.accuracy)

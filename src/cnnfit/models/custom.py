@@ -51,10 +51,6 @@ num_classes only (as torchvision's builders take it). It must return an nn.Modul
 from __future__ import annotations
 
 import difflib
-import importlib
-import inspect
-import os
-import sys
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +61,7 @@ import torch.nn as nn
 import yaml
 
 from cnnfit.errors import CnnfitError
+from cnnfit.models import user_module
 from cnnfit.models.layers import ACTIVATIONS, make_act
 
 _REQUIRED = object()
@@ -127,13 +124,13 @@ def check(name: str) -> None:
     if is_yaml(name):
         read_layers(name)
     else:
-        _import(name)
+        user_module.load(name)
 
 
 def create(name: str, *, num_classes: int, in_chans: int = 3, imgsz: int | None = None, **options) -> nn.Module:
     """Build a custom model; a layers file's parsed list may come as `layers` (from a checkpoint) instead."""
     if not is_yaml(name):
-        return _call(name, num_classes=num_classes, in_chans=in_chans, imgsz=imgsz, options=options)
+        return user_module.build(name, num_classes=num_classes, in_chans=in_chans, imgsz=imgsz, options=options)
     layers = options.pop("layers", None)
     if options:
         raise CnnfitError(f"{name} has no option {', '.join(sorted(options))}; a layers file takes its "
@@ -147,14 +144,14 @@ def create(name: str, *, num_classes: int, in_chans: int = 3, imgsz: int | None 
 def options_of(name: str) -> list[str]:
     if is_yaml(name):
         return ["layers"]  # the parsed list, which replaces reading the file (how a checkpoint reloads)
-    named, _ = _params(_import(name))
+    named, _ = user_module.params_of(user_module.load(name))
     return [k for k in named if k not in ("num_classes", "in_chans", "imgsz")]
 
 
 def builder_kwargs(name: str, **hints) -> dict:
     if is_yaml(name):
         return {**{k: v for k, v in hints.items() if k == "imgsz"}, "layers": read_layers(name)}
-    named, _ = _params(_import(name))
+    named, _ = user_module.params_of(user_module.load(name))
     return {k: v for k, v in hints.items() if k in named}
 
 
@@ -404,91 +401,3 @@ def _empty_map(layer: _Layer, x: torch.Tensor, src: str, imgsz: int) -> CnnfitEr
 
 def _shape(x: torch.Tensor) -> str:
     return "x".join(str(n) for n in x.shape[1:])
-
-
-# ---- the user's own module --------------------------------------------------------------------------------------
-
-def _import(name: str) -> Callable[..., Any]:
-    """The class or factory that `pkg.mod:Attr` names, imported with the working directory on sys.path."""
-    module_name, _, attr = name.partition(":")
-    if not module_name or not attr or ":" in attr:
-        raise CnnfitError(f"model '{name}' must read module:attribute, e.g. mynets:Net for class Net in mynets.py")
-    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
-        dotted = module_name.removesuffix(".py").replace("\\", "/").strip("/").replace("/", ".")
-        raise CnnfitError(f"model '{name}' names a file; write its module as a dotted name, e.g. {dotted}:{attr}, "
-                          f"and run from the folder that holds it")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)  # as `python -m` does: the user's modules sit beside their config
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise CnnfitError(f"model '{name}': no module named '{module_name}' in {cwd} or the installed packages; "
-                              f"run from the folder that holds it, or fix the name") from None
-        raise CnnfitError(f"model '{name}': {module_name} imports '{exc.name}', which is not installed; "
-                          f"install it") from None
-    except Exception as exc:  # a user's module may raise anything at import
-        raise CnnfitError(f"model '{name}': importing {module_name} failed ({type(exc).__name__}: "
-                          f"{_first_line(exc)}); fix the module") from None
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            public = [n for n in dir(obj) if not n.startswith("_")]
-            close = difflib.get_close_matches(part, public, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            own = [n for n in public if _defines_model(getattr(obj, n), module.__name__)]
-            listing = f"it defines: {', '.join(own[:12])}" if own else "name a class or function it defines"
-            raise CnnfitError(f"model '{name}': {module_name} has no attribute '{attr}'; {hint}{listing}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise CnnfitError(f"model '{name}': {attr} is of type {type(obj).__name__}, not a class or function; "
-                          f"name an nn.Module class or a function that returns one")
-    return obj
-
-
-def _defines_model(obj: Any, module_name: str) -> bool:
-    """An nn.Module class or a function, written in that module (not imported into it)."""
-    is_model = inspect.isfunction(obj) or (inspect.isclass(obj) and issubclass(obj, nn.Module))
-    return is_model and getattr(obj, "__module__", None) == module_name
-
-
-def _params(fn: Callable[..., Any]) -> tuple[list[str], bool]:
-    """The keyword names `fn` takes, and whether it also takes **kwargs."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):  # builtins and some C extensions have no signature
-        return [], True
-    named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    return named, any(p.kind is p.VAR_KEYWORD for p in params)
-
-
-def _call(name: str, *, num_classes: int, in_chans: int, imgsz: int | None, options: dict) -> nn.Module:
-    fn = _import(name)
-    named, var_kw = _params(fn)
-    kwargs = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans), ("imgsz", imgsz))
-              if k in named and v is not None}
-    if "num_classes" not in named and var_kw:
-        kwargs["num_classes"] = num_classes  # torchvision's builders take it through **kwargs
-    unknown = [] if var_kw else sorted(set(options) - set(named))
-    if unknown:
-        takes = [k for k in named if k not in ("num_classes", "in_chans", "imgsz")]
-        raise CnnfitError(f"model '{name}' has no option {', '.join(unknown)}; it takes: {', '.join(takes) or 'none'}")
-    kwargs.update(options)
-    try:
-        model = fn(**kwargs)
-    except CnnfitError:
-        raise
-    except Exception as exc:  # a user's constructor may raise anything
-        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise CnnfitError(f"model '{name}' failed to build as {name.partition(':')[2]}({args}): "
-                          f"{type(exc).__name__}: {_first_line(exc)}; fix the constructor or the options") from None
-    if not isinstance(model, nn.Module):
-        raise CnnfitError(f"model '{name}' returned type {type(model).__name__}, not a torch.nn.Module; "
-                          f"return the model itself")
-    return model
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no message"
