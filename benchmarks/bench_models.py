@@ -2,10 +2,11 @@
 a few epochs of Fashion-MNIST, every model trained with the same settings through `cnnfit.train`.
 
     python benchmarks/bench_models.py [--models simplecnn,resnet20] [--epochs 3] [--fraction 1.0]
-                                      [--out benchmarks/results/models_fmnist.csv]
+                                      [--out benchmarks/results/models_fmnist.csv] [--keep DIR]
 
 Rows are appended to --out as each model finishes, and models already there are skipped, so a long table
-can be filled over several sittings (delete the file to start over).
+can be filled over several sittings (delete the file to start over). --keep DIR keeps each run directory as
+DIR/<model> (a Fashion-MNIST-trained model to fine-tune from, see bench_transfer.py --pretrained).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cnnfit import models
 from cnnfit.models.summary import count_flops, count_params
 
 FIELDS = ["model", "params", "mflops_32px", "seconds_per_epoch", "test_acc", "epochs", "fraction", "train_images",
-          "batch", "recipe", "threads", "when"]
+          "batch", "recipe", "threads", "cpu_share", "when"]
 
 
 def recipe(epochs: int, fraction: float) -> dict:
@@ -36,12 +37,26 @@ def recipe(epochs: int, fraction: float) -> dict:
                 data__fraction=fraction)
 
 
+def _upgrade_header(out: Path) -> None:
+    """Rows written before a column was added keep their values; the new column is left blank."""
+    if not out.exists():
+        return
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    if rows and list(rows[0]) != FIELDS:
+        with out.open("w", newline="") as f:
+            w = csv.DictWriter(f, FIELDS, restval="")
+            w.writeheader()
+            w.writerows(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(models.list_models()))
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--fraction", type=float, default=1.0, help="of the train and val splits; test stays whole")
     p.add_argument("--out", default="benchmarks/results/models_fmnist.csv")
+    p.add_argument("--keep", help="keep the run directories under this folder")
     args = p.parse_args()
     out = Path(args.out)
     done = set()
@@ -58,9 +73,13 @@ def main() -> None:
         m = models.create(name, num_classes=10, in_chans=1, imgsz=32)
         params, flops = count_params(models.create(name, num_classes=10, in_chans=1, imgsz=28)), count_flops(
             m, in_chans=1, imgsz=32)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            run = cnnfit.train(model=name, project=tmp, console=quiet, **settings)
+            run = cnnfit.train(model=name, project=args.keep or tmp, name=name, console=quiet, **settings)
             train_images = len(json.loads((run.dir / "split.json").read_text())["train"])
+        # CPU seconds per wall second per thread: near 1 when the run had the cores to itself; a much lower
+        # value means something else ran alongside and the timing should be measured again
+        cpu_share = (time.process_time() - cpu0) / (time.perf_counter() - wall0) / torch.get_num_threads()
         epochs = run.history
         row = {
             "model": name, "params": params, "mflops_32px": round(flops / 1e6, 1),
@@ -68,8 +87,10 @@ def main() -> None:
             "test_acc": round(run.accuracy, 4), "epochs": len(epochs), "fraction": args.fraction,
             "train_images": train_images, "batch": settings["batch"],
             "recipe": "adamw onecycle bf16-auto 28px", "threads": torch.get_num_threads(),
+            "cpu_share": round(cpu_share, 2),
             "when": time.strftime("%Y-%m-%d"),
         }
+        _upgrade_header(out)
         new = not out.exists()
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a", newline="") as f:

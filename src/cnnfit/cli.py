@@ -14,6 +14,8 @@ USAGE = """usage: cnnfit COMMAND [ARGS] [key=value ...]
 
 commands:
   train   [key=value ...] [config=file.yaml]   train, then evaluate on the test split
+          resume=RUN [key=value ...]             continue a run exactly where its last.pt stopped
+  lr-find [key=value ...]                       LR range test: lr_find.png and a suggested lr
   eval    RUN                                   test-split metrics of a run's best.pt
   predict RUN PATHS... [topk=5] [out=file.csv]  top-k classes for image files, folders or globs
   inspect [key=value ...]                       data report: counts, bad files, duplicates, leaks
@@ -37,7 +39,7 @@ _OPTIONS = {
 
 
 def _help(console: Console, command: str) -> None:
-    if command in ("train", "inspect"):
+    if command in ("train", "inspect", "lr-find"):
         from cnnfit.config import help_text
 
         table = Table(title=f"cnnfit {command} key=value ...  (also config=file.yaml; file < command line)")
@@ -74,8 +76,9 @@ def _run(argv: list[str], console: Console) -> int:
         _help(console, "")
         return 0
     command, args = argv[0], argv[1:]
-    if command not in ("train", "eval", "predict", "inspect", "models", "summary"):
-        raise CnnfitError(f"unknown command '{command}'; choose from: train, eval, predict, inspect, models, summary")
+    commands = ("train", "lr-find", "eval", "predict", "inspect", "models", "summary")
+    if command not in commands:
+        raise CnnfitError(f"unknown command '{command}'; choose from: {', '.join(commands)}")
     if "-h" in args or "--help" in args:
         _help(console, command)
         return 0
@@ -86,6 +89,11 @@ def _run(argv: list[str], console: Console) -> int:
         from cnnfit.pipeline import train
 
         train(cfg, console=console)
+    elif command == "lr-find":
+        from cnnfit.config import load_config
+        from cnnfit.pipeline import lr_find
+
+        lr_find(load_config(args), console=console)
     elif command == "inspect":
         from cnnfit.config import load_config
         from cnnfit.prepare import inspect
@@ -168,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run(list(sys.argv[1:] if argv is None else argv), console)
     except CnnfitError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        return 2
+        return getattr(exc, "code", 2)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         return 130

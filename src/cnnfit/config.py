@@ -39,6 +39,9 @@ class DataConfig(_Group):
     per_class: int | None = Field(None, ge=1, description="keep at most N images per class in train and val "
                                   "(scarce-data studies); test stays whole")
     download: bool = Field(False, description="fetch a missing named dataset from its official address (md5-checked)")
+    task: Literal["auto", "classify", "multilabel", "regress"] = Field(
+        "auto", description="auto: from the data (a CSV manifest with 'a;b' labels is multilabel, a numeric "
+        "'target' column is regress), else classify")
 
 
 class ModelConfig(_Group):
@@ -70,13 +73,21 @@ class OptimConfig(_Group):
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd and rmsprop momentum")
     nesterov: bool = Field(False, description="nesterov momentum (sgd)")
     weight_decay: float | None = Field(None, ge=0, description="L2 / decoupled decay; auto: 0.05 adamw, 5e-4 sgd, 0 else")
+    l1: float = Field(0.0, ge=0, description="L1 penalty on weights (not biases or norms), added to the loss")
+    lr_scale: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="scale lr by (batch x accumulate) / ref_batch: linear (SGD) or sqrt (Adam family)")
+    ref_batch: int = Field(64, gt=0, description="the batch size lr is given for, with lr_scale")
 
 
 class ScheduleConfig(_Group):
-    name: Literal["cosine", "onecycle", "step", "constant"] = Field("cosine", description="LR schedule")
+    name: Literal["cosine", "onecycle", "step", "multistep", "exponential", "constant", "plateau"] = Field(
+        "cosine", description="LR schedule; plateau: constant, lowered by gamma when the monitor stalls")
     warmup: float = Field(0.0, ge=0, description="linear warmup length in epochs (fractions allowed)")
     step_size: int = Field(10, gt=0, description="epochs between decays (step)")
-    gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step)")
+    milestones: list[float] = Field([], description="epochs at which the LR is multiplied by gamma (multistep)")
+    gamma: float | None = Field(None, gt=0, le=1, description="decay factor: per step_size (step), per milestone "
+                                "(multistep), per epoch (exponential), per plateau; auto: 0.95 exponential, else 0.1")
+    patience: int = Field(3, ge=1, description="epochs without improvement before the LR drops (plateau)")
 
 
 class TrainConfig(_Group):
@@ -96,6 +107,27 @@ class TrainConfig(_Group):
     patience: int = Field(0, ge=0, description="early stopping after this many epochs without improvement; 0: off")
     min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
     log_every: int = Field(25, gt=0, description="steps between progress updates (each one syncs the device)")
+    loss: Literal["auto", "ce", "bce", "focal", "mse", "l1", "huber"] = Field(
+        "auto", description="auto: ce (classify), bce (multilabel), mse (regress)")
+    focal_gamma: float = Field(2.0, ge=0, description="focusing parameter of the focal loss")
+    accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step: batch x accumulate images per step")
+    clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
+    clip_value: float | None = Field(None, gt=0, description="clip every gradient element to [-v, v]")
+    ema: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving average of the weights with "
+                              "this decay (e.g. 0.999); it is validated and saved as best.pt")
+    compile: bool = Field(False, description="torch.compile the model (checked against eager gradients first)")
+    deterministic: bool = Field(False, description="deterministic kernels everywhere: bit-identical reruns")
+    time: float | None = Field(None, gt=0, description="time budget in minutes: the run ends cleanly when spent")
+    ckpt_every: int = Field(500, ge=0, description="steps between last.pt writes (also at every epoch end and on "
+                            "Ctrl-C / SIGTERM); 0: epoch ends only")
+    profile: bool = Field(False, description="profile a few steps: trace.json (Chrome trace) and profile.txt")
+    tensorboard: bool = Field(False, description="TensorBoard logs in the run directory")
+    repeats: int = Field(1, ge=1, description="train N times with seeds seed..seed+N-1; report mean +- std")
+
+
+class ResumeConfig(_Group):
+    run: str | None = Field(None, description="continue this run directory exactly where its last.pt stopped")
+    force: bool = Field(False, description="resume even with settings that change the run")
 
 
 class AugConfig(_Group):
@@ -128,6 +160,7 @@ class Config(_Group):
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
     aug: AugConfig = AugConfig()
+    resume: ResumeConfig = ResumeConfig()
 
 
 # The keys people type most, short; everything else is dotted.
@@ -137,6 +170,11 @@ SHORT_KEYS = {
     "device": "train.device", "seed": "train.seed", "amp": "train.amp", "patience": "train.patience",
     "monitor": "train.monitor", "exclude": "data.exclude", "class_weight": "train.class_weight", "sampler": "train.sampler",
     "init": "model.init", "freeze": "finetune.freeze", "head_lr_mult": "finetune.head_lr_mult",
+    "task": "data.task", "loss": "train.loss", "accumulate": "train.accumulate", "clip_norm": "train.clip_norm",
+    "ema": "train.ema", "compile": "train.compile", "deterministic": "train.deterministic", "time": "train.time",
+    "profile": "train.profile", "tensorboard": "train.tensorboard", "repeats": "train.repeats",
+    "resume": "resume.run", "l1": "optim.l1", "weight_decay": "optim.weight_decay", "lr_scale": "optim.lr_scale",
+    "ckpt_every": "train.ckpt_every",
 }
 
 
@@ -251,3 +289,15 @@ def help_text() -> list[tuple[str, str, str]]:
         default = "auto" if field.default is None else str(field.default)
         rows.append((shown, default, field.description or ""))
     return rows
+
+
+def set_keys(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """The dotted keys given explicitly (file or command line), with their values, even when equal to a default."""
+    out: dict[str, Any] = {}
+    for name in cfg.model_fields_set:
+        value = getattr(cfg, name)
+        if isinstance(value, BaseModel):
+            out.update(set_keys(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out

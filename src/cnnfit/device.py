@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -32,6 +33,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def set_deterministic(flag: bool) -> None:
+    """Deterministic kernels (slower on GPU) or the fastest ones. cuBLAS needs its workspace pinned before
+    the first matmul; ops without a deterministic kernel warn instead of failing the run."""
+    if flag:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(flag, warn_only=True)
+    torch.backends.cudnn.deterministic = flag
+    torch.backends.cudnn.benchmark = not flag
 
 
 def cpu_has_bf16() -> bool:

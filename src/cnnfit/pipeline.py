@@ -3,11 +3,10 @@ rebuilt from a run directory alone."""
 
 from __future__ import annotations
 
-import csv
-import glob
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,13 @@ from rich.table import Table
 from cnnfit import data as D
 from cnnfit import engine as E
 from cnnfit import models
-from cnnfit.config import Config, flatten, load_config, to_yaml
-from cnnfit.device import pick_device, resolve_amp, resolve_channels_last, seed_everything
+from cnnfit.config import Config, ResumeConfig, flatten, load_config, set_keys, to_yaml
+from cnnfit.device import pick_device, resolve_amp, resolve_channels_last, seed_everything, set_deterministic
 from cnnfit.engine import callbacks as C
-from cnnfit.errors import CnnfitError
-from cnnfit.prepare import build_augment, load_data, new_run_dir, prepare, write_data_report, write_samples
-from cnnfit.eval import classification_metrics, plot_confusion, plot_curves
+from cnnfit.errors import CnnfitError, TrainingStopped
+from cnnfit.eval import plot_curves
+from cnnfit.inference import evaluate, predict
+from cnnfit.prepare import build_augment, new_run_dir, prepare, write_data_report, write_samples
 
 _AUTO_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
 _AUTO_WD = {"sgd": 5e-4, "adamw": 0.05, "adam": 0.0, "rmsprop": 0.0}
@@ -40,7 +40,17 @@ class Run:
 
     @property
     def accuracy(self) -> float:
+        if "accuracy" not in self.metrics:
+            raise CnnfitError(f"a {self.metrics.get('task')} run has no accuracy; use run.score or run.metrics")
         return self.metrics["accuracy"]
+
+    @property
+    def score(self) -> float:
+        """The task's headline test figure: accuracy (classify), micro F1 (multilabel), R^2 (regress)."""
+        task = self.metrics.get("task", "classify")
+        if task == "multilabel":
+            return self.metrics["micro"]["f1"]
+        return self.metrics["r2"] if task == "regress" else self.metrics["accuracy"]
 
 
 def _absolute(source: str) -> str:
@@ -79,74 +89,187 @@ def _print_summary(console: Console, rows: list[tuple[str, str, str]]) -> None:
     console.print(table)
 
 
+# settings that change how a run is watched, or where its data is read from, never what it computes
+_RESUME_SAFE = {"train.device", "train.log_every", "train.time", "train.ckpt_every", "train.profile",
+                "train.tensorboard", "train.repeats", "data.workers", "data.cache", "data.stream", "data.download",
+                "resume.run", "resume.force"}
+
+
 def train(cfg: Config | None = None, *, console: Console | None = None, **overrides: Any) -> Run:
     """Train a model as `cfg` says and evaluate it on the test split. Every input is validated
-    before the run directory is created, so bad input leaves nothing behind."""
-    t0 = time.perf_counter()
+    before the run directory is created, so bad input leaves nothing behind. `resume=RUN` continues a run
+    exactly where its last.pt stopped; `repeats=N` trains N seeds and reports mean and std."""
     if cfg is None or overrides:
         base = flatten(cfg.model_dump(mode="json")) if cfg is not None else {}
         cfg = load_config(**{k.replace(".", "__"): v for k, v in base.items()}, **overrides)
     console = console or Console()
+    if cfg.resume.run:
+        return _train(*_resume_config(cfg), console=console)
+    if cfg.train.repeats > 1:
+        return _repeat(cfg, console)
+    return _train(cfg, console=console)
+
+
+def _resume_config(cfg: Config) -> tuple[Config, Path, dict]:
+    """The run's own config with the given keys on top; a key that would change the run is refused."""
+    run_dir = Path(cfg.resume.run)
+    if not (run_dir / "last.pt").is_file():
+        raise CnnfitError(f"'{run_dir}' has no last.pt to resume from; pass a run directory written by cnnfit train")
+    ckpt = E.load_checkpoint(run_dir / "last.pt")
+    if "train_state" not in ckpt:
+        raise CnnfitError(f"{run_dir / 'last.pt'} was written by an older cnnfit without resume state; "
+                          "start a new run")
+    saved = flatten(ckpt["config"])
+    given = {k: _absolute(v) if k in ("data.source", "model.init") and v else v for k, v in set_keys(cfg).items()}
+    changed = [k for k, v in given.items() if k not in _RESUME_SAFE and saved.get(k) != v]
+    if changed and not cfg.resume.force:
+        k = changed[0]
+        more = f" (and {', '.join(changed[1:])})" if len(changed) > 1 else ""
+        raise CnnfitError(f"resume: {k}={given[k]!r} differs from the run's {k}={saved.get(k)!r}{more} and would "
+                          "change the run; drop it, or add resume.force=true")
+    merged = {**saved, **given}
+    merged = load_config(**{k.replace(".", "__"): v for k, v in merged.items()})
+    return merged, run_dir, ckpt
+
+
+def _repeat(cfg: Config, console: Console) -> Run:
+    """The same recipe with seeds seed..seed+N-1, each its own run in project/name/; mean and std of each
+    test metric in repeats.json."""
+    parent = new_run_dir(cfg.project, cfg.name)
+    runs = []
+    for i in range(cfg.train.repeats):
+        seed = cfg.train.seed + i
+        console.print(f"[bold]repeat {i + 1}/{cfg.train.repeats}: seed {seed}[/]")
+        one = cfg.model_copy(update={"project": str(parent), "name": f"seed{seed}",
+                                     "train": cfg.train.model_copy(update={"seed": seed, "repeats": 1})})
+        runs.append(_train(one, console=console))
+    for r in runs:  # averages such as macro F1 are nested: flatten them to macro.f1
+        r.metrics.update({f"{k}.{m}": v for k, d in list(r.metrics.items()) if k in ("macro", "micro", "weighted")
+                          and isinstance(d, dict) for m, v in d.items()})
+    numbers = {k for r in runs for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    summary: dict[str, Any] = {"runs": [str(r.dir) for r in runs], "seeds": [cfg.train.seed + i for i in range(len(runs))]}
+    for k in sorted(numbers):
+        values = np.array([r.metrics[k] for r in runs if k in r.metrics], dtype=float)
+        summary[k] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                      "values": values.tolist()}
+    (parent / "repeats.json").write_text(json.dumps(summary, indent=2))
+    table = Table(title=f"{len(runs)} seeds", box=None)
+    for col in ("metric", "mean", "std"):
+        table.add_column(col)
+    for k in sorted(numbers):
+        if k not in ("num_images", "best_epoch"):
+            table.add_row(k, f"{summary[k]['mean']:.4f}", f"{summary[k]['std']:.4f}")
+    console.print(table)
+    metrics = {k: summary[k]["mean"] for k in numbers} | {"repeats": summary}
+    return Run(parent, metrics, [], {})
+
+
+def _split_changed(run_dir: Path, parts: dict[str, np.ndarray]) -> str | None:
+    saved = json.loads((run_dir / "split.json").read_text())
+    for name, idx in parts.items():
+        if saved.get(name) != idx.tolist():
+            return f"its {name} split has {len(saved.get(name, []))} images, the data now gives {len(idx)}"
+    return None
+
+
+def lr_find(cfg: Config | None = None, *, console: Console | None = None, **overrides: Any) -> Run:
+    """`cnnfit lr-find`: the LR range test on exactly the model, data and optimizer `train` would build;
+    lr_find.png and the suggested LR (metrics["lr"]) in a run directory of its own."""
+    if cfg is None or overrides:
+        base = flatten(cfg.model_dump(mode="json")) if cfg is not None else {}
+        cfg = load_config(**{k.replace(".", "__"): v for k, v in base.items()}, **overrides)
+    if cfg.name == "train":
+        cfg = cfg.model_copy(update={"name": "lr_find"})
+    return _train(cfg, console=console or Console(), find_lr=True)
+
+
+def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *, console: Console,
+           find_lr: bool = False) -> Run:
+    t0 = time.perf_counter()
     d, t, o = cfg.data, cfg.train, cfg.optim
     models.check_name(cfg.model.name)
     device = pick_device(t.device)
+    set_deterministic(t.deterministic)
     seed_everything(t.seed)
 
     # data: decoded once, then memory-mapped from the cache; split; statistics of the train split
     prep = prepare(cfg, min_size=models.min_size(cfg.model.name))
     ds, cache_hit, parts, split_how, mean, std = prep.ds, prep.cache_hit, prep.parts, prep.split_how, prep.mean, prep.std
+    task = ds.task
+    if run_dir is not None and (why := _split_changed(run_dir, parts)):
+        raise CnnfitError(f"resume: the data of {run_dir} has changed ({why}); resume needs the same data")
     c, h, _ = ds.shape
     n_train = len(parts["train"])
     if t.batch > n_train:
         raise CnnfitError(f"batch={t.batch} is larger than the {n_train} training images; use batch={n_train} or less")
     amp_dtype, amp_why = resolve_amp(t.amp, device)
     channels_last, cl_why = resolve_channels_last(t.channels_last, device)
-    lr = o.lr or _AUTO_LR[o.name]
+    base_lr = o.lr or _AUTO_LR[o.name]
+    lr = E.scale_lr(base_lr, t.batch * t.accumulate, o.lr_scale, o.ref_batch)
     wd = o.weight_decay if o.weight_decay is not None else _AUTO_WD[o.name]
     amp_name = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[amp_dtype]
-    train_counts = prep.train_counts
-    imbalance = train_counts.max() / max(train_counts.min(), 1)
     monitor, monitor_why = t.monitor, "set"
-    if monitor == "auto":
+    train_counts = prep.train_counts if task == "classify" else None
+    if monitor == "auto" and task == "classify":
+        imbalance = train_counts.max() / max(train_counts.min(), 1)
         monitor = "val_macro_f1" if imbalance > 3 else "val_acc"
         monitor_why = f"auto: largest/smallest class {imbalance:.1f}" + (" > 3" if imbalance > 3 else "")
-    class_weight = _class_weights(t.class_weight, ds.classes, train_counts)
+    elif monitor == "auto":
+        monitor, monitor_why = E.scores.MONITORS[task], f"auto: {task}"
+    class_weight = _class_weights(t.class_weight, ds.classes, train_counts) if task == "classify" else None
+    loss_fn = E.losses.make_loss(task, t.loss, label_smoothing=t.label_smoothing, focal_gamma=t.focal_gamma,
+                                 class_weight=None if class_weight is None else class_weight.to(device))
+    val_loss = E.losses.make_loss(task)  # the task's plain loss, unsmoothed and unweighted: comparable across runs
+    labels, target_scale = ds.labels, None
+    if task == "regress":  # standardized targets train at any scale; metrics are reported in the data's units
+        tr = ds.labels[parts["train"]].astype(np.float64)
+        target_scale = (float(tr.mean()), float(max(tr.std(), 1e-12)))
+        labels = ((ds.labels - target_scale[0]) / target_scale[1]).astype(np.float32)
 
-    # model: built, and started from init= weights, before anything is written
+    # model: built, and started from init= weights (or the resumed weights), before anything is written
     options = {k: v for k, v in cfg.model.model_dump(exclude={"name", "init"}).items() if v is not None}
     model_kwargs = {**models.builder_kwargs(cfg.model.name, imgsz=h), **options}
     model = models.create(cfg.model.name, num_classes=len(ds.classes), in_chans=c, imgsz=h, **options)
-    init = models.load_pretrained(model, cfg.model.init, classes=ds.classes) if cfg.model.init else None
+    init = models.load_pretrained(model, cfg.model.init, classes=ds.classes) if cfg.model.init and not ckpt else None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model_state"])
     ft = cfg.finetune
     frozen = E.finetune.resolve_freeze(model, ft.freeze if ft.freeze is not None
                                        else ("backbone" if ft.freeze_epochs else None))
     backbone_lr_mult = ft.backbone_lr_mult or (0.1 if ft.freeze_epochs else 1.0)
+    gamma = cfg.schedule.gamma or (0.95 if cfg.schedule.name == "exponential" else 0.1)
     resolved = cfg.model_copy(update={
-        "data": d.model_copy(update={"imgsz": h, "channels": c, "source": _absolute(d.source)}),
-        "optim": o.model_copy(update={"lr": lr, "weight_decay": wd}),
+        "data": d.model_copy(update={"imgsz": h, "channels": c, "source": _absolute(d.source), "task": task}),
+        "optim": o.model_copy(update={"lr": base_lr, "weight_decay": wd}),
         "train": t.model_copy(update={"amp": amp_name, "channels_last": channels_last, "monitor": monitor}),
         "model": cfg.model.model_copy(update={"init": _absolute(cfg.model.init) if cfg.model.init else None}),
         "finetune": ft.model_copy(update={"backbone_lr_mult": backbone_lr_mult}),
+        "schedule": cfg.schedule.model_copy(update={"gamma": gamma}),
+        "resume": ResumeConfig(),
     })
 
-    # only now, with every input checked, does the run directory exist
-    run_dir = new_run_dir(cfg.project, cfg.name)
-    (run_dir / "config.yaml").write_text(to_yaml(resolved))
-    split = {k: v.tolist() for k, v in parts.items()}
-    (run_dir / "split.json").write_text(json.dumps({"how": split_how, "seed": t.seed, **split}))
+    # only now, with every input checked, does the run directory exist (a resumed run keeps its own)
+    resumed = run_dir is not None
+    if not resumed:
+        run_dir = new_run_dir(cfg.project, cfg.name)
+        split = {k: v.tolist() for k, v in parts.items()}
+        (run_dir / "split.json").write_text(json.dumps({"how": split_how, "seed": t.seed, **split}))
+    _write_text(run_dir / "config.yaml", to_yaml(resolved))
     if ds.skipped:
         (run_dir / "skipped.txt").write_text("".join(f"{f}\t{why}\n" for f, why in ds.skipped))
-
     if init is not None:
         (run_dir / "init.json").write_text(json.dumps(asdict(init), indent=1))
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     n_params = sum(p.numel() for p in model.parameters())
-    counts = {name: np.bincount(ds.labels[idx], minlength=len(ds.classes)).tolist() for name, idx in parts.items()}
     auto = lambda given, why: "set" if given is not None else why  # noqa: E731
+    steps = -(-(-(-n_train // t.batch)) // t.accumulate)  # optimizer steps per epoch
     _print_summary(console, [
-        ("data", f"{d.source}: {len(ds)} images, {len(ds.classes)} classes", "cache hit" if cache_hit else "decoded and cached"),
+        ("data", f"{d.source}: {len(ds)} images, {len(ds.classes)} {'classes' if task != 'regress' else 'target'}"
+         + (f", {task}" if task != "classify" else ""), "cache hit" if cache_hit else "decoded and cached"),
         ("split", " / ".join(f"{k} {len(v)}" for k, v in parts.items()), split_how),
-        ("per class", _per_class(counts, ds.classes), "train/val/test"),
+        *([("per class", _per_class({n: np.bincount(ds.labels[i], minlength=len(ds.classes)).tolist()
+                                     for n, i in parts.items()}, ds.classes), "train/val/test")]
+          if task == "classify" else []),
         ("skipped", f"{len(ds.skipped)} files" + (f" (listed in {run_dir / 'skipped.txt'})" if ds.skipped else ""),
          "; ".join(f"{Path(f).name}: {why}" for f, why in ds.skipped[:3])),
         ("input", f"{c}x{h}x{h} ({d.resize})",
@@ -155,57 +278,126 @@ def train(cfg: Config | None = None, *, console: Console | None = None, **overri
         *([("init", init.summary(), f"from {cfg.model.init} (details in init.json)")] if init else []),
         *([("fine-tune", _finetune_text(frozen, ft, t.epochs, backbone_lr_mult), "")] if frozen or ft.head_lr_mult != 1
           or backbone_lr_mult != 1 else []),
-        ("device", f"{device}, amp {amp_name}, channels_last {channels_last}", f"{amp_why}; {cl_why}"),
-        ("training", f"{t.epochs} epochs x {-(-n_train // t.batch)} steps, "
-                     f"batch {t.batch}" + (f", {t.sampler} sampler" if t.sampler != "shuffle" else "")
+        ("device", f"{device}, amp {amp_name}, channels_last {channels_last}"
+         + (", deterministic" if t.deterministic else ""), f"{amp_why}; {cl_why}"),
+        ("training", f"{t.epochs} epochs x {steps} steps, batch {t.batch}"
+                     + (f" x {t.accumulate} accumulated" if t.accumulate > 1 else "")
+                     + (f", {t.sampler} sampler" if t.sampler != "shuffle" else "")
                      + (f", class weights {t.class_weight}" if t.class_weight != "none" else ""),
          f"monitor {monitor} ({monitor_why})" + (f", patience {t.patience}" if t.patience else "")),
-        ("optimizer", f"{o.name} lr {lr:g} weight_decay {wd:g}",
-         "auto: defaults for " + o.name if o.lr is None or o.weight_decay is None else "set"),
+        ("loss", _loss_text(task, t), ""),
+        ("optimizer", f"{o.name} lr {lr:g} weight_decay {wd:g}" + (f" l1 {o.l1:g}" if o.l1 else "")
+         + (f", clip_norm {t.clip_norm:g}" if t.clip_norm else "") + (f", clip_value {t.clip_value:g}" if t.clip_value else "")
+         + (f", ema {t.ema:g}" if t.ema else ""),
+         (f"{o.lr_scale} scaling of {base_lr:g} at batch {o.ref_batch}; " if o.lr_scale != "none" else "")
+         + ("auto: defaults for " + o.name if o.lr is None or o.weight_decay is None else "set")),
         ("schedule", f"{cfg.schedule.name}" + (f", warmup {cfg.schedule.warmup:g} epochs" if cfg.schedule.warmup else ""), ""),
-        ("run", str(run_dir), ""),
+        ("run", str(run_dir), f"resumed at step {ckpt['train_state']['step']}" if resumed else ""),
     ])
 
     augment = build_augment(cfg)
     write_data_report(prep, run_dir, console)
     common = dict(batch=t.batch, device=device, mean=mean, std=std, channels_last=channels_last, stream=d.stream)
-    minority = [i for i, n in enumerate(train_counts) if n < train_counts.max() / 2] if cfg.aug.only_minority else None
-    train_loader = D.DeviceLoader(ds.images, ds.labels, index=parts["train"], augment=augment, shuffle=True, seed=t.seed,
-                                  balanced=t.sampler == "balanced", augment_classes=minority,
-                                  **common)
-    val_loader = D.DeviceLoader(ds.images, ds.labels, index=parts["val"], **common)
+    minority = ([i for i, n in enumerate(train_counts) if n < train_counts.max() / 2]
+                if cfg.aug.only_minority and train_counts is not None else None)
+    train_loader = D.DeviceLoader(ds.images, labels, index=parts["train"], augment=augment, shuffle=True, seed=t.seed,
+                                  balanced=t.sampler == "balanced", augment_classes=minority, **common)
+    val_loader = D.DeviceLoader(ds.images, labels, index=parts["val"], **common)
     mix = None
     if cfg.aug.mixup > 0 or cfg.aug.cutmix > 0:
+        if task != "classify":
+            raise CnnfitError(f"mixup and cutmix are for single-label classification, not {task}; set aug.mixup=0 aug.cutmix=0")
         mix = lambda x, y: D.augment.mix(x, y, len(ds.classes), train_loader.generator,  # noqa: E731
                                          mixup=cfg.aug.mixup, cutmix=cfg.aug.cutmix)
     groups = E.param_groups(model, wd, backbone=E.finetune.backbone_ids(model), backbone_lr_mult=backbone_lr_mult,
                             head_lr_mult=ft.head_lr_mult)
     optimizer = E.build_optimizer(o.name, model, lr=lr, weight_decay=wd, momentum=o.momentum, nesterov=o.nesterov,
                                   groups=groups)
-    steps = len(train_loader)
-    schedule = E.make_schedule(cfg.schedule.name, total=t.epochs * steps, warmup=round(cfg.schedule.warmup * steps),
-                               every=cfg.schedule.step_size * steps, gamma=cfg.schedule.gamma)
+    per_epoch = -(-len(train_loader) // t.accumulate)
+    schedule = E.make_schedule(cfg.schedule.name, total=t.epochs * per_epoch,
+                               warmup=round(cfg.schedule.warmup * per_epoch), every=(
+                                   cfg.schedule.step_size * per_epoch if cfg.schedule.name == "step" else per_epoch),
+                               gamma=gamma, milestones=tuple(round(m * per_epoch) for m in cfg.schedule.milestones))
     meta = {
         "model": cfg.model.name, "model_kwargs": model_kwargs, "classes": ds.classes, "imgsz": h, "channels": c,
-        "resize": d.resize, "mean": mean, "std": std, "config": resolved.model_dump(mode="json"),
+        "resize": d.resize, "mean": mean, "std": std, "task": task, "target_scale": target_scale,
+        "config": resolved.model_dump(mode="json"),
     }
-    callbacks = [C.LRSchedule(schedule), C.Checkpointing(run_dir, meta, monitor, "auto", t.min_delta),
+    callbacks = [C.LRSchedule(schedule), C.Checkpointing(run_dir, meta, monitor, "auto", t.min_delta, t.ckpt_every),
                  C.History(run_dir / "history.csv"), C.ProgressBar(console, every=t.log_every)]
     if t.patience:
         callbacks.append(C.EarlyStopping(monitor, "auto", t.patience, t.min_delta))
+    if cfg.schedule.name == "plateau":
+        callbacks.append(C.ReduceLROnPlateau(monitor, "auto", cfg.schedule.patience, gamma, t.min_delta))
+    if t.time:
+        callbacks.append(C.TimeBudget(t.time))
+    if t.profile:
+        callbacks.append(C.Profile(run_dir))
+    if t.tensorboard:
+        x, _ = next(iter(val_loader))
+        callbacks.append(C.TensorBoard(run_dir, images=(x[:16].float() * val_loader.inv_std.reciprocal()
+                                                        + val_loader.mean).clamp(0, 1).cpu(), graph_input=x[:2]))
     if frozen:  # first, so frozen batch norm goes back to eval right after the loop's model.train()
         callbacks.insert(0, C.Freeze(frozen, epochs=ft.freeze_epochs or None))
+    signals = C.CatchSignals()
+    callbacks.append(signals)
+    forward, compile_why = model, ""
+    if t.compile:
+        x, y = next(iter(train_loader))
+        forward, compile_why = E.compile_checked(model, x, y, loss_fn, amp_dtype)
+        console.print(compile_why)
+    if find_lr:
+        return _range_test(model, train_loader, optimizer, loss_fn, amp_dtype, run_dir, console)
     setup_seconds = time.perf_counter() - t0
     console.print(f"ready to train {setup_seconds:.2f} s after start ({'cache hit' if cache_hit else 'decoded'})")
-    state = E.fit(model, train_loader, val_loader, optimizer=optimizer, epochs=t.epochs, device=device,
-                  callbacks=callbacks, label_smoothing=t.label_smoothing, amp_dtype=amp_dtype,
-                  class_weight=None if class_weight is None else class_weight.to(device), mix=mix)
+    try:
+        state = E.fit(model, train_loader, val_loader, optimizer=optimizer, epochs=t.epochs, device=device,
+                      task=task, loss_fn=loss_fn, callbacks=callbacks, amp_dtype=amp_dtype, mix=mix,
+                      score_fn=partial(E.scores.epoch_scores, task, loss=val_loss, target_scale=target_scale),
+                      accumulate=t.accumulate, clip_norm=t.clip_norm, clip_value=t.clip_value, l1=o.l1, ema=t.ema,
+                      forward=forward, resume=ckpt)
+    finally:
+        signals.restore()
+    if state.failed:
+        raise TrainingStopped(f"{state.stop} (run directory {run_dir})", code=1)
+    if state.interrupted:
+        raise TrainingStopped(f"interrupted by {state.interrupted} at step {state.step}; continue exactly with: "
+                              f"cnnfit train resume={run_dir}", code=130)
     train_seconds = time.perf_counter() - t0 - setup_seconds
     plot_curves(state.history, run_dir / "curves.png")
     write_samples(prep, run_dir, augment, t.seed)
     timings = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "cache_hit": cache_hit}
+    if compile_why:
+        timings["compile"] = compile_why
     metrics = evaluate(run_dir, console=console, dataset=ds, extra={"timings": timings, "stop": state.stop})
     return Run(run_dir, metrics, state.history, timings)
+
+
+def _range_test(model: torch.nn.Module, loader: D.DeviceLoader, optimizer: torch.optim.Optimizer, loss_fn: Any,
+                amp_dtype: torch.dtype | None, run_dir: Path, console: Console) -> Run:
+    from cnnfit.eval.plots import plot_lr_find
+
+    result = E.lr_range_test(model, loader, optimizer, loss_fn, amp_dtype=amp_dtype)
+    plot_lr_find(result, run_dir / "lr_find.png")
+    metrics = {"lr": result.suggestion, "rule": result.rule, "lrs": result.lrs, "losses": result.losses}
+    (run_dir / "lr_find.json").write_text(json.dumps(metrics, indent=1))
+    console.print(f"suggested lr {result.suggestion:.3g}: {result.rule}", highlight=False, soft_wrap=True)
+    console.print(f"curve -> {run_dir / 'lr_find.png'}; train with lr={result.suggestion:.2g}", highlight=False,
+                  soft_wrap=True)
+    return Run(run_dir, metrics)
+
+
+def _loss_text(task: str, t: Any) -> str:
+    name = t.loss if t.loss != "auto" else {"classify": "ce", "multilabel": "bce", "regress": "mse"}[task]
+    extra = (f", label smoothing {t.label_smoothing:g}" if t.label_smoothing else "") + (
+        f", gamma {t.focal_gamma:g}" if name == "focal" else "")
+    return f"{name} ({task})" + extra
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _finetune_text(frozen: list[str], ft: Any, epochs: int, backbone_lr_mult: float) -> str:
@@ -217,115 +409,4 @@ def _finetune_text(frozen: list[str], ft: Any, epochs: int, backbone_lr_mult: fl
     return "; ".join(parts)
 
 
-def _model_from_checkpoint(ckpt: dict, device: torch.device) -> torch.nn.Module:
-    model = models.create(ckpt["model"], num_classes=len(ckpt["classes"]), in_chans=ckpt["channels"],
-                          **ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval()
-
-
-def _run_dir(run: str | Path) -> Path:
-    path = Path(run)
-    if not (path / "best.pt").is_file():
-        raise CnnfitError(f"'{run}' is not a finished run directory (no best.pt); pass e.g. runs/train")
-    return path
-
-
-def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.ImageSet | None = None,
-             extra: dict | None = None, device: str = "auto") -> dict[str, Any]:
-    """Test-split metrics of a run's best.pt; writes metrics.json, confusion.png, predictions.csv."""
-    run_dir = _run_dir(run)
-    console = console or Console()
-    ckpt = E.load_checkpoint(run_dir / "best.pt")
-    cfg = Config.model_validate(ckpt["config"])
-    ds = dataset if dataset is not None else load_data(cfg)[0]
-    split = json.loads((run_dir / "split.json").read_text())
-    test_idx = np.asarray(split["test"], dtype=np.int64)
-    if len(test_idx) and test_idx.max() >= len(ds):
-        raise CnnfitError(f"the data for {run_dir} has changed since training ({len(ds)} images now); "
-                          "evaluate against the original data")
-    dev = pick_device(device)
-    model = _model_from_checkpoint(ckpt, dev)
-    loader = D.DeviceLoader(ds.images, ds.labels, index=test_idx, batch=256, device=dev, mean=ckpt["mean"],
-                            std=ckpt["std"], stream=cfg.data.stream)
-    logits, labels = E.infer(model, loader)
-    metrics = classification_metrics(logits, labels, ckpt["classes"])
-    previous = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
-    kept = {k: v for k, v in previous.items() if k not in metrics}  # e.g. training timings survive a re-eval
-    metrics.update({"split": "test", "best_epoch": ckpt["epoch"] + 1, "val": ckpt["metrics"], **kept, **(extra or {})})
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_confusion(metrics["confusion_matrix"], ckpt["classes"], run_dir / "confusion.png")
-    probs = logits.softmax(1)
-    conf, pred = probs.max(1)
-    with open(run_dir / "predictions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "file", "true", "pred", "confidence"])
-        for i, idx in enumerate(test_idx):
-            w.writerow([int(idx), ds.files[idx] if ds.files else "", ckpt["classes"][labels[i]],
-                        ckpt["classes"][pred[i]], f"{conf[i]:.6f}"])
-    console.print(f"test accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro']['f1']:.4f}  "
-                  f"({len(labels)} images, best epoch {metrics['best_epoch']}) -> {run_dir / 'metrics.json'}")
-    return metrics
-
-
-def _expand(paths: list[str]) -> list[Path]:
-    found: list[Path] = []
-    for p in paths:
-        hits = [Path(h) for h in sorted(glob.glob(p, recursive=True))] or [Path(p)]
-        for hit in hits:
-            if hit.is_dir():
-                found += sorted(f for f in hit.rglob("*") if f.is_file() and D.is_image_name(f.name)
-                                and not any(part.startswith(".") for part in f.relative_to(hit).parts))
-            elif hit.is_file():
-                found.append(hit)
-            else:
-                raise CnnfitError(f"'{p}' matches no file or folder; pass image files, folders or globs")
-    return found
-
-
-def predict(run: str | Path, paths: list[str], *, topk: int = 5, out: str | Path | None = None,
-            device: str = "auto", console: Console | None = None) -> list[dict[str, Any]]:
-    """Top-k classes for image files, decoded exactly as training decoded them; writes a CSV."""
-    run_dir = _run_dir(run)
-    console = console or Console()
-    ckpt = E.load_checkpoint(run_dir / "best.pt")
-    files = _expand(paths)
-    if not files:
-        raise CnnfitError("no image files found in the given paths")
-    arrays = D.map_images(lambda f: D.decode_image(f, ckpt["imgsz"], ckpt["channels"], ckpt["resize"]), files)
-    decoded = [a for a in arrays if not isinstance(a, D.DecodeError)]
-    kept = [f for f, a in zip(files, arrays) if not isinstance(a, D.DecodeError)]
-    skipped = [(f, str(a)) for f, a in zip(files, arrays) if isinstance(a, D.DecodeError)]
-    for f, why in skipped:
-        console.print(f"skipped {f}: {why}", markup=False, highlight=False, soft_wrap=True)
-    if not kept:
-        raise CnnfitError("none of the given files could be decoded as an image")
-    dev = pick_device(device)
-    model = _model_from_checkpoint(ckpt, dev)
-    loader = D.DeviceLoader(np.stack(decoded), np.zeros(len(kept)), batch=256, device=dev, mean=ckpt["mean"],
-                            std=ckpt["std"])
-    logits, _ = E.infer(model, loader)
-    k = min(topk, len(ckpt["classes"]))
-    probs, ids = logits.softmax(1).topk(k, dim=1)
-    rows = [{"file": str(f), **{f"top{j + 1}": ckpt["classes"][ids[i, j]] for j in range(k)},
-             **{f"prob{j + 1}": round(float(probs[i, j]), 6) for j in range(k)}} for i, f in enumerate(kept)]
-    out_path = Path(out) if out else _free_name(run_dir / "predict.csv")
-    with open(out_path, "w", newline="") as fh:
-        fields = ["file"] + [x for j in range(k) for x in (f"top{j + 1}", f"prob{j + 1}")]
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    console.print(f"{len(rows)} predictions -> {out_path}" + (f" ({len(skipped)} skipped)" if skipped else ""),
-                  markup=False, soft_wrap=True)
-    return rows
-
-
-def _free_name(path: Path) -> Path:
-    stem, suffix, i = path.stem, path.suffix, 2
-    while path.exists():
-        path = path.with_name(f"{stem}{i}{suffix}")
-        i += 1
-    return path
-
-
-__all__ = ["Run", "evaluate", "predict", "train"]
+__all__ = ["Run", "evaluate", "lr_find", "predict", "train"]

@@ -27,8 +27,9 @@ class Prepared:
     source: Path | None = None  # the folder, zip or file the images came from
 
     @property
-    def train_counts(self) -> np.ndarray:
-        return np.bincount(self.ds.labels[self.parts["train"]], minlength=len(self.ds.classes))
+    def train_counts(self) -> np.ndarray | None:
+        """(K,) train images per class, or per label (multilabel); None for regression, which has no classes."""
+        return None if self.ds.task == "regress" else D.class_counts(self.ds, self.parts["train"])
 
 
 def exclude_patterns(spec: str | list[str]) -> tuple[str, ...]:
@@ -49,15 +50,18 @@ def exclude_patterns(spec: str | list[str]) -> tuple[str, ...]:
 def load_data(cfg: Config) -> tuple[D.ImageSet, bool, Path | None]:
     ref = D.resolve(cfg.data.source, download=cfg.data.download, exclude=exclude_patterns(cfg.data.exclude))
     d = cfg.data
-    return *D.load_imageset(ref, d.imgsz, d.channels, d.resize, d.workers, d.cache), ref.path
+    return *D.load_imageset(ref, d.imgsz, d.channels, d.resize, d.workers, d.cache, task=d.task), ref.path
 
 
 def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
     """Everything about the data that can fail, checked before anything is written."""
     ds, cache_hit, source = load_data(cfg)
-    if len(ds.classes) < 2:
+    if len(ds.classes) < 2 and ds.task == "classify":
         raise CnnfitError(f"only one class ('{ds.classes[0]}') found in '{cfg.data.source}'; a classifier needs "
                           "at least two classes (one sub-folder each)")
+    if not ds.classes and ds.task == "multilabel":
+        raise CnnfitError(f"no labels found in '{cfg.data.source}': every row's label set is empty; give rows "
+                          "such as 'img.png,cat;outdoor'")
     side = ds.shape[1]
     if side < min_size:
         raise CnnfitError(f"imgsz={side} is below {cfg.model.name}'s minimum of {min_size} px; "
@@ -68,8 +72,9 @@ def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
         for name in ("train", "val"):
             parts[name] = D.subsample(ds.labels, parts[name], fraction=d.fraction, per_class=d.per_class,
                                       seed=cfg.train.seed)
-        limits = ([f"{d.fraction:g} of each class"] if d.fraction < 1 else []) + (
-            [f"at most {d.per_class} per class"] if d.per_class else [])
+        group = "class" if ds.task == "classify" else "group"  # other tasks: the groups D.strata names
+        limits = ([f"{d.fraction:g} of each {group}"] if d.fraction < 1 else []) + (
+            [f"at most {d.per_class} per {group}"] if d.per_class else [])
         split_how += f"; train and val limited to {' and '.join(limits)}"
     mean, std = D.split_stats(ds, parts["train"])
     return Prepared(ds, cache_hit, parts, split_how, mean, std, source)
@@ -77,7 +82,8 @@ def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
 
 def augmented_samples(prep: Prepared, augment: D.augment.Augment | None, seed: int,
                       n: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """n random training images as the model sees them, before normalization: (n, C, H, W) in [0, 1]."""
+    """n random training images as the model sees them, before normalization: (n, C, H, W) in [0, 1], and
+    their (n,) indices into prep.ds."""
     import torch
 
     idx = np.sort(np.random.default_rng(seed).choice(prep.parts["train"], min(n, len(prep.parts["train"])),
@@ -87,7 +93,7 @@ def augmented_samples(prep: Prepared, augment: D.augment.Augment | None, seed: i
         g = torch.Generator()
         g.manual_seed(seed)
         x = augment(x, g)
-    return x.clamp(0, 1).numpy(), prep.ds.labels[idx]
+    return x.clamp(0, 1).numpy(), idx
 
 
 def write_data_report(prep: Prepared, out_dir: Path, console: Console, max_lines: int = 12) -> dict[str, Any]:
@@ -115,8 +121,9 @@ def write_samples(prep: Prepared, out_dir: Path, augment, seed: int) -> None:
     """samples.png: training images after augmentation, so users see what the model sees."""
     from cnnfit.eval.plots import plot_samples
 
-    images, labels = augmented_samples(prep, augment, seed)
-    plot_samples(images, labels, prep.ds.classes, out_dir / "samples.png")
+    images, idx = augmented_samples(prep, augment, seed)
+    titles = [D.label_text(prep.ds, i) for i in idx]  # 'cat', 'cat;outdoor' or '3.25': any task
+    plot_samples(images, np.arange(len(idx)), titles, out_dir / "samples.png")
 
 
 def new_run_dir(project: str, name: str) -> Path:
@@ -145,7 +152,9 @@ def inspect(cfg: Config, console: Console | None = None) -> Path:
     prep = prepare(cfg)
     out = new_run_dir(cfg.project, "inspect")
     ds = prep.ds
-    console.print(f"{cfg.data.source}: {len(ds)} images, {len(ds.classes)} classes, "
+    what = {"classify": f"{len(ds.classes)} classes", "multilabel": f"{len(ds.classes)} labels",
+            "regress": f"target '{ds.classes[0]}'"}[ds.task]
+    console.print(f"{cfg.data.source}: {len(ds)} images, {what}, "
                   f"{'x'.join(map(str, ds.shape))}, {len(ds.skipped)} skipped; {prep.split_how}", highlight=False,
                   markup=False, soft_wrap=True)
     write_data_report(prep, out, console, max_lines=60)

@@ -4,6 +4,7 @@ import numpy as np
 
 from cnnfit.data.cache import cache_root, load_imageset
 from cnnfit.data.sources import resolve
+from tests.conftest import write_image
 
 
 def test_second_load_is_a_memmapped_hit_with_identical_content(image_folder):
@@ -35,3 +36,32 @@ def test_changed_content_misses(image_folder):
 def test_no_temporary_entries_left_behind(image_folder):
     load_imageset(resolve(str(image_folder)), 12)
     assert not [p for p in os.listdir(cache_root()) if p.startswith(".")]
+
+
+def _csv(tmp_path, cells, header="path,label"):
+    rng = np.random.default_rng(0)
+    for i in range(len(cells)):
+        write_image(tmp_path / f"{i}.png", (30 * i % 255, 80, 120), (8, 8), rng)
+    (tmp_path / "m.csv").write_text("\n".join([header] + [f"{i}.png,{c}" for i, c in enumerate(cells)]) + "\n")
+    return resolve(str(tmp_path / "m.csv"))
+
+
+def test_multilabel_and_regression_round_trip(tmp_path):
+    (tmp_path / "ml").mkdir(), (tmp_path / "reg").mkdir()
+    for ref in (_csv(tmp_path / "ml", ["cat;sky", "dog", "sky"]), _csv(tmp_path / "reg", ["0.5", "1.25", "3"])):
+        first, hit1 = load_imageset(ref, 8)
+        second, hit2 = load_imageset(ref, 8)
+        assert (hit1, hit2) == (False, True)
+        assert second.task == first.task and second.classes == first.classes
+        assert second.labels.dtype == first.labels.dtype and np.array_equal(second.labels, first.labels)
+    assert second.task == "regress" and second.labels.dtype == np.float32
+
+
+def test_forced_task_is_part_of_the_key(tmp_path):
+    ref = _csv(tmp_path, ["1", "2", "2"])
+    classes, _ = load_imageset(ref, 8)
+    targets, hit = load_imageset(ref, 8, task="regress")
+    assert not hit and classes.task == "classify" and targets.task == "regress"
+    assert targets.labels.tolist() == [1.0, 2.0, 2.0] and classes.labels.tolist() == [0, 1, 1]
+    again, hit = load_imageset(ref, 8, task="regress")
+    assert hit and again.task == "regress"

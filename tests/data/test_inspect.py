@@ -226,3 +226,43 @@ def test_tiny_images_skip_the_near_search_instead_of_flagging_lookalikes():
     report = inspect_dataset(ds, parts)
     assert report["summary"]["errors"] == 0 and report["duplicates"]["near_pairs"] == []
     assert "near_search_skipped" in _by_kind(report)
+
+
+def _manifest(root, rows, header):
+    """A CSV manifest of distinct generated photos; a repeated name is the same file under a second row."""
+    rng = np.random.default_rng(4)
+    for name in dict.fromkeys(n for n, _ in rows):
+        _scene(rng, (32, 32)).save(root / name)
+    (root / "m.csv").write_text("\n".join([header] + [f"{n},{cell}" for n, cell in rows]) + "\n")
+    return resolve(str(root / "m.csv"))
+
+
+def test_multilabel_report_counts_labels_and_cleans_conflicts(tmp_path):
+    rows = [(f"{i}.png", ("cat", "cat;dog", "dog", "cat;bird")[i % 4]) for i in range(24)]
+    rows.append(("0.png", "dog"))  # the same file under another label set: a conflict to leave out
+    ds = read(_manifest(tmp_path, rows, "path,label"), 32, task="multilabel")
+    report = inspect_dataset(ds, {"train": np.arange(len(ds))})
+    assert report["task"] == "multilabel"
+    assert {k: v["train"] for k, v in report["counts"]["per_label"].items()} == {"bird": 6, "cat": 18, "dog": 13}
+    assert report["imbalance"]["ratio"] == 3.0 and _by_kind(report)["imbalance"][0]["message"].startswith("label 'cat'")
+    assert any("labelled cat and dog" in line for line in format_report(report))
+    assert report["clean"]["drop"] == [len(ds) - 1]
+    again = read(resolve(str(write_clean_manifest(report, ds, tmp_path / "clean.csv"))), 32)
+    assert again.task == "multilabel" and again.classes == ds.classes  # single labels written 'cat;'
+    assert again.labels.tolist() == ds.labels[:-1].tolist()
+
+
+def test_regression_report_summarizes_targets_and_reads_back(tmp_path):
+    rows = [(f"{i}.png", f"{i * 2.5:g}") for i in range(20)] + [("3.png", "99")]  # a copy with another target
+    ds = read(_manifest(tmp_path, rows, "path,target"), 32)
+    report = inspect_dataset(ds, {"train": np.arange(15), "test": np.arange(15, 21)})
+    target = report["counts"]["target"]
+    assert report["task"] == "regress" and report["imbalance"] is None and "imbalance" not in _by_kind(report)
+    assert (target["min"], target["max"], sum(target["histogram"]["counts"])) == (0.0, 99.0, 21)
+    assert target["per_split"]["test"]["max"] == 99.0 and len(target["histogram"]["edges"]) == 11
+    assert report["summary"]["leaks"] == 1 and report["clean"]["drop"] == [3]  # the test copy stays
+    assert any(line.startswith("target: 0 to 99") for line in format_report(report))
+    manifest = write_clean_manifest(report, ds, tmp_path / "clean.csv")
+    assert manifest.read_text().splitlines()[0] == "path,target,split"
+    again = read(resolve(str(manifest)), 32)
+    assert again.task == "regress" and again.labels.tolist() == np.delete(ds.labels, 3).tolist()

@@ -89,3 +89,32 @@ def test_streaming_serves_the_same_batches_as_in_memory(tmp_path):
     assert sorted(seen.tolist()) == sorted(labels[index].tolist())
     mean, std = channel_stats(mm, index)
     assert np.allclose(mean, (images[index] / 255).mean((0, 2, 3)))
+
+
+def test_multi_hot_and_float_labels_are_served_as_float():
+    import pytest
+
+    from cnnfit.errors import CnnfitError
+
+    images = np.zeros((10, 1, 2, 2), np.uint8)
+    hot = (np.arange(30).reshape(10, 3) % 4 == 0).astype(np.uint8)
+    kw = dict(batch=4, device=torch.device("cpu"), mean=[0.0], std=[1.0])
+    ys = [y for _, y in DeviceLoader(images, hot, index=np.arange(2, 10), **kw)]
+    assert ys[0].dtype == torch.float32 and ys[0].shape == (4, 3)
+    assert torch.equal(torch.cat(ys), torch.from_numpy(hot[2:]).float())
+    targets = np.linspace(-1, 1, 10).astype(np.float32)
+    y = next(iter(DeviceLoader(images, targets, stream=False, **kw)))[1]
+    assert y.dtype == torch.float32 and y.shape == (4,) and torch.allclose(y, torch.from_numpy(targets[:4]))
+    with pytest.raises(CnnfitError, match="sampler=balanced.*multilabel; set train.sampler=shuffle"):
+        DeviceLoader(images, hot, balanced=True, **kw)
+    with pytest.raises(CnnfitError, match="only_minority.*regress; set aug.only_minority=false"):
+        DeviceLoader(images, targets, augment_classes=[1], **kw)
+
+
+def test_streamed_multi_hot_matches_in_memory(tmp_path):
+    _, mm = _memmap(tmp_path, n=40)
+    hot = (np.arange(120).reshape(40, 3) % 3 == 0).astype(np.uint8)
+    kw = dict(batch=16, device=torch.device("cpu"), mean=[0.5] * 3, std=[0.2] * 3, shuffle=True, seed=3)
+    streamed = torch.cat([y for _, y in DeviceLoader(mm, hot, stream=True, **kw)])
+    in_memory = torch.cat([y for _, y in DeviceLoader(mm, hot, stream=False, **kw)])
+    assert streamed.shape == (40, 3) and torch.equal(streamed, in_memory)

@@ -158,3 +158,70 @@ def test_empty_class_folders_are_reported_and_exclude_leaves_files_out(image_fol
     fewer = read(resolve(str(image_folder), exclude=("red/1*.png", "*/blue/2.png")), 16)
     assert len(fewer) == len(ds) - 6  # red/10,12,14,16,18.png by relative path, blue/2.png by full path
     assert not [f for f in fewer.files if f.endswith(("red/10.png", "red/12.png"))]
+
+
+def _manifest(root, rows, header="path,label"):
+    """A CSV manifest of tiny generated PNGs: rows are (name, label cell)."""
+    rng = np.random.default_rng(0)
+    for name, _ in rows:
+        write_image(root / name, (120, 60, 200), (8, 8), rng)
+    text = ([header] if header else []) + [f"{name},{cell}" for name, cell in rows]
+    (root / "labels.csv").write_text("\n".join(text) + "\n")
+    return resolve(str(root / "labels.csv"))
+
+
+def test_csv_with_several_labels_per_row_is_multilabel(tmp_path):
+    ref = _manifest(tmp_path, [("a.png", "cat;outdoor"), ("b.png", "dog"), ("c.png", "dog; outdoor;dog")])
+    ds = read(ref, 8)
+    assert ds.task == "multilabel" and ds.classes == ["cat", "dog", "outdoor"]
+    assert ds.labels.dtype == np.uint8 and ds.labels.tolist() == [[1, 0, 1], [0, 1, 0], [0, 1, 1]]
+
+
+@pytest.mark.parametrize("header, cells, column", [
+    ("path,target", ["1", "2", "3"], "target"),  # named by the header: integers too
+    ("file,Value", ["0.5", "2", "-1e-1"], "Value"),
+    ("", ["0.25", "1", "7.5"], "target"),  # no header: numbers that are not all integers
+])
+def test_csv_with_numbers_is_regression(tmp_path, header, cells, column):
+    ref = _manifest(tmp_path, [(f"{i}.png", c) for i, c in enumerate(cells)], header)
+    ds = read(ref, 8)
+    assert ds.task == "regress" and ds.classes == [column]
+    assert ds.labels.dtype == np.float32 and np.allclose(ds.labels, [float(c) for c in cells])
+
+
+def test_csv_with_integer_labels_stays_classes(tmp_path):
+    ds = read(_manifest(tmp_path, [("a.png", "0"), ("b.png", "1"), ("c.png", "2"), ("d.png", "1")]), 8)
+    assert ds.task == "classify" and ds.classes == ["0", "1", "2"] and ds.labels.tolist() == [0, 1, 2, 1]
+
+
+def test_forced_tasks(tmp_path):
+    ref = _manifest(tmp_path, [("a.png", "cat"), ("b.png", "dog"), ("c.png", "cat")])
+    one_each = read(ref, 8, task="multilabel")  # single labels are allowed: one per image
+    assert one_each.task == "multilabel" and one_each.labels.tolist() == [[1, 0], [0, 1], [1, 0]]
+    with pytest.raises(CnnfitError, match=r"labels.csv line 2: target 'cat' is not a number.*task=classify"):
+        read(ref, 8, task="regress")
+    with pytest.raises(CnnfitError, match="unknown task 'regression'; choose from: auto, classify"):
+        read(ref, 8, task="regression")
+
+
+def test_forcing_classify_on_several_labels_names_the_row(tmp_path):
+    ref = _manifest(tmp_path, [("a.png", "cat"), ("b.png", "cat;dog")])
+    with pytest.raises(CnnfitError, match="line 3: 'cat;dog' holds 2 labels.*task=multilabel"):
+        read(ref, 8, task="classify")
+
+
+def test_target_header_with_words_says_how_to_fix(tmp_path):
+    ref = _manifest(tmp_path, [("a.png", "1.5"), ("b.png", "tall")], header="path,target")
+    with pytest.raises(CnnfitError, match="line 3: target 'tall' is not a number.*rename the column to 'label'"):
+        read(ref, 8)
+
+
+def test_class_sources_under_other_tasks(tmp_path):
+    folder = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(["a", "b", "a", "c"]):
+        write_image(folder / name / f"{i}.png", (90, 90, 90), (8, 8), rng)
+    hot = read(resolve(str(folder)), 8, task="multilabel")
+    assert hot.task == "multilabel" and hot.labels.tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    with pytest.raises(CnnfitError, match="task=regress needs numeric targets.*path,target"):
+        read(resolve(str(folder)), 8, task="regress")

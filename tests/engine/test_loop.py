@@ -61,7 +61,7 @@ def test_early_stopping_stops_with_a_reason_and_restores_best():
 def test_balanced_scores_match_scikit_learn():
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
-    from cnnfit.engine.loop import _balanced_scores
+    from cnnfit.engine.scores import _balanced_scores
 
     rng = np.random.default_rng(0)
     labels = torch.from_numpy(rng.integers(0, 4, 300))

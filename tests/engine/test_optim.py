@@ -43,3 +43,29 @@ def test_every_optimizer_reduces_a_loss(name):
         opt.step()
         opt.zero_grad()
     assert loss.item() < first * 0.9
+
+
+def test_multistep_and_exponential_at_their_ends():
+    from cnnfit.engine.optim import exponential, multistep, scale_lr
+
+    assert multistep(0, total=100, milestones=(30, 60)) == 1.0
+    assert multistep(30, total=100, milestones=(30, 60)) == pytest.approx(0.1)
+    assert multistep(99, total=100, milestones=(30, 60)) == pytest.approx(0.01)
+    assert exponential(0, total=100, every=10) == 1.0
+    assert exponential(20, total=100, every=10, gamma=0.5) == pytest.approx(0.25)
+    assert scale_lr(0.1, 256, "linear", 64) == pytest.approx(0.4)
+    assert scale_lr(1e-3, 256, "sqrt", 64) == pytest.approx(2e-3)
+    assert scale_lr(1e-3, 256, "none", 64) == 1e-3
+
+
+def test_plateau_lowers_the_lr_after_patience_epochs_without_improvement():
+    from cnnfit.engine.callbacks import ReduceLROnPlateau
+    from cnnfit.engine.state import State
+
+    model = torch.nn.Linear(2, 2)
+    state = State(model, build_optimizer("sgd", model, lr=0.1), epochs=10, steps_per_epoch=1, batch=1)
+    cb = ReduceLROnPlateau("val_loss", patience=2, factor=0.5)
+    for epoch, loss in enumerate([1.0, 0.9, 0.95, 0.92, 0.91, 0.93]):
+        state.epoch, state.metrics = epoch, {"val_loss": loss}
+        cb.on_epoch_end(state)
+    assert state.lr_scale == 0.25  # stalls at epochs 3-4 and 5-6

@@ -16,19 +16,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cnnfit.data.imageset import ImageSet
+from cnnfit.data.imageset import ImageSet, check_task
 from cnnfit.data.loader import channel_stats
 from cnnfit.data.sources import SourceRef, read
 
-CACHE_VERSION = 1  # bump when decoding changes, so old entries are never reused
+CACHE_VERSION = 2  # bump when decoding or the entry format changes, so old entries are never reused (2: task)
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("CNNFIT_CACHE", Path.home() / ".cache" / "cnnfit" / "cache")).expanduser()
 
 
-def cache_key(ref: SourceRef, size: int | None, channels: int | None, resize: str) -> str:
+def cache_key(ref: SourceRef, size: int | None, channels: int | None, resize: str, task: str = "auto") -> str:
+    """A forced task is part of the key: the same CSV read as classes and as targets are two entries."""
     text = f"v{CACHE_VERSION}|{ref.fingerprint()}|{size or 'auto'}|{channels or 'auto'}|{resize}"
+    text += f"|{task}" if task != "auto" else ""
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -40,7 +42,8 @@ def _load(entry: Path) -> ImageSet | None:
         origin = np.load(entry / "origin.npy") if (entry / "origin.npy").exists() else None
     except (OSError, ValueError, KeyError):
         return None
-    return ImageSet(images, labels, meta["classes"], meta["files"], origin, [tuple(s) for s in meta["skipped"]])
+    return ImageSet(images, labels, meta["classes"], meta["files"], origin, [tuple(s) for s in meta["skipped"]],
+                    task=meta["task"])
 
 
 class NpyWriter:
@@ -79,10 +82,11 @@ def _store(entry: Path, tmp: Path, ds: ImageSet) -> None:
                 os.replace(ds.images.path, target)
         else:
             np.save(target, np.ascontiguousarray(ds.images))
-        np.save(tmp / "labels.npy", ds.labels)
+        np.save(tmp / "labels.npy", ds.labels)  # dtype and shape travel with the array: int64, uint8 (N, L), float32
         if ds.origin is not None:
             np.save(tmp / "origin.npy", ds.origin)
-        meta = {"classes": ds.classes, "files": ds.files, "skipped": ds.skipped, "version": CACHE_VERSION}
+        meta = {"classes": ds.classes, "files": ds.files, "skipped": ds.skipped, "task": ds.task,
+                "version": CACHE_VERSION}
         (tmp / "meta.json").write_text(json.dumps(meta))
         os.rename(tmp, entry)
     except OSError:
@@ -93,12 +97,13 @@ def _store(entry: Path, tmp: Path, ds: ImageSet) -> None:
 
 
 def load_imageset(ref: SourceRef, size: int | None = None, channels: int | None = None, resize: str = "squash",
-                  workers: int | None = None, use_cache: bool = True) -> tuple[ImageSet, bool]:
-    """The ImageSet for a source, and whether it came from the cache."""
+                  workers: int | None = None, use_cache: bool = True, *, task: str = "auto") -> tuple[ImageSet, bool]:
+    """The ImageSet for a source, and whether it came from the cache. `task` as in `sources.read`."""
+    check_task(task)
     if not use_cache:
-        return read(ref, size, channels, resize, workers), False
+        return read(ref, size, channels, resize, workers, task=task), False
     root = cache_root()
-    key = cache_key(ref, size, channels, resize)
+    key = cache_key(ref, size, channels, resize, task)
     alias = root / f"{key}.alias"  # auto size/channels: points at the entry of the resolved values
     entry = root / (alias.read_text().strip() if alias.exists() else key)
     if entry.is_dir() and (ds := _load(entry)) is not None:
@@ -110,12 +115,12 @@ def load_imageset(ref: SourceRef, size: int | None = None, channels: int | None 
         return NpyWriter(tmp / name, shape)
 
     try:
-        ds = read(ref, size, channels, resize, workers, alloc=on_disk)
+        ds = read(ref, size, channels, resize, workers, alloc=on_disk, task=task)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     c, h = ds.images.shape[1:3]
-    resolved = cache_key(ref, h, c, resize)
+    resolved = cache_key(ref, h, c, resize, task)
     _store(root / resolved, tmp, ds)
     if resolved != key:
         alias.write_text(resolved)

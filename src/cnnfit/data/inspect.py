@@ -18,9 +18,10 @@ import numpy as np
 from PIL import Image
 
 from cnnfit.data.decode import DecodeError, map_images, probe
-from cnnfit.data.imageset import SPLITS, ImageSet
-from cnnfit.data.sources import data_root
+from cnnfit.data.imageset import SPLITS, ImageSet, class_counts, label_text
 from cnnfit.data.loader import read_rows
+from cnnfit.data.manifest import manifest_cell, manifest_header
+from cnnfit.data.sources import data_root
 from cnnfit.errors import CnnfitError
 
 NEAR_THRESHOLD = 6  # bits of the 64-bit dHash that may differ; JPEG q75 copies differ by 0-3 (CIFAR, photos)
@@ -69,25 +70,50 @@ def _assign_splits(n: int, parts: dict[str, np.ndarray], findings: list[dict]) -
     return split_of, names, aliases
 
 
-def _counts(ds: ImageSet, parts: dict, names: list[str], findings: list[dict]) -> tuple[dict, dict]:
-    k = len(ds.classes)
-    per = {s: np.bincount(ds.labels[np.asarray(parts[s], dtype=np.int64)], minlength=k) for s in names}
-    total = np.bincount(ds.labels, minlength=k)
-    counts = {"per_class": {c: {**{s: int(per[s][i]) for s in names}, "total": int(total[i])}
-                            for i, c in enumerate(ds.classes)},
-              "per_split": {s: int(per[s].sum()) for s in names}}
+def _counts(ds: ImageSet, parts: dict, names: list[str], findings: list[dict]) -> tuple[dict, dict | None]:
+    """Images per split; per class (classify) or per label (multilabel: the images carrying it) with the
+    imbalance among them; for regression a summary of the targets instead, and no imbalance."""
+    counts: dict = {"per_split": {s: len(parts[s]) for s in names}}
+    if ds.task == "regress":
+        counts["target"] = _target_summary(ds, parts, names, findings)
+        return counts, None
+    what = "class" if ds.task == "classify" else "label"
+    per = {s: class_counts(ds, parts[s]) for s in names}
+    total = class_counts(ds)
+    counts[f"per_{what}"] = {c: {**{s: int(per[s][i]) for s in names}, "total": int(total[i])}
+                             for i, c in enumerate(ds.classes)}
     base = "train" if "train" in per and per["train"].sum() else "all"
     n = per["train"] if base == "train" else total
     big, small = int(n.argmax()), int(n.argmin())
     ratio = float(n[big] / n[small]) if n[small] else None
     for i in np.flatnonzero(n == 0):
-        _add(findings, "error", "empty_class", f"class '{ds.classes[i]}' has no {base} images to learn it from")
+        _add(findings, "error", f"empty_{what}", f"{what} '{ds.classes[i]}' has no {base} images to learn it from")
+    fix = ("consider train.class_weight=balanced or train.sampler=balanced" if ds.task == "classify" else
+           "test metrics fit each label's threshold on val; consider train.loss=focal")
     if ratio is not None and ratio >= 3:  # where train.monitor=auto switches to macro F1
-        _add(findings, "warning", "imbalance", f"'{ds.classes[big]}' has {ratio:.1f}x the images of "
-             f"'{ds.classes[small]}' ({n[big]} vs {n[small]}, {base}); consider train.class_weight=balanced or "
-             "train.sampler=balanced")
+        _add(findings, "warning", "imbalance", f"{what} '{ds.classes[big]}' has {ratio:.1f}x the images of "
+             f"'{ds.classes[small]}' ({n[big]} vs {n[small]}, {base}); {fix}")
+    if ds.task == "multilabel" and (bare := int((ds.labels.sum(1) == 0).sum())):
+        _add(findings, "info", "no_labels", f"{bare} images carry no label: negatives for every label")
     return counts, {"ratio": None if ratio is None else round(ratio, 3), "largest": ds.classes[big],
                     "smallest": ds.classes[small], "split": base}
+
+
+def _moments(y: np.ndarray) -> dict | None:
+    return {k: float(f"{f(y):.6g}") for k, f in (("min", np.min), ("max", np.max), ("mean", np.mean),
+                                                  ("std", np.std))} if len(y) else None
+
+
+def _target_summary(ds: ImageSet, parts: dict, names: list[str], findings: list[dict]) -> dict:
+    """min/max/mean/std of the targets, overall and per split, and a 10-bin histogram over their range."""
+    y = ds.labels.astype(np.float64)
+    hist, edges = np.histogram(y, bins=10) if len(y) else (np.zeros(10, np.int64), np.zeros(11))
+    if len(y) and y.min() == y.max():
+        _add(findings, "error", "constant_target", f"every target is {y[0]:g}: nothing to learn; check the "
+             f"'{ds.classes[0]}' column")
+    return {"name": ds.classes[0], **(_moments(y) or {}),
+            "histogram": {"edges": [float(f"{e:.6g}") for e in edges], "counts": hist.tolist()},
+            "per_split": {s: _moments(y[np.asarray(parts[s], dtype=np.int64)]) for s in names}}
 
 
 # --- files: bytes, headers, sizes ---------------------------------------------------------------------
@@ -257,7 +283,7 @@ def _entry(idx: list[int], ds: ImageSet, names: list[str], split_of: np.ndarray,
     """A duplicate group or pair, classified: leak (across splits), label_conflict, else a plain duplicate."""
     e = {"indices": idx, "files": [ds.files[i] for i in idx] if ds.files is not None else [],
          "splits": [names[split_of[i]] if split_of[i] >= 0 else None for i in idx],
-         "labels": [ds.classes[ds.labels[i]] for i in idx], **extra}
+         "labels": [label_text(ds, i) for i in idx], **extra}
     e["kinds"] = ([k for k, hit in (("leak", len({s for s in e["splits"] if s}) > 1),
                                     ("label_conflict", len(set(e["labels"])) > 1)) if hit]
                   or ["near_duplicate" if near else "exact_duplicate"])
@@ -280,15 +306,16 @@ def _duplicate_findings(e: dict, near: bool, findings: list[dict]) -> None:
         _add(findings, level, kind, f"{what} {where}: {shown}", e["indices"], e["files"])
 
 
-def _drops(groups: list[dict], pairs: list[dict], split_of: np.ndarray, labels: np.ndarray) -> list[int]:
+def _drops(groups: list[dict], pairs: list[dict], split_of: np.ndarray) -> list[int]:
     """Images to leave out so no duplicate crosses splits or labels. The copy in the later split stays (test
     over val over train: the evaluation split is the reference, the training copy is the leak), else the first."""
     dropped: set[int] = set()
     for g in groups:
         if {"leak", "label_conflict"} & set(g["kinds"]):
+            label = dict(zip(g["indices"], g["labels"]))  # as label_text writes them: any task compares
             members = sorted(g["indices"], key=lambda i: (-split_of[i], i))
-            head = (split_of[members[0]], labels[members[0]])
-            dropped |= {i for i in members if (split_of[i], labels[i]) != head}
+            head = (split_of[members[0]], label[members[0]])
+            dropped |= {i for i in members if (split_of[i], label[i]) != head}
     for p in pairs:
         i, j = p["indices"]  # i < j
         if {"leak", "label_conflict"} & set(p["kinds"]) and i not in dropped and j not in dropped:
@@ -377,11 +404,11 @@ def inspect_dataset(ds: ImageSet, parts: dict[str, np.ndarray], *, near_threshol
              f"candidates or {_MAX_FOUND:,} matches: too many images look alike at 9x8 pixels (digits on a plain "
              "background?); exact duplicates are complete")
 
-    drop = _drops(groups, pairs, split_of, ds.labels)
+    drop = _drops(groups, pairs, split_of)
     kinds = Counter(k for e in groups + pairs for k in e["kinds"])
     findings = _capped(findings)
     return {
-        "images": n, "classes": list(ds.classes), "shape": list(ds.shape),
+        "images": n, "task": ds.task, "classes": list(ds.classes), "shape": list(ds.shape),
         "counts": counts, "imbalance": imbalance, "files": files, "skipped": skipped,
         "duplicates": {
             "exact_by": "file bytes (sha256)" if ds.files is not None else "decoded pixels (sha256)",
@@ -402,12 +429,23 @@ def format_report(report: dict) -> list[str]:
     s, c, imb, f = report["summary"], report["counts"], report["imbalance"], report["files"]
     splits = " / ".join(f"{k} {v:,}" + (f" (= {c['aliases'][k]})" if k in c["aliases"] else "")
                         for k, v in c["per_split"].items())
-    per = sorted(c["per_class"].items(), key=lambda kv: -kv[1]["total"])
-    lines = [f"{report['images']:,} images, {len(per)} classes, decoded {'x'.join(map(str, report['shape']))}; "
-             f"{splits}" + (f"; {c['unassigned']:,} in no split" if c["unassigned"] else ""),
-             "classes: " + ", ".join(f"{k} {v['total']:,}" for k, v in per[:12]) + " ..." * (len(per) > 12),
-             f"imbalance ({imb['split']}): " + (f"{imb['ratio']:.1f}x, '{imb['largest']}' / '{imb['smallest']}'"
-                                                if imb["ratio"] is not None else f"'{imb['smallest']}' is empty")]
+    key = next(k for k in ("per_class", "per_label", "target") if k in c)
+    head = f"decoded {'x'.join(map(str, report['shape']))}; {splits}" + (
+        f"; {c['unassigned']:,} in no split" if c["unassigned"] else "")
+    if key == "target":  # regression: the targets' range and spread instead of counts
+        t, hist = c["target"], c["target"]["histogram"]
+        lines = [f"{report['images']:,} images, target '{t['name']}', {head}"]
+        if "mean" in t:
+            lines.append(f"target: {t['min']:g} to {t['max']:g}, mean {t['mean']:g}, std {t['std']:g}; "
+                         f"10 bins from {hist['edges'][0]:g} to {hist['edges'][-1]:g}: "
+                         + " ".join(map(str, hist["counts"])))
+    else:
+        what = "classes" if key == "per_class" else "labels"
+        per = sorted(c[key].items(), key=lambda kv: -kv[1]["total"])
+        lines = [f"{report['images']:,} images, {len(per)} {what}, {head}",
+                 f"{what}: " + ", ".join(f"{k} {v['total']:,}" for k, v in per[:12]) + " ..." * (len(per) > 12),
+                 f"imbalance ({imb['split']}): " + (f"{imb['ratio']:.1f}x, '{imb['largest']}' / '{imb['smallest']}'"
+                                                    if imb["ratio"] is not None else f"'{imb['smallest']}' is empty")]
     if f and "width" in f:
         lines.append(f"sizes: {f['width']['min']}-{f['width']['max']} x {f['height']['min']}-{f['height']['max']} px "
                      f"(median {f['width']['median']}x{f['height']['median']}), aspect {f['aspect']['min']}-"
@@ -425,7 +463,8 @@ def format_report(report: dict) -> list[str]:
 
 
 def write_clean_manifest(report: dict, ds: ImageSet, path: str | Path) -> Path:
-    """Write `path,label,split` for every image the report keeps; returns the CSV's path.
+    """Write `path,label,split` (`path,target,split` for regression) for every image the report keeps, labels as
+    label_text writes them, so the manifest reads back as the same task; returns the CSV's path.
 
     `path` is the CSV file or a folder for `clean_manifest.csv`. Paths are written absolute so the manifest can
     move; zip members keep their `archive.zip:member` names, images without a file their index.
@@ -439,12 +478,12 @@ def write_clean_manifest(report: dict, ds: ImageSet, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
-        out.writerow(["path", "label", "split"])
+        out.writerow(manifest_header(ds.task))
         for i in range(len(ds)):
             if i not in drop:
                 f = i if ds.files is None else ds.files[i]
                 out.writerow([f if isinstance(f, int) or _ZIP_MEMBER.match(f) else Path(f).absolute(),
-                              ds.classes[ds.labels[i]], splits[i]])
+                              manifest_cell(label_text(ds, i), ds.task), splits[i]])
     return path
 
 

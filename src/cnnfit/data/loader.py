@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from cnnfit.data.augment import Augment
+from cnnfit.data.imageset import task_of
+from cnnfit.errors import CnnfitError
 
 
 def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -91,6 +93,12 @@ def _cgroup_limit() -> int:
     return 1 << 62
 
 
+def _host_labels(labels: np.ndarray, task: str) -> np.ndarray:
+    """Labels in the dtype the loss takes: int64 classes, uint8 multi-hot, float32 targets."""
+    dtype = {"classify": np.int64, "multilabel": np.uint8, "regress": np.float32}[task]
+    return np.asarray(labels, dtype=dtype)
+
+
 class DeviceLoader:
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch: int, device: torch.device,
                  mean: list[float], std: list[float], augment: Augment | None = None, shuffle: bool = False,
@@ -98,16 +106,25 @@ class DeviceLoader:
                  augment_classes: list[int] | None = None, index: np.ndarray | None = None,
                  stream: bool | None = None, prefetch: int = 4) -> None:
         """`index` picks the rows of images/labels to serve (default all). `stream=None` streams from
-        disk only when the rows would take more than half the free memory of the device."""
+        disk only when the rows would take more than half the free memory of the device.
+        Labels are served as given: (B,) int64 classes, (B, L) float multi-hot, or (B,) float32 targets;
+        `balanced` and `augment_classes` draw by class, so they are for class labels only."""
         self.index = np.arange(len(labels)) if index is None else np.asarray(index, dtype=np.int64)
         nbytes = len(self.index) * int(np.prod(images.shape[1:]))
         self.stream = stream if stream is not None else (
             isinstance(images, np.memmap) and nbytes > memory_budget(device))
         self.images, self.prefetch = images, prefetch
-        self.labels_host = np.asarray(labels, dtype=np.int64)
+        self.task = task_of(labels)
+        if self.task != "classify" and (balanced or augment_classes is not None):
+            what, fix = (("train.sampler=balanced", "train.sampler=shuffle") if balanced else
+                         ("aug.only_minority", "aug.only_minority=false"))
+            raise CnnfitError(f"{what} draws by class and needs one class per image, but this data is {self.task}; "
+                              f"set {fix}")
+        self.labels_host = _host_labels(labels, self.task)
         if not self.stream:
             # uint8 on device: 4x less memory than fp32; decoded once at cache time
             self.x = torch.from_numpy(read_rows(images, self.index)).to(device)  # (N, C, H, W) uint8
+        # (N,) int64 classes, (N, L) uint8 multi-hot (made float per batch: 4x less memory) or (N,) float32 targets
         self.y = torch.from_numpy(self.labels_host[self.index]).to(device)
         self.batch, self.device, self.augment, self.shuffle = batch, device, augment, shuffle
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
@@ -137,11 +154,12 @@ class DeviceLoader:
             return torch.multinomial(self.sample_weights, n, replacement=True, generator=self.generator)
         return torch.randperm(n, generator=self.generator, device=self.device) if self.shuffle else None
 
-    def _batches(self, order: torch.Tensor | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """uint8 (B, C, H, W) and labels per batch: gathered on the device, or read from disk ahead."""
+    def _batches(self, order: torch.Tensor | None, first: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """uint8 (B, C, H, W) and labels per batch from batch number `first` on: gathered on the device,
+        or read from disk ahead."""
         n = len(self.y)
         if not self.stream:
-            for start in range(0, n, self.batch):
+            for start in range(first * self.batch, n, self.batch):
                 idx = order[start: start + self.batch] if order is not None else slice(start, start + self.batch)
                 yield self.x[idx], self.y[idx]
             return
@@ -151,7 +169,7 @@ class DeviceLoader:
 
         def produce() -> None:
             try:
-                for start in range(0, n, self.batch):
+                for start in range(first * self.batch, n, self.batch):
                     if stop.is_set():
                         return
                     pos = np.sort(positions[start: start + self.batch])  # sorted rows: sequential reads
@@ -178,8 +196,17 @@ class DeviceLoader:
                 except queue.Empty:
                     thread.join(0.05)
 
+    def new_order(self) -> torch.Tensor | None:
+        """The next epoch's sample order (None: in index order), drawn from the loader's generator."""
+        return self._order()
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for xb, y in self._batches(self._order()):
+        return self.iterate(self._order())
+
+    def iterate(self, order: torch.Tensor | None, first: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch in `order`, from batch number `first` on: with the generator state saved
+        alongside, a resumed epoch sees exactly the images and augmentations the interrupted one would have."""
+        for xb, y in self._batches(order, first):
             x = xb.float().div_(255.0)  # (B, C, H, W) in [0, 1]
             if self.augment is not None:
                 if self.augment_mask is None:
@@ -187,4 +214,4 @@ class DeviceLoader:
                 else:  # minority classes only
                     x = torch.where(self.augment_mask[y].view(-1, 1, 1, 1), self.augment(x, self.generator), x)
             x = x.sub_(self.mean).mul_(self.inv_std).contiguous(memory_format=self.memory_format)
-            yield x, y
+            yield x, (y.float() if self.task == "multilabel" else y)  # BCE wants float targets, (B, L)

@@ -6,7 +6,6 @@ the source's own split in `origin` when it has one.
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import gzip
 import hashlib
@@ -21,12 +20,12 @@ from typing import Callable
 import numpy as np
 
 from cnnfit.data.decode import DecodeError, decode_image, is_image_name, map_images, probe
-from cnnfit.data.imageset import SPLITS, ImageSet
+from cnnfit.data.imageset import SPLITS, TASKS, ImageSet, check_task
 from cnnfit.data.loader import read_rows
+from cnnfit.data.manifest import SPLIT_NAMES, encode_labels, manifest_task, one_hot, read_manifest
 from cnnfit.errors import CnnfitError
 
 NAMED = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
-_SPLIT_DIRS = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "test": 2, "testing": 2}
 _MNIST_CLASSES = {
     "mnist": [str(i) for i in range(10)],
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -58,7 +57,7 @@ class SourceRef:
         elif self.path is not None:
             files = sorted(self.path.rglob("*")) if self.path.is_dir() else [self.path]
             if self.kind == "csv":  # the manifest and every image it names
-                files += [Path(e[0]) for e in _csv_entries(self.path)[0]]
+                files += [Path(e[0]) for e in read_manifest(self.path)[0]]
             for f in files:
                 if f.is_file():
                     st = f.stat()
@@ -221,16 +220,16 @@ def _read_npz(ref: SourceRef, size, channels) -> ImageSet:
     return _from_array(x, y, classes, origin, size, channels)
 
 
-# --- file sources (folder, zip) --------------------------------------------------------------
+# --- file sources (folder, zip, CSV manifest: see manifest.py) ------------------------------
 
 def _layout(names: list[str]) -> tuple[list[tuple[str, int, str]], list[tuple[str, str]]]:
     """(name, split index or -1, class) for every image file name, and files outside any class folder."""
     parts = [Path(n).parts for n in names]
-    split_layout = any(len(p) >= 3 and p[0].lower() in _SPLIT_DIRS for p in parts)
+    split_layout = any(len(p) >= 3 and p[0].lower() in SPLIT_NAMES for p in parts)
     entries, strays = [], []
     for name, p in zip(names, parts):
-        if split_layout and len(p) >= 3 and p[0].lower() in _SPLIT_DIRS:
-            entries.append((name, _SPLIT_DIRS[p[0].lower()], p[1]))
+        if split_layout and len(p) >= 3 and p[0].lower() in SPLIT_NAMES:
+            entries.append((name, SPLIT_NAMES[p[0].lower()], p[1]))
         elif not split_layout and len(p) >= 2:
             entries.append((name, -1, p[0]))
         else:
@@ -242,35 +241,12 @@ def _hidden(rel: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in Path(rel).parts)
 
 
-def _csv_entries(path: Path) -> tuple[list[tuple[str, int, str]], list[tuple[str, str]]]:
-    """Rows `path,label[,split]` (a header row is optional); paths relative to the CSV's folder."""
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if rows and rows[0][0].strip().lower() in ("path", "file", "filename"):
-        rows = rows[1:]
-    entries, bad = [], []
-    for i, row in enumerate(rows, start=1):
-        if len(row) < 2 or not row[1].strip():
-            bad.append((f"{path.name} row {i}", "needs path,label[,split]"))
-            continue
-        split = row[2].strip().lower() if len(row) > 2 and row[2].strip() else ""
-        if split and split not in _SPLIT_DIRS:
-            bad.append((f"{path.name} row {i}", f"unknown split '{row[2]}' (use train, val or test)"))
-            continue
-        file = Path(row[0].strip()).expanduser()
-        entries.append((str(file if file.is_absolute() else path.parent / file), _SPLIT_DIRS.get(split, -1),
-                        row[1].strip()))
-    if entries and len({e[1] < 0 for e in entries}) > 1:
-        raise CnnfitError(f"{path}: give a split for every row or for none")
-    return entries, bad
-
-
 def _file_entries(ref: SourceRef):
-    """(entries, skipped, load, display) for a folder, a zip or a CSV manifest."""
+    """(entries, skipped, load, display, label column) for a folder, a zip or a CSV manifest."""
     if ref.kind == "csv":
-        entries, skipped = _csv_entries(ref.path)
+        entries, skipped, column = read_manifest(ref.path)
         entries = [e for e in entries if not _excluded(e[0], e[0], ref.exclude)]
-        return entries, skipped, lambda r: r, lambda r: r
+        return entries, skipped, lambda r: r, lambda r: r, column
     if ref.kind == "zip":
         zf = zipfile.ZipFile(ref.path)
         names = [i.filename for i in zf.infolist() if not i.is_dir()]
@@ -293,7 +269,7 @@ def _file_entries(ref: SourceRef):
             depth = 2 if any(e[1] >= 0 for e in entries) else 1
             if len(Path(r).parts) == depth and not _hidden(r) and not any(u == r or u.startswith(r + "/") for u in used):
                 skipped.append((str(d) + "/", "empty class folder: no images, class left out"))
-    return entries, skipped, load, display
+    return entries, skipped, load, display, ""
 
 
 def _excluded(display: str, rel: str, patterns: tuple[str, ...]) -> bool:
@@ -304,12 +280,14 @@ def _in_memory(shape: tuple[int, ...], name: str) -> np.ndarray:
     return np.empty(shape, dtype=np.uint8)
 
 
-def _read_files(ref: SourceRef, size, channels, resize, workers, alloc=_in_memory) -> ImageSet:
-    entries, skipped, load, display = _file_entries(ref)
+def _read_files(ref: SourceRef, size, channels, resize, workers, alloc=_in_memory, task: str = "auto") -> ImageSet:
+    entries, skipped, load, display, column = _file_entries(ref)
     if not entries:
         raise CnnfitError(f"no images found in '{ref.name}'; expected one sub-folder per class "
                           f"(e.g. {ref.name}/cats/1.jpg), optionally inside train/ val/ test/"
                           if ref.kind != "csv" else f"no usable rows in '{ref.name}'; expected path,label[,split]")
+    # the task is settled from every row before any decoding, so a bad row fails in a second, not after an hour
+    task = manifest_task(entries, task, column, ref.path.name) if ref.kind == "csv" else "classify"
     headers = map_images(probe, [e[0] for e in entries], load, workers)
     good = [(e, h) for e, h in zip(entries, headers) if not isinstance(h, DecodeError)]
     skipped += [(display(e[0]), str(h)) for e, h in zip(entries, headers) if isinstance(h, DecodeError)]
@@ -344,32 +322,42 @@ def _read_files(ref: SourceRef, size, channels, resize, workers, alloc=_in_memor
         for start in range(0, len(rows), _CHUNK):
             compact[start: start + _CHUNK] = read_rows(source, rows[start: start + _CHUNK])
         images = compact
-    classes = sorted({e[2] for e, _ in kept})
-    index = {c: i for i, c in enumerate(classes)}
+    labels, classes = encode_labels([e[2] for e, _ in kept], task, column)
     origin = np.array([e[1] for e, _ in kept], dtype=np.int8)
     return ImageSet(
         images=images,
-        labels=np.array([index[e[2]] for e, _ in kept], dtype=np.int64),
+        labels=labels,
         classes=classes,
         files=[display(e[0]) for e, _ in kept],
         origin=None if (origin < 0).all() else np.where(origin < 0, 0, origin).astype(np.int8),
         skipped=sorted(skipped),
+        task=task,
     )
 
 
 def read(ref: SourceRef, size: int | None = None, channels: int | None = None, resize: str = "squash",
-         workers: int | None = None, alloc=_in_memory) -> ImageSet:
+         workers: int | None = None, alloc=_in_memory, *, task: str = "auto") -> ImageSet:
     """Decode a source to uint8 (N, C, H, W); None for size/channels keeps the source's own.
-    File sources write into `alloc(shape, name)` (the cache passes an on-disk array)."""
+    File sources write into `alloc(shape, name)` (the cache passes an on-disk array).
+    `task` (auto, classify, multilabel, regress): a CSV manifest detects its own under auto; every other
+    source holds classes, which task=multilabel turns into one-hot rows."""
+    check_task(task)
+    if ref.kind == "csv":
+        return _read_files(ref, size, channels, resize, workers, alloc, task)
+    if task == "regress":  # refused before decoding anything
+        raise CnnfitError(f"task=regress needs numeric targets, and '{ref.name}' holds classes; give a CSV manifest "
+                          "with rows path,target, or use task=auto")
     if ref.kind == "digits":
-        return _read_digits(size, channels)
-    if ref.kind == "idx":
-        return _read_idx(ref, size, channels)
-    if ref.kind == "cifar":
-        return _read_cifar(ref, size, channels)
-    if ref.kind == "npz":
-        return _read_npz(ref, size, channels)
-    return _read_files(ref, size, channels, resize, workers, alloc)
+        ds = _read_digits(size, channels)
+    elif ref.kind == "idx":
+        ds = _read_idx(ref, size, channels)
+    elif ref.kind == "cifar":
+        ds = _read_cifar(ref, size, channels)
+    elif ref.kind == "npz":
+        ds = _read_npz(ref, size, channels)
+    else:
+        ds = _read_files(ref, size, channels, resize, workers, alloc)
+    return one_hot(ds) if task == "multilabel" else ds
 
 
-__all__ = ["NAMED", "SPLITS", "SourceRef", "data_root", "read", "resolve"]
+__all__ = ["NAMED", "SPLITS", "TASKS", "SourceRef", "data_root", "read", "resolve"]

@@ -1,9 +1,12 @@
-"""The training engine: fit, infer, State, checkpoints, optimizers and schedules."""
+"""The training engine: fit, infer, State, checkpoints, losses, scores, optimizers and schedules."""
 
-from cnnfit.engine import finetune
+from cnnfit.engine import finetune, losses, scores
 from cnnfit.engine.checkpoint import load_checkpoint, save_checkpoint
+from cnnfit.engine.compile import compile_checked
 from cnnfit.engine.loop import fit, infer
-from cnnfit.engine.optim import build_optimizer, make_schedule, param_groups
+from cnnfit.engine.lr_find import LRFind, lr_range_test
+from cnnfit.engine.optim import build_optimizer, make_schedule, param_groups, scale_lr
 from cnnfit.engine.state import State
 
-__all__ = ["State", "build_optimizer", "finetune", "fit", "infer", "load_checkpoint", "make_schedule", "param_groups", "save_checkpoint"]
+__all__ = ["LRFind", "State", "build_optimizer", "compile_checked", "finetune", "fit", "infer", "load_checkpoint",
+           "losses", "lr_range_test", "make_schedule", "param_groups", "save_checkpoint", "scale_lr", "scores"]

@@ -38,10 +38,3 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise CnnfitError(f"checkpoint '{path}' was written by a newer cnnfit; upgrade cnnfit to read it")
     return ckpt
-
-
-def rng_states() -> dict[str, Any]:
-    states = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states

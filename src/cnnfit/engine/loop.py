@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import time
+from functools import partial
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from cnnfit.engine import losses, scores
 from cnnfit.engine.callbacks import HOOKS, Callback
+from cnnfit.engine.resume import restore
 from cnnfit.engine.state import State
 
 AUX_WEIGHT = 0.3  # auxiliary classifier losses, as in GoogLeNet (Szegedy et al., 2015)
@@ -31,93 +34,143 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 @torch.no_grad()
 def infer(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
           amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, on CPU) and labels for every batch, in order, with the model in eval mode."""
+    """Outputs (float32, on CPU) and targets for every batch, in order, with the model in eval mode."""
     was_training = model.training
     model.eval()
-    logits, labels = [], []
+    outputs, targets = [], []
     for x, y in batches:
         with _autocast(x.device, amp_dtype):
             out = model(x)
-        logits.append(out.float())
-        labels.append(y)
+        outputs.append(out.float())
+        targets.append(y)
     model.train(was_training)
-    if not logits:
+    if not outputs:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
-    return torch.cat(logits).cpu(), torch.cat(labels).cpu()
+    return torch.cat(outputs).cpu(), torch.cat(targets).cpu()
 
 
-def _balanced_scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """Macro F1 and balanced accuracy from a confusion count, cheap enough for every epoch."""
-    if not len(labels):
-        return float("nan"), float("nan")
-    k = logits.shape[1]
-    cm = torch.bincount(labels * k + logits.argmax(1), minlength=k * k).view(k, k).double()  # (true, pred)
-    tp, support, predicted = cm.diag(), cm.sum(1), cm.sum(0)
-    present = support > 0
-    recall = tp / support.clamp(min=1)
-    precision = tp / predicted.clamp(min=1)
-    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
-    return f1[present | (predicted > 0)].mean().item(), recall[present].mean().item()
+def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.Optimizer, epochs: int,
+        device: torch.device, task: str = "classify",
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        score_fn: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None,
+        callbacks: Sequence[Callback] = (), amp_dtype: torch.dtype | None = None,
+        mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        accumulate: int = 1, clip_norm: float | None = None, clip_value: float | None = None, l1: float = 0.0,
+        ema: float | None = None, forward: Callable[[torch.Tensor], Any] | None = None,
+        resume: dict | None = None) -> State:
+    """Train for `epochs` (or until a callback sets `state.stop`); per-epoch metrics land in state.history.
 
+    `train` is a DeviceLoader (it has `new_order`, `iterate` and a `generator`; any re-iterable of batches
+    works without exact resume). `accumulate` micro-batches make one optimizer step, each weighted by its
+    share of the step's images, so `accumulate=4 batch=16` is `batch=64` (models without batch norm).
+    `forward` is a compiled model to train through; `model` stays the module whose weights are saved.
+    `resume` is a last.pt dict: the run continues at its exact step. `loss_fn` and `score_fn` default to
+    the task's own (cross-entropy and accuracy for classify)."""
+    forward = forward if forward is not None else model  # a compiled module has no truth value
+    loss_fn = loss_fn or losses.make_loss(task)
+    score_fn = score_fn or partial(scores.epoch_scores, task, loss=loss_fn)
+    correct_fn = partial(scores.train_correct, task) if task == "classify" else None
+    exact = hasattr(train, "iterate")
+    micro_batches = len(train)
+    state = State(model, optimizer, epochs, -(-micro_batches // accumulate), getattr(train, "batch", 0),
+                  loader=train if exact else None, callbacks=list(callbacks))
+    if amp_dtype == torch.float16:
+        state.scaler = torch.amp.GradScaler(device.type)
+    if ema:
+        multi_avg = torch.optim.swa_utils.get_ema_multi_avg_fn(ema)
+        state.ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=multi_avg, use_buffers=True)
+    if resume is not None:
+        restore(state, resume, device)
+    state.bad_step = torch.full((), -1, device=device, dtype=torch.long)
+    decayed = [p for g in optimizer.param_groups if g.get("weight_decay", 0) > 0 or l1 for p in g["params"]
+               if p.ndim > 1]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    step_images = accumulate * state.batch
+    n_images = getattr(train, "num_images", None)
 
-def fit(model: nn.Module, train: Iterable, val: Iterable, *, optimizer: torch.optim.Optimizer,
-        epochs: int, device: torch.device, callbacks: Sequence[Callback] = (), label_smoothing: float = 0.0,
-        amp_dtype: torch.dtype | None = None, class_weight: torch.Tensor | None = None,
-        mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> State:
-    """Train for `epochs` (or until a callback sets `state.stop`); per-epoch metrics land in state.history."""
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    state = State(model, optimizer, epochs, len(train), getattr(train, "batch", 0))
     _call(callbacks, "on_fit_start", state)
-    for epoch in range(epochs):
-        state.epoch = epoch
-        state.loss_sum = torch.zeros((), device=device)
-        state.correct = torch.zeros((), device=device, dtype=torch.long)
-        state.seen = 0
+    for epoch in range(state.epoch, epochs):
+        state.epoch, state.epoch_done = epoch, False
+        fresh = state.order is None and state.epoch_step == 0 and state.seen == 0
+        if fresh:
+            state.loss_sum = torch.zeros((), device=device)
+            state.correct = torch.zeros((), device=device, dtype=torch.long)
+            state.seen = 0
+            state.order = train.new_order() if exact else None
         model.train()
         t0 = time.perf_counter()
         _call(callbacks, "on_epoch_start", state)
-        for x, y in train:
+        interrupted = None
+        first = state.epoch_step * accumulate  # micro-batch to start from (non-zero only when resuming)
+        batches = train.iterate(state.order, first) if exact else iter(train)
+        for i, (x, y) in enumerate(batches, start=first):
+            group = i // accumulate  # the optimizer step this micro-batch belongs to
+            in_group = min(step_images, n_images - group * step_images) if n_images else len(y) * accumulate
             x, target = mix(x, y) if mix is not None else (x, y)  # mixup/cutmix: soft targets (B, classes)
             with _autocast(device, amp_dtype):
-                out = model(x)  # (B, classes), or a tuple (logits, *auxiliary logits) from models with aux heads
+                out = forward(x)  # (B, outputs), or a tuple (logits, *auxiliary logits) from models with aux heads
                 logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
-                loss = F.cross_entropy(logits, target, weight=class_weight, label_smoothing=label_smoothing)
+                loss = loss_fn(logits, target)
+                total = loss
                 for extra in aux:
-                    loss = loss + AUX_WEIGHT * F.cross_entropy(extra, target, weight=class_weight,
-                                                               label_smoothing=label_smoothing)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                    total = total + AUX_WEIGHT * loss_fn(extra, target)
+                if l1:
+                    total = total + l1 * sum(p.abs().sum() for p in decayed)
+            weight = len(y) / in_group  # this micro-batch's share of the step's mean loss
+            state.bad_step = torch.where((state.bad_step < 0) & ~torch.isfinite(loss.detach()),
+                                         state.step + 1, state.bad_step)
+            if state.scaler is not None:
+                state.scaler.scale(total * weight).backward()
             else:
-                loss.backward()
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
+                (total * weight).backward()
             state.seen += len(y)
             state.loss_sum += loss.detach().float() * len(y)  # stays on device: no host sync per step
-            state.correct += (logits.detach().argmax(1) == y).sum()
-            _call(callbacks, "on_step_end", state)
-            if state.stop:
+            if correct_fn is not None and (hit := correct_fn(logits.detach(), y)) is not None:
+                state.correct += hit
+            if (i + 1) % accumulate and i + 1 < micro_batches:
+                continue  # more micro-batches before this step
+            if clip_norm or clip_value:
+                if state.scaler is not None:
+                    state.scaler.unscale_(optimizer)
+                if clip_norm:
+                    torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
+                if clip_value:
+                    torch.nn.utils.clip_grad_value_(params, clip_value, foreach=True)
+            if state.scaler is not None:
+                state.scaler.step(optimizer)
+                state.scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if state.ema is not None:
+                state.ema.update_parameters(model)
+            state.step += 1
+            state.epoch_step += 1
+            if device.type == "cpu":  # a CPU step is synchronous anyway: stop at once; accelerators check later
+                state.check_finite()
+            interrupted = state.interrupted  # a signal seen now is saved by Checkpointing in these hooks; one
+            _call(callbacks, "on_step_end", state)  # arriving during them waits for the next step's end
+            if state.stop or interrupted:
                 break
+        if interrupted or not state.check_finite():
+            break  # interrupted mid-epoch (last.pt holds the exact step) or diverged: no validation
         train_seconds = time.perf_counter() - t0
-        val_logits, val_labels = infer(model, val, amp_dtype=amp_dtype)
-        macro_f1, balanced_acc = _balanced_scores(val_logits, val_labels)
+        outputs, targets = infer(state.eval_model, val, amp_dtype=amp_dtype)
+        seen = max(state.seen, 1)
         state.metrics = {
             "epoch": epoch + 1,
-            "train_loss": state.loss_sum.item() / max(state.seen, 1),
-            "train_acc": state.correct.item() / max(state.seen, 1),
-            "val_loss": F.cross_entropy(val_logits, val_labels).item() if len(val_labels) else float("nan"),
-            "val_acc": (val_logits.argmax(1) == val_labels).float().mean().item() if len(val_labels) else float("nan"),
-            "val_macro_f1": macro_f1,
-            "val_balanced_acc": balanced_acc,
+            "train_loss": state.loss_sum.item() / seen,
+            **({"train_acc": state.correct.item() / seen} if correct_fn is not None else {}),
+            **score_fn(outputs, targets),
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
             "train_seconds": train_seconds,
         }
         state.history.append(state.metrics)
+        state.epoch_done = True
         _call(callbacks, "on_epoch_end", state)
-        if state.stop:
+        state.order, state.epoch_step, state.seen = None, 0, 0
+        if state.stop or state.interrupted:
             break
     _call(callbacks, "on_fit_end", state)
     return state

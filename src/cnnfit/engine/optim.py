@@ -62,6 +62,16 @@ def step_decay(step: int, *, total: int, every: int, gamma: float = 0.1) -> floa
     return gamma ** (step // max(every, 1))
 
 
+def multistep(step: int, *, total: int, milestones: tuple[int, ...], gamma: float = 0.1) -> float:
+    """gamma once more at each milestone step."""
+    return gamma ** sum(step >= m for m in milestones)
+
+
+def exponential(step: int, *, total: int, every: int, gamma: float = 0.95) -> float:
+    """gamma per `every` steps (an epoch), applied smoothly at every step."""
+    return gamma ** (step / max(every, 1))
+
+
 def one_cycle(step: int, *, total: int, rise: float = 0.3, start: float = 0.04, end: float = 1e-4) -> float:
     """Linear rise to the peak over `rise` of the run, then cosine down to `end` (Smith, 2018)."""
     top = max(int(rise * total), 1)
@@ -81,9 +91,26 @@ def with_warmup(fn: Callable[..., float], warmup: int, total: int, **kw) -> Call
     return factor
 
 
-def make_schedule(name: str, *, total: int, warmup: int = 0, every: int = 1, gamma: float = 0.1) -> Callable[[int], float]:
+def make_schedule(name: str, *, total: int, warmup: int = 0, every: int = 1, gamma: float = 0.1,
+                  milestones: tuple[int, ...] = ()) -> Callable[[int], float]:
+    """The LR factor as a pure function of the optimizer step. `every` is the step decay period (step) or the
+    steps per epoch (exponential); `milestones` are steps (multistep). "plateau" is constant here: the
+    ReduceLROnPlateau callback scales it."""
     if name == "onecycle":
         return partial(one_cycle, total=total, rise=warmup / total if warmup else 0.3)
-    fns = {"cosine": (cosine, {}), "constant": (constant, {}), "step": (step_decay, {"every": every, "gamma": gamma})}
+    fns = {"cosine": (cosine, {}), "constant": (constant, {}), "plateau": (constant, {}),
+           "step": (step_decay, {"every": every, "gamma": gamma}),
+           "multistep": (multistep, {"milestones": tuple(milestones), "gamma": gamma}),
+           "exponential": (exponential, {"every": every, "gamma": gamma})}
     fn, kw = fns[name]
     return with_warmup(fn, warmup, total, **kw)
+
+
+def scale_lr(lr: float, batch: int, rule: str, ref_batch: int) -> float:
+    """The LR for `batch` images per step given one tuned at `ref_batch`: linear (Goyal et al., 2017, for
+    SGD) or square-root (Malladi et al., 2022, for Adam-family optimizers)."""
+    if rule == "linear":
+        return lr * batch / ref_batch
+    if rule == "sqrt":
+        return lr * math.sqrt(batch / ref_batch)
+    return lr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -12,18 +13,53 @@ class State:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     epochs: int
-    steps_per_epoch: int
+    steps_per_epoch: int  # optimizer steps (batches / accumulate, rounded up)
     batch: int
     epoch: int = 0  # 0-based index of the current epoch
     step: int = 0  # optimizer steps taken since the start
+    epoch_step: int = 0  # optimizer steps taken in the current epoch
     metrics: dict[str, float] = field(default_factory=dict)  # the last finished epoch
     history: list[dict[str, float]] = field(default_factory=list)
     stop: str | None = None  # a callback sets the reason; the loop ends after the current step
+    failed: bool = False  # the stop is an error (a non-finite loss): nothing after it may be saved
+    interrupted: str | None = None  # a signal name: save last.pt at the next step boundary and leave
+    epoch_done: bool = False  # the current epoch has been validated and its end hooks have run
+    lr_scale: float = 1.0  # multiplies the scheduled LR (ReduceLROnPlateau lowers it)
+    # what exact resume needs beside model and optimizer
+    loader: Any = None  # the train DeviceLoader: its generator draws orders and augmentations
+    order: torch.Tensor | None = None  # this epoch's sample order
+    callbacks: list = field(default_factory=list)
+    scaler: torch.amp.GradScaler | None = None
+    ema: torch.optim.swa_utils.AveragedModel | None = None
     # running sums of the current epoch, kept on the device so steps never wait for the host
     loss_sum: torch.Tensor | None = None
     correct: torch.Tensor | None = None
     seen: int = 0
+    bad_step: torch.Tensor | None = None  # first step whose loss was not finite, or -1; on the device
 
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are validated and saved as best.pt: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def check_finite(self) -> bool:
+        """Sync once and stop the run, with the step number, if any loss so far was NaN or Inf."""
+        if self.failed:
+            return False
+        if self.bad_step is None or int(self.bad_step) < 0:
+            return True
+        bad = int(self.bad_step)
+        self.failed = True
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.stop = (f"the loss became NaN or Inf at step {bad} (epoch {self.epoch + 1}) with lr {lr:.3g}; "
+                     "training stopped, and last.pt and best.pt hold weights from before it; lower lr, or add clip_norm=1")
+        return False
+
+    def running(self) -> dict[str, Any]:
+        """The current epoch's running sums, as plain numbers for a checkpoint."""
+        return {"loss_sum": float(self.loss_sum) if self.loss_sum is not None else 0.0,
+                "correct": int(self.correct) if self.correct is not None else 0, "seen": self.seen}

@@ -6,6 +6,12 @@ from cnnfit.engine.callbacks.early_stopping import EarlyStopping
 from cnnfit.engine.callbacks.freeze import Freeze
 from cnnfit.engine.callbacks.history import History
 from cnnfit.engine.callbacks.lr_schedule import LRSchedule
+from cnnfit.engine.callbacks.plateau import ReduceLROnPlateau
+from cnnfit.engine.callbacks.profiler import Profile
 from cnnfit.engine.callbacks.progress import ProgressBar
+from cnnfit.engine.callbacks.signals import CatchSignals
+from cnnfit.engine.callbacks.tensorboard import TensorBoard
+from cnnfit.engine.callbacks.time_budget import TimeBudget
 
-__all__ = ["HOOKS", "Callback", "Checkpointing", "EarlyStopping", "Freeze", "History", "LRSchedule", "Monitor", "ProgressBar"]
+__all__ = ["HOOKS", "Callback", "CatchSignals", "Checkpointing", "EarlyStopping", "Freeze", "History", "LRSchedule",
+           "Monitor", "Profile", "ProgressBar", "ReduceLROnPlateau", "TensorBoard", "TimeBudget"]

@@ -17,6 +17,12 @@ class Callback:
     def on_epoch_end(self, state: State) -> None: ...
     def on_fit_end(self, state: State) -> None: ...
 
+    def state_dict(self) -> dict:
+        """What the callback must remember across a resume (monitors, counters); plain values only."""
+        return {}
+
+    def load_state_dict(self, saved: dict) -> None: ...
+
 
 class Monitor:
     """The shared monitor / mode / min_delta vocabulary of early stopping and checkpointing."""
@@ -27,6 +33,12 @@ class Monitor:
         self.min_delta = min_delta
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = -1
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.best, self.best_epoch = saved["best"], saved["best_epoch"]
 
     def update(self, metrics: dict[str, float], epoch: int) -> bool:
         """True when the monitored value improved by more than min_delta (and remember it)."""

@@ -4,28 +4,61 @@ from pathlib import Path
 from typing import Any
 
 from cnnfit.engine.callbacks.base import Callback, Monitor
-from cnnfit.engine.checkpoint import rng_states, save_checkpoint
+from cnnfit.engine.checkpoint import save_checkpoint
+from cnnfit.engine.resume import snapshot
 from cnnfit.engine.state import State
 
 
 class Checkpointing(Callback):
-    """best.pt when `monitor` improves; last.pt (with optimizer and RNG states) after every epoch.
+    """best.pt when `monitor` improves; last.pt, which resumes the run exactly, at the start, every `every`
+    optimizer steps (0: epoch ends only), at every epoch end and when a signal interrupts the run.
 
     `meta` is what a stranger needs to rebuild the model: name, kwargs, classes, input size, mean/std, config.
+    Nothing is written once a loss has gone non-finite: the files keep the last good weights.
     """
 
     def __init__(self, run_dir: Path, meta: dict[str, Any], monitor: str = "val_acc", mode: str = "auto",
-                 min_delta: float = 0.0) -> None:
-        self.run_dir, self.meta = Path(run_dir), meta
+                 min_delta: float = 0.0, every: int = 0) -> None:
+        self.run_dir, self.meta, self.every = Path(run_dir), meta, every
         self.monitor = Monitor(monitor, mode, min_delta)
 
+    def state_dict(self) -> dict:
+        return self.monitor.state_dict()
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.monitor.load_state_dict(saved)
+
     def _ckpt(self, state: State) -> dict[str, Any]:
-        return {**self.meta, "state_dict": state.model.state_dict(), "epoch": state.epoch,
-                "metrics": dict(state.metrics)}
+        return {**self.meta, "state_dict": state.eval_model.state_dict(), "epoch": state.epoch,
+                "step": state.step, "metrics": dict(state.metrics)}
+
+    def _save(self, state: State, ckpt: dict[str, Any], name: str) -> None:
+        """A failed write (a full disk) stops the run with the reason; the previous file stays whole."""
+        try:
+            save_checkpoint(ckpt, self.run_dir / name)
+        except OSError as exc:
+            state.failed = True
+            state.stop = (f"writing {self.run_dir / name} failed at step {state.step} ({exc.strerror or exc}); the "
+                          f"previous {name} is intact: free space, then resume with cnnfit train resume={self.run_dir}")
+
+    def save_last(self, state: State) -> None:
+        if not state.check_finite():
+            return
+        self._save(state, {**self._ckpt(state), "model_state": state.model.state_dict(), **snapshot(state)}, "last.pt")
+
+    def on_fit_start(self, state: State) -> None:
+        if state.step == 0:  # a resumable starting point, so even a first-step failure leaves a good last.pt
+            self.save_last(state)
+
+    def on_step_end(self, state: State) -> None:
+        if state.interrupted or (self.every and state.step % self.every == 0
+                                 and state.epoch_step < state.steps_per_epoch):
+            self.save_last(state)
 
     def on_epoch_end(self, state: State) -> None:
+        if not state.check_finite():
+            return
         if self.monitor.update(state.metrics, state.epoch):
-            save_checkpoint(self._ckpt(state), self.run_dir / "best.pt")
-        last = {**self._ckpt(state), "optimizer": state.optimizer.state_dict(), "step": state.step,
-                "rng": rng_states(), "history": list(state.history)}
-        save_checkpoint(last, self.run_dir / "last.pt")
+            self._save(state, self._ckpt(state), "best.pt")
+        if not state.failed:
+            self.save_last(state)

@@ -15,13 +15,20 @@ class EarlyStopping(Callback):
         self.patience, self.restore_best = patience, restore_best
         self.best_weights = None
 
+    def state_dict(self) -> dict:
+        return {"monitor": self.monitor.state_dict(), "best_weights": self.best_weights}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.monitor.load_state_dict(saved["monitor"])
+        self.best_weights = saved["best_weights"]
+
     def on_epoch_end(self, state: State) -> None:
         if self.monitor.update(state.metrics, state.epoch):
             if self.restore_best:
-                self.best_weights = copy.deepcopy(state.model.state_dict())
+                self.best_weights = copy.deepcopy(state.eval_model.state_dict())
         elif state.epoch - self.monitor.best_epoch >= self.patience:
             state.stop = f"no {self.monitor.name} improvement in {self.patience} epochs"
 
     def on_fit_end(self, state: State) -> None:
         if self.restore_best and self.best_weights is not None:
-            state.model.load_state_dict(self.best_weights)
+            state.eval_model.load_state_dict(self.best_weights)

@@ -7,14 +7,14 @@ from cnnfit.engine.state import State
 
 
 class LRSchedule(Callback):
-    """Set every group's LR to its base LR times `factor(step)` before each optimizer step."""
+    """Set every group's LR to its base LR times `factor(step)` (times the plateau scale) before each step."""
 
     def __init__(self, factor: Callable[[int], float]) -> None:
         self.factor = factor
         self.base: list[float] = []
 
     def _apply(self, state: State) -> None:
-        scale = self.factor(state.step)
+        scale = self.factor(state.step) * state.lr_scale
         for group, base in zip(state.optimizer.param_groups, self.base):
             group["lr"] = base * scale
 
