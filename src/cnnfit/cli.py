@@ -17,7 +17,7 @@ commands:
           resume=RUN [key=value ...]             continue a run exactly where its last.pt stopped
   lr-find [key=value ...]                       LR range test: lr_find.png and a suggested lr
   eval    RUN                                   test-split metrics of a run's best.pt
-  predict RUN PATHS... [topk=5] [out=file.csv]  top-k classes for image files, folders or globs
+  predict RUN PATHS... [topk=5] [out=file.csv]  top-k classes (label sets, values) for files, folders, globs
   inspect [key=value ...]                       data report: counts, bad files, duplicates, leaks
   models  [imgsz=32] [in_chans=3]               the zoo: parameters and forward FLOPs at that input
   summary model=NAME [imgsz=32] [in_chans=3]    one model layer by layer: output shapes, parameters

@@ -3,6 +3,7 @@ so a crash or a full disk never leaves a broken file where a good one was."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,12 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **ckpt}, f)
+            try:
+                torch.save({"format_version": FORMAT_VERSION, **ckpt}, f)
+            except RuntimeError as exc:  # torch's zip writer reports a failed write (a full disk) this way
+                cause = exc.__context__ if isinstance(exc.__context__, OSError) else None
+                raise OSError(cause.errno if cause else errno.EIO,
+                              cause.strerror if cause else str(exc).splitlines()[0]) from exc
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
