@@ -12,7 +12,6 @@ DIR/<model> (a Fashion-MNIST-trained model to fine-tune from, see bench_transfer
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import tempfile
@@ -25,6 +24,7 @@ from rich.console import Console
 import cnnfit
 from cnnfit import models
 from cnnfit.models.summary import count_flops, count_params
+from results_csv import append_row, read_rows
 
 FIELDS = ["model", "params", "mflops_32px", "seconds_per_epoch", "test_acc", "epochs", "fraction", "train_images",
           "batch", "recipe", "threads", "cpu_share", "when"]
@@ -37,19 +37,6 @@ def recipe(epochs: int, fraction: float) -> dict:
                 data__fraction=fraction)
 
 
-def _upgrade_header(out: Path) -> None:
-    """Rows written before a column was added keep their values; the new column is left blank."""
-    if not out.exists():
-        return
-    with out.open() as f:
-        rows = list(csv.DictReader(f))
-    if rows and list(rows[0]) != FIELDS:
-        with out.open("w", newline="") as f:
-            w = csv.DictWriter(f, FIELDS, restval="")
-            w.writeheader()
-            w.writerows(rows)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(models.list_models()))
@@ -59,10 +46,7 @@ def main() -> None:
     p.add_argument("--keep", help="keep the run directories under this folder")
     args = p.parse_args()
     out = Path(args.out)
-    done = set()
-    if out.exists():
-        with out.open() as f:
-            done = {(r["model"], int(r["epochs"]), float(r["fraction"])) for r in csv.DictReader(f)}
+    done = {(r["model"], int(r["epochs"]), float(r["fraction"])) for r in read_rows(out)}
     quiet = Console(file=open(os.devnull, "w"))
     settings = recipe(args.epochs, args.fraction)
     print(f"recipe: {settings}; {torch.get_num_threads()} threads")
@@ -90,14 +74,7 @@ def main() -> None:
             "cpu_share": round(cpu_share, 2),
             "when": time.strftime("%Y-%m-%d"),
         }
-        _upgrade_header(out)
-        new = not out.exists()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a", newline="") as f:
-            w = csv.DictWriter(f, FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        append_row(out, FIELDS, row)
         print(f"{name:>14}  {params:>12,} params  {row['mflops_32px']:>9} MFLOPs@32  "
               f"{row['seconds_per_epoch']:>7} s/epoch  test acc {row['test_acc']:.4f}", flush=True)
 

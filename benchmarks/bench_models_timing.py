@@ -13,7 +13,6 @@ Rows are appended per model; models already in --out are skipped.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from cnnfit.data.cache import load_imageset
 from cnnfit.data.loader import channel_stats
 from cnnfit.device import resolve_amp, resolve_channels_last
 from cnnfit.engine import build_optimizer, fit, infer
+from results_csv import append_row, read_rows
 
 TRAIN_IMAGES, VAL_IMAGES = 51_000, 9_000  # cnnfit's split of Fashion-MNIST's 60,000 training images
 FIELDS = ["model", "step_seconds", "val_seconds", "seconds_per_epoch", "steps_timed", "rounds", "batch", "threads",
@@ -61,10 +61,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/models_fmnist_timing.csv")
     args = p.parse_args()
     out = Path(args.out)
-    done = set()
-    if out.exists():
-        with out.open() as f:
-            done = {r["model"] for r in csv.DictReader(f)}
+    done = {r["model"] for r in read_rows(out)}
     ds, _ = load_imageset(resolve("fashion-mnist"))
     amp, _ = resolve_amp("auto", torch.device("cpu"))
     nhwc, _ = resolve_channels_last(None, torch.device("cpu"))
@@ -78,13 +75,7 @@ def main() -> None:
                "seconds_per_epoch": round(epoch, 1), "steps_timed": args.steps, "rounds": args.rounds,
                "batch": args.batch, "threads": torch.get_num_threads(), "amp": str(amp).replace("torch.", ""),
                "channels_last": nhwc, "when": time.strftime("%Y-%m-%d")}
-        new = not out.exists()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a", newline="") as f:
-            w = csv.DictWriter(f, FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        append_row(out, FIELDS, row)
         print(f"{name:>14}  {step:7.3f} s/step  val {val:6.1f} s  -> {epoch:8.1f} s/epoch", flush=True)
 
 
