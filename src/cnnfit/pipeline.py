@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from cnnfit import data as D
@@ -26,6 +25,7 @@ from cnnfit.errors import CnnfitError, TrainingStopped
 from cnnfit.eval import plot_curves
 from cnnfit.inference import evaluate, predict
 from cnnfit.prepare import build_augment, new_run_dir, prepare, write_data_report, write_samples
+from cnnfit.run_summary import finetune_text, loss_text, per_class_text, print_summary
 
 _AUTO_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
 _AUTO_WD = {"sgd": 5e-4, "adamw": 0.05, "adam": 0.0, "rmsprop": 0.0}
@@ -67,26 +67,6 @@ def _class_weights(spec: str | dict[str, float], classes: list[str], counts: np.
     if unknown:
         raise CnnfitError(f"class_weight names unknown classes {unknown}; the classes are: {', '.join(classes)}")
     return torch.tensor([float(spec.get(c, 1.0)) for c in classes], dtype=torch.float32)
-
-
-def _per_class(counts: dict[str, list[int]], classes: list[str]) -> str:
-    triples = list(zip(counts["train"], counts["val"], counts["test"]))
-    if len(set(triples)) == 1:
-        return "{}/{}/{} each".format(*triples[0])
-    if len(classes) <= 6:
-        return "; ".join(f"{c} {a}/{b}/{t}" for c, (a, b, t) in zip(classes, triples))
-    train = counts["train"]
-    return f"train {min(train)}..{max(train)} per class (largest/smallest {max(train) / max(min(train), 1):.1f})"
-
-
-def _print_summary(console: Console, rows: list[tuple[str, str, str]]) -> None:
-    table = Table(title="cnnfit train", show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_column(style="dim")
-    for key, value, why in rows:
-        table.add_row(escape(key), escape(value), escape(why))
-    console.print(table)
 
 
 # settings that change how a run is watched, or where its data is read from, never what it computes
@@ -263,12 +243,12 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
     n_params = sum(p.numel() for p in model.parameters())
     auto = lambda given, why: "set" if given is not None else why  # noqa: E731
     steps = -(-(-(-n_train // t.batch)) // t.accumulate)  # optimizer steps per epoch
-    _print_summary(console, [
+    print_summary(console, [
         ("data", f"{d.source}: {len(ds)} images, {len(ds.classes)} {'classes' if task != 'regress' else 'target'}"
          + (f", {task}" if task != "classify" else ""), "cache hit" if cache_hit else "decoded and cached"),
         ("split", " / ".join(f"{k} {len(v)}" for k, v in parts.items()), split_how),
-        *([("per class", _per_class({n: np.bincount(ds.labels[i], minlength=len(ds.classes)).tolist()
-                                     for n, i in parts.items()}, ds.classes), "train/val/test")]
+        *([("per class", per_class_text({n: np.bincount(ds.labels[i], minlength=len(ds.classes)).tolist()
+                                         for n, i in parts.items()}, ds.classes), "train/val/test")]
           if task == "classify" else []),
         ("skipped", f"{len(ds.skipped)} files" + (f" (listed in {run_dir / 'skipped.txt'})" if ds.skipped else ""),
          "; ".join(f"{Path(f).name}: {why}" for f, why in ds.skipped[:3])),
@@ -276,7 +256,7 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
          auto(d.imgsz, f"auto: own size ({D.sources.AUTO_PHOTO_SIZE} px if mixed)")),
         ("model", f"{cfg.model.name}, {n_params:,} parameters", ", ".join(f"{k}={v}" for k, v in options.items())),
         *([("init", init.summary(), f"from {cfg.model.init} (details in init.json)")] if init else []),
-        *([("fine-tune", _finetune_text(frozen, ft, t.epochs, backbone_lr_mult), "")] if frozen or ft.head_lr_mult != 1
+        *([("fine-tune", finetune_text(frozen, ft, t.epochs, backbone_lr_mult), "")] if frozen or ft.head_lr_mult != 1
           or backbone_lr_mult != 1 else []),
         ("device", f"{device}, amp {amp_name}, channels_last {channels_last}"
          + (", deterministic" if t.deterministic else ""), f"{amp_why}; {cl_why}"),
@@ -285,7 +265,7 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
                      + (f", {t.sampler} sampler" if t.sampler != "shuffle" else "")
                      + (f", class weights {t.class_weight}" if t.class_weight != "none" else ""),
          f"monitor {monitor} ({monitor_why})" + (f", patience {t.patience}" if t.patience else "")),
-        ("loss", _loss_text(task, t), ""),
+        ("loss", loss_text(task, t), ""),
         ("optimizer", f"{o.name} lr {lr:g} weight_decay {wd:g}" + (f" l1 {o.l1:g}" if o.l1 else "")
          + (f", clip_norm {t.clip_norm:g}" if t.clip_norm else "") + (f", clip_value {t.clip_value:g}" if t.clip_value else "")
          + (f", ema {t.ema:g}" if t.ema else ""),
@@ -387,26 +367,10 @@ def _range_test(model: torch.nn.Module, loader: D.DeviceLoader, optimizer: torch
     return Run(run_dir, metrics)
 
 
-def _loss_text(task: str, t: Any) -> str:
-    name = t.loss if t.loss != "auto" else {"classify": "ce", "multilabel": "bce", "regress": "mse"}[task]
-    extra = (f", label smoothing {t.label_smoothing:g}" if t.label_smoothing else "") + (
-        f", gamma {t.focal_gamma:g}" if name == "focal" else "")
-    return f"{name} ({task})" + extra
-
-
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
-
-
-def _finetune_text(frozen: list[str], ft: Any, epochs: int, backbone_lr_mult: float) -> str:
-    parts = []
-    if frozen:
-        span = f"for {ft.freeze_epochs} of {epochs} epochs" if ft.freeze_epochs else "for the whole run"
-        parts.append(f"frozen {', '.join(frozen) if len(frozen) <= 4 else f'{len(frozen)} stages'} {span}")
-    parts.append(f"LR x{backbone_lr_mult:g} backbone, x{ft.head_lr_mult:g} head")
-    return "; ".join(parts)
 
 
 __all__ = ["Run", "evaluate", "lr_find", "predict", "train"]

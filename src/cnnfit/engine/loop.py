@@ -82,8 +82,7 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
     if resume is not None:
         restore(state, resume, device)
     state.bad_step = torch.full((), -1, device=device, dtype=torch.long)
-    decayed = [p for g in optimizer.param_groups if g.get("weight_decay", 0) > 0 or l1 for p in g["params"]
-               if p.ndim > 1]
+    penalized = [p for p in model.parameters() if p.ndim > 1] if l1 else []  # weights, not biases or norms
     params = [p for g in optimizer.param_groups for p in g["params"]]
     step_images = accumulate * state.batch
     n_images = getattr(train, "num_images", None)
@@ -115,7 +114,7 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
                 for extra in aux:
                     total = total + AUX_WEIGHT * loss_fn(extra, target)
                 if l1:
-                    total = total + l1 * sum(p.abs().sum() for p in decayed)
+                    total = total + l1 * sum(p.abs().sum() for p in penalized)
             weight = len(y) / in_group  # this micro-batch's share of the step's mean loss
             state.bad_step = torch.where((state.bad_step < 0) & ~torch.isfinite(loss.detach()),
                                          state.step + 1, state.bad_step)
