@@ -3,9 +3,13 @@ class of MNIST twice with the same budget and recipe: from scratch, and from the
 the head is replaced since the class names differ, and everything is fine-tuned). Test accuracy on the whole
 MNIST test set, mean and std over seeds.
 
-    python benchmarks/bench_transfer.py [--pretrain-epochs 2] [--pretrain-fraction 0.25] [--per-class 20]
+    python benchmarks/bench_transfer.py [--pretrain-epochs 3] [--pretrain-fraction 1.0] [--per-class 20]
                                         [--epochs 30] [--lr 3e-3] [--freeze-epochs 0] [--seeds 3]
                                         [--pretrained RUN]   # reuse a pretraining run
+
+Measured (2 CPU cores): resnet18 pretrained on all of Fashion-MNIST for 3 epochs (test 0.9157; the run
+bench_models.py --keep keeps), then 3 seeds: scratch 0.7524 +- 0.0098, pretrained 0.8130 +- 0.0026: +6.1 points.
+With a quarter of Fashion-MNIST for 2 epochs the gain was +4.9.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import cnnfit
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet18")
-    p.add_argument("--pretrain-epochs", type=int, default=2)
-    p.add_argument("--pretrain-fraction", type=float, default=0.25)
+    p.add_argument("--pretrain-epochs", type=int, default=3)
+    p.add_argument("--pretrain-fraction", type=float, default=1.0)
     p.add_argument("--per-class", type=int, default=20)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch", type=int, default=32)
