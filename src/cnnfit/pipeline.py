@@ -242,7 +242,8 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     n_params = sum(p.numel() for p in model.parameters())
     auto = lambda given, why: "set" if given is not None else why  # noqa: E731
-    steps = -(-(-(-n_train // t.batch)) // t.accumulate)  # optimizer steps per epoch
+    batches = -(-n_train // t.batch)
+    steps = -(-batches // t.accumulate)  # optimizer steps per epoch
     print_summary(console, [
         ("data", f"{d.source}: {len(ds)} images, {len(ds.classes)} {'classes' if task != 'regress' else 'target'}"
          + (f", {task}" if task != "classify" else ""), "cache hit" if cache_hit else "decoded and cached"),
