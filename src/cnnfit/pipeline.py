@@ -75,13 +75,19 @@ _RESUME_SAFE = {"train.device", "train.log_every", "train.time", "train.ckpt_eve
                 "resume.run", "resume.force"}
 
 
+def _with_overrides(cfg: Config | None, overrides: dict[str, Any]) -> Config:
+    """The Config the API call describes: `cfg` (or the defaults) with keyword overrides on top."""
+    if cfg is not None and not overrides:
+        return cfg
+    base = flatten(cfg.model_dump(mode="json")) if cfg is not None else {}
+    return load_config(**{k.replace(".", "__"): v for k, v in base.items()}, **overrides)
+
+
 def train(cfg: Config | None = None, *, console: Console | None = None, **overrides: Any) -> Run:
     """Train a model as `cfg` says and evaluate it on the test split. Every input is validated
     before the run directory is created, so bad input leaves nothing behind. `resume=RUN` continues a run
     exactly where its last.pt stopped; `repeats=N` trains N seeds and reports mean and std."""
-    if cfg is None or overrides:
-        base = flatten(cfg.model_dump(mode="json")) if cfg is not None else {}
-        cfg = load_config(**{k.replace(".", "__"): v for k, v in base.items()}, **overrides)
+    cfg = _with_overrides(cfg, overrides)
     console = console or Console()
     if cfg.resume.run:
         return _train(*_resume_config(cfg), console=console)
@@ -155,9 +161,7 @@ def _split_changed(run_dir: Path, parts: dict[str, np.ndarray]) -> str | None:
 def lr_find(cfg: Config | None = None, *, console: Console | None = None, **overrides: Any) -> Run:
     """`cnnfit lr-find`: the LR range test on exactly the model, data and optimizer `train` would build;
     lr_find.png and the suggested LR (metrics["lr"]) in a run directory of its own."""
-    if cfg is None or overrides:
-        base = flatten(cfg.model_dump(mode="json")) if cfg is not None else {}
-        cfg = load_config(**{k.replace(".", "__"): v for k, v in base.items()}, **overrides)
+    cfg = _with_overrides(cfg, overrides)
     if cfg.name == "train":
         cfg = cfg.model_copy(update={"name": "lr_find"})
     return _train(cfg, console=console or Console(), find_lr=True)
