@@ -2,11 +2,13 @@
 a few epochs of Fashion-MNIST, every model trained with the same settings through `cnnfit.train`.
 
     python benchmarks/bench_models.py [--models simplecnn,resnet20] [--epochs 3] [--fraction 1.0]
-                                      [--out benchmarks/results/models_fmnist.csv] [--keep DIR]
+                                      [--out benchmarks/results/models_fmnist.csv] [--keep runs/zoo]
 
 Rows are appended to --out as each model finishes, and models already there are skipped, so a long table
-can be filled over several sittings (delete the file to start over). --keep DIR keeps each run directory as
-DIR/<model> (a Fashion-MNIST-trained model to fine-tune from, see bench_transfer.py --pretrained).
+can be filled over several sittings (delete the file to start over). Each run directory is kept as
+KEEP/<model> (a Fashion-MNIST-trained model to fine-tune from, see bench_transfer.py --pretrained); a run
+that was stopped part-way (Ctrl-C, a killed job) is resumed from its last.pt on the next call, so an hour
+of resnet50 on two CPU cores is never lost.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--fraction", type=float, default=1.0, help="of the train and val splits; test stays whole")
     p.add_argument("--out", default="benchmarks/results/models_fmnist.csv")
-    p.add_argument("--keep", help="keep the run directories under this folder")
+    p.add_argument("--keep", default="runs/zoo", help="run directories go here, one per model")
     args = p.parse_args()
     out = Path(args.out)
     done = {(r["model"], int(r["epochs"]), float(r["fraction"])) for r in read_rows(out)}
@@ -58,11 +59,16 @@ def main() -> None:
         params, flops = count_params(models.create(name, num_classes=10, in_chans=1, imgsz=28)), count_flops(
             m, in_chans=1, imgsz=32)
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            run = cnnfit.train(model=name, project=args.keep or tmp, name=name, console=quiet, **settings)
-            train_images = len(json.loads((run.dir / "split.json").read_text())["train"])
+        run_dir = Path(args.keep) / name
+        if (run_dir / "last.pt").exists() and not (run_dir / "metrics.json").exists():
+            print(f"{name}: resuming {run_dir}", flush=True)
+            run = cnnfit.train(resume=str(run_dir), console=quiet)
+        else:
+            run = cnnfit.train(model=name, project=args.keep, name=name, console=quiet, **settings)
+        train_images = len(json.loads((run.dir / "split.json").read_text())["train"])
         # CPU seconds per wall second per thread: near 1 when the run had the cores to itself; a much lower
-        # value means something else ran alongside and the timing should be measured again
+        # value means something else ran alongside and the timing should be measured again (a resumed run's
+        # epochs count only the time since the resume: bench_models_timing.py gives clean per-epoch times)
         cpu_share = (time.process_time() - cpu0) / (time.perf_counter() - wall0) / torch.get_num_threads()
         epochs = run.history
         row = {

@@ -11,8 +11,10 @@ import cnnfit
 from cnnfit.engine import load_checkpoint
 from tests.conftest import make_folder, shared_dataset
 
-RUN_FILES = {"config.yaml", "split.json", "best.pt", "last.pt", "history.csv", "metrics.json", "curves.png",
-             "confusion.png", "predictions.csv"}
+RUN_FILES = {"config.yaml", "split.json", "best.pt", "last.pt", "history.csv", "metrics.json", "predictions.csv",
+             "report.html", "plots"}
+PLOTS = {"curves.png", "lr.png", "samples.png", "confusion.png", "confusion_normalized.png", "confusion.csv",
+         "confusion_normalized.csv", "per_class_f1.png", "roc.png", "pr.png", "reliability.png", "wrong.png"}
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +25,7 @@ def digits_run(tmp_path_factory):
 def test_digits_run_directory_is_complete(digits_run):
     assert digits_run.accuracy >= 0.9
     assert RUN_FILES <= {p.name for p in digits_run.dir.iterdir()}
+    assert PLOTS <= {p.name for p in (digits_run.dir / "plots").iterdir()}
     metrics = json.loads((digits_run.dir / "metrics.json").read_text())
     assert metrics["accuracy"] == digits_run.accuracy and len(metrics["per_class"]) == 10
     assert metrics["num_images"] == len(json.loads((digits_run.dir / "split.json").read_text())["test"])
@@ -105,7 +108,7 @@ def test_augmented_run_writes_data_report_and_samples(tmp_path):
                        aug__brightness=0.2, aug__erasing=0.25, aug__mixup=0.2, aug__cutmix=1.0,
                        project=str(tmp_path / "runs"))
     report = json.loads((run.dir / "data_report.json").read_text())
-    assert report["split"] and (run.dir / "samples.png").stat().st_size > 1000
+    assert report["split"] and (run.dir / "plots" / "samples.png").stat().st_size > 1000
     assert (run.dir / "clean_manifest.csv").exists()
     assert np.isfinite(run.history[-1]["train_loss"])
 

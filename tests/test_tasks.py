@@ -80,7 +80,7 @@ def test_regression_trains_and_predicts_in_target_units(tmp_path):
     assert metrics["task"] == "regress" and metrics["split"] == "test" and "val_r2" in metrics["val"]
     # brightness is easy to read off: R^2 near 1 when it works, below 0 for a constant or unscaled prediction
     assert metrics["r2"] > 0.8 and metrics["mae"] < 0.25 * targets.std()  # MAE in the targets' units (std ~29)
-    assert (run.dir / "regression.png").stat().st_size > 1000
+    assert (run.dir / "plots" / "regression.png").stat().st_size > 1000
     report = json.loads((run.dir / "data_report.json").read_text())
     target = report["counts"]["target"]
     assert sum(target["histogram"]["counts"]) == 200 and target["min"] == pytest.approx(targets.min(), abs=1e-3)

@@ -16,7 +16,10 @@ commands:
   train   [key=value ...] [config=file.yaml]   train, then evaluate on the test split
           resume=RUN [key=value ...]             continue a run exactly where its last.pt stopped
   lr-find [key=value ...]                       LR range test: lr_find.png and a suggested lr
-  eval    RUN                                   test-split metrics of a run's best.pt
+  eval    RUN [data=OTHER] [tta=flip] [calibrate=true]
+                                                test-split metrics, plots and report.html of a run's best.pt
+  compare RUN RUN ... [out=DIR]                 the runs' metrics and config differences side by side,
+                                                their curves overlaid: compare.html, compare.png
   predict RUN PATHS... [topk=5] [out=file.csv]  top-k classes (label sets, values) for files, folders, globs
   inspect [key=value ...]                       data report: counts, bad files, duplicates, leaks
   models  [imgsz=32] [in_chans=3]               the zoo: parameters and forward FLOPs at that input
@@ -32,9 +35,14 @@ _OPTIONS = {
     "models": _MODEL_OPTIONS,
     "summary": {"model": ("simplecnn", "a registered model, a layers .yaml or pkg.mod:Class"), **_MODEL_OPTIONS,
                 **{k: ("auto", f"model.{k}") for k in ("width", "dropout", "bn", "act", "aux")}},
-    "eval": {"device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
+    "eval": {"data": ("the run's", "another dataset with the same class names (its test split, else all of it)"),
+             "tta": ("the run's", "none, flip or flip+shift: average over flipped (and shifted) copies"),
+             "calibrate": ("the run's", "true: fit temperature scaling on the val split (stored in best.pt)"),
+             "device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
     "predict": {"topk": ("5", "classes per image"), "out": ("RUN/predict.csv", "CSV to write"),
+                "tta": ("the run's", "none, flip or flip+shift"),
                 "device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
+    "compare": {"out": ("beside the first run", "folder for compare.html, compare.png, compare.csv")},
 }
 
 
@@ -76,7 +84,7 @@ def _run(argv: list[str], console: Console) -> int:
         _help(console, "")
         return 0
     command, args = argv[0], argv[1:]
-    commands = ("train", "lr-find", "eval", "predict", "inspect", "models", "summary")
+    commands = ("train", "lr-find", "eval", "predict", "compare", "inspect", "models", "summary")
     if command not in commands:
         raise CnnfitError(f"unknown command '{command}'; choose from: {', '.join(commands)}")
     if "-h" in args or "--help" in args:
@@ -107,10 +115,16 @@ def _run(argv: list[str], console: Console) -> int:
             raise CnnfitError(f"cnnfit {command} needs a run directory, e.g. cnnfit {command} runs/train")
         from cnnfit import pipeline
 
-        if command == "eval":
+        if command == "compare":
+            from cnnfit.compare import compare
+
+            compare(positional, out=options.get("out"), console=console)
+        elif command == "eval":
             if len(positional) > 1:
                 raise CnnfitError(f"cnnfit eval takes one run directory, got {len(positional)} paths")
-            pipeline.evaluate(positional[0], console=console, device=options.get("device", "auto"))
+            pipeline.evaluate(positional[0], console=console, device=options.get("device", "auto"),
+                              data=options.get("data"), tta=_tta_option(options),
+                              calibrate=_bool_option(options, "calibrate"))
         else:
             if len(positional) < 2:
                 raise CnnfitError("cnnfit predict needs image files, folders or globs after the run directory")
@@ -119,8 +133,28 @@ def _run(argv: list[str], console: Console) -> int:
             except ValueError:
                 raise CnnfitError(f"topk={options['topk']!r} is invalid: use a whole number such as topk=3") from None
             pipeline.predict(positional[0], positional[1:], topk=topk, out=options.get("out"),
-                             device=options.get("device", "auto"), console=console)
+                             device=options.get("device", "auto"), console=console, tta=_tta_option(options))
     return 0
+
+
+def _tta_option(options: dict[str, str]) -> str | None:
+    from cnnfit.eval.tta import MODES
+
+    tta = options.get("tta")
+    if tta is not None and tta not in MODES:
+        raise CnnfitError(f"tta={tta!r} is not a mode; choose from: {', '.join(MODES)}")
+    return tta
+
+
+def _bool_option(options: dict[str, str], key: str) -> bool | None:
+    value = options.get(key)
+    if value is None:
+        return None
+    if value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if value.lower() in ("false", "0", "no", "off"):
+        return False
+    raise CnnfitError(f"{key}={value!r} is invalid: use {key}=true or {key}=false")
 
 
 def _int_option(options: dict[str, str], key: str, default: int) -> int:

@@ -150,6 +150,13 @@ class AugConfig(_Group):
     only_minority: bool = Field(False, description="augment only classes under half the size of the largest")
 
 
+class EvalConfig(_Group):
+    calibrate: bool = Field(False, description="fit temperature scaling on the val split: honest probabilities "
+                            "(accuracy unchanged); stored in best.pt and used by predict")
+    tta: Literal["none", "flip", "flip+shift"] = Field("none", description="test-time augmentation in eval and "
+                                                       "predict: average over flipped (and shifted) copies")
+
+
 class Config(_Group):
     name: str = Field("train", min_length=1, description="run name; a free one is chosen if taken (train2, ...)")
     project: str = Field("runs", min_length=1, description="folder that holds run directories")
@@ -160,6 +167,7 @@ class Config(_Group):
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
     aug: AugConfig = AugConfig()
+    eval: EvalConfig = EvalConfig()
     resume: ResumeConfig = ResumeConfig()
 
 
@@ -174,7 +182,7 @@ SHORT_KEYS = {
     "ema": "train.ema", "compile": "train.compile", "deterministic": "train.deterministic", "time": "train.time",
     "profile": "train.profile", "tensorboard": "train.tensorboard", "repeats": "train.repeats",
     "resume": "resume.run", "l1": "optim.l1", "weight_decay": "optim.weight_decay", "lr_scale": "optim.lr_scale",
-    "ckpt_every": "train.ckpt_every",
+    "ckpt_every": "train.ckpt_every", "calibrate": "eval.calibrate", "tta": "eval.tta",
 }
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,13 @@ from cnnfit import models
 from cnnfit.config import Config
 from cnnfit.device import pick_device
 from cnnfit.errors import CnnfitError
-from cnnfit.eval import classification_metrics, fit_thresholds, multilabel_metrics, plot_confusion, regression_metrics
-from cnnfit.eval.plots import plot_regression
+from cnnfit.eval import classification_metrics, fit_thresholds, multilabel_metrics, regression_metrics
+from cnnfit.eval.calibration import fit_temperature
+from cnnfit.eval.environment import environment
+from cnnfit.eval.plots import (plot_confusion, plot_per_class_f1, plot_pr, plot_regression, plot_reliability,
+                               plot_roc, plot_wrong)
+from cnnfit.eval.report import write_report
+from cnnfit.eval.tta import TTA
 from cnnfit.prepare import load_data
 
 
@@ -58,31 +65,55 @@ def _label_sets(hits: np.ndarray, names: list[str]) -> list[str]:
 
 
 def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.ImageSet | None = None,
-             extra: dict | None = None, device: str = "auto") -> dict[str, Any]:
-    """Test-split metrics of a run's best.pt, by its task; writes metrics.json and predictions.csv, and
-    confusion.png (classify), thresholds.json fitted on val (multilabel) or regression.png (regress)."""
+             extra: dict | None = None, device: str = "auto", data: str | None = None, tta: str | None = None,
+             calibrate: bool | None = None) -> dict[str, Any]:
+    """Test-split metrics of a run's best.pt, by its task, and report.html over everything the run wrote.
+
+    Writes metrics.json, predictions.csv and plots/ (classify: confusion counts and row-normalized, as CSV too,
+    per-class F1, ROC, PR, reliability, most confidently wrong; multilabel: thresholds.json fitted on val;
+    regress: regression.png). `data=OTHER` scores the model on another dataset with the same class names
+    (its test split if it has one, else every image) into RUN/eval_<name>/, leaving the run's own files alone.
+    `tta` and `calibrate` default to the run's eval settings; calibration fits a temperature on the val split,
+    stores it in best.pt, and predict uses it."""
+    t0 = time.perf_counter()
     run_dir = _run_dir(run)
     console = console or Console()
     ckpt = E.load_checkpoint(run_dir / "best.pt")
     task = ckpt.get("task", "classify")  # checkpoints from before other tasks existed are classifiers
     cfg = Config.model_validate(ckpt["config"])
-    ds = dataset if dataset is not None else load_data(cfg)[0]
-    split = json.loads((run_dir / "split.json").read_text())
-    test_idx = np.asarray(split["test"], dtype=np.int64)
-    if len(test_idx) and test_idx.max() >= len(ds):
-        raise CnnfitError(f"the data for {run_dir} has changed since training ({len(ds)} images now); "
-                          "evaluate against the original data")
+    tta = tta or cfg.eval.tta
+    calibrate = cfg.eval.calibrate if calibrate is None else calibrate
+    classes = ckpt["classes"]
     dev = pick_device(device)
     model = _model_from_checkpoint(ckpt, dev)
+    if tta != "none":
+        model = TTA(model, tta, task)
+    split = json.loads((run_dir / "split.json").read_text())
+    out_dir, note = run_dir, {}
+    if data is not None:
+        ds, test_idx, out_dir, note = _other_data(data, ckpt, cfg, run_dir, console)
+    else:
+        ds = dataset if dataset is not None else load_data(cfg)[0]
+        test_idx = np.asarray(split["test"], dtype=np.int64)
+        if len(test_idx) and test_idx.max() >= len(ds):
+            raise CnnfitError(f"the data for {run_dir} has changed since training ({len(ds)} images now); "
+                              "evaluate against the original data, or score new data with data=OTHER")
+    plots = out_dir / "plots"
+    plots.mkdir(exist_ok=True)
     outputs, labels = _outputs(model, ds, test_idx, ckpt, dev, cfg.data.stream)
-    classes = ckpt["classes"]
     if task == "multilabel":  # thresholds from val, so the test split stays unseen until it is scored
-        val_idx = np.asarray(split["val"], dtype=np.int64)
-        thresholds = fit_thresholds(*_outputs(model, ds, val_idx, ckpt, dev, cfg.data.stream)) if len(
-            val_idx) else [0.5] * len(classes)
+        val_idx = np.asarray(split["val"], dtype=np.int64) if data is None else np.zeros(0, dtype=np.int64)
+        saved = run_dir / "thresholds.json"
+        if data is not None and saved.is_file():  # another dataset: the thresholds the run itself fitted
+            fitted = json.loads(saved.read_text())
+            thresholds = [fitted.get(c, 0.5) for c in classes]
+        else:
+            thresholds = fit_thresholds(*_outputs(model, ds, val_idx, ckpt, dev, cfg.data.stream)) if len(
+                val_idx) else [0.5] * len(classes)
         metrics = multilabel_metrics(outputs, labels, classes, thresholds)
         metrics["thresholds_from"] = f"val ({len(val_idx)} images), best F1 per label" if len(val_idx) else "0.5"
-        (run_dir / "thresholds.json").write_text(json.dumps(dict(zip(classes, thresholds)), indent=2))
+        if data is None:
+            (run_dir / "thresholds.json").write_text(json.dumps(dict(zip(classes, thresholds)), indent=2))
         probs = torch.sigmoid(outputs).numpy()  # (N, L)
         header = ["index", "file", "true", "pred", *(f"prob_{c}" for c in classes)]
         cells = [[t, p, *(f"{q:.6f}" for q in row)] for t, p, row in zip(
@@ -92,30 +123,146 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
     elif task == "regress":
         pred, true = _unscale(outputs, ckpt), labels.double()
         metrics = regression_metrics(pred, true)
-        plot_regression(true.numpy(), pred.numpy(), run_dir / "regression.png", name=classes[0])
+        plot_regression(true.numpy(), pred.numpy(), plots / "regression.png", name=classes[0])
         header = ["index", "file", "true", "pred", "error"]
         cells = [[f"{t:.6g}", f"{p:.6g}", f"{p - t:.6g}"] for t, p in zip(true.tolist(), pred.tolist())]
         summary = f"test MAE {metrics['mae']:.4g}  RMSE {metrics['rmse']:.4g}  R2 {metrics['r2']:.4f}"
     else:
+        raw = outputs
+        calibration = None
+        if calibrate and data is None:
+            val_idx = np.asarray(split["val"], dtype=np.int64)
+            calibration = _calibrate(run_dir, ckpt, *_outputs(model, ds, val_idx, ckpt, dev, cfg.data.stream), tta)
+        elif ckpt.get("calibration"):  # fitted earlier: scores use the probabilities predict would give
+            calibration = ckpt["calibration"]
+        if calibration:
+            outputs = raw / calibration["temperature"]
         metrics = classification_metrics(outputs, labels, classes)
-        plot_confusion(metrics["confusion_matrix"], classes, run_dir / "confusion.png")
-        conf, pred = outputs.softmax(1).max(1)
-        header = ["index", "file", "true", "pred", "confidence"]
-        cells = [[classes[t], classes[p], f"{c:.6f}"] for t, p, c in zip(labels.tolist(), pred.tolist(), conf.tolist())]
+        if calibration:
+            before = classification_metrics(raw, labels, classes)
+            metrics["calibration"] = {**calibration, "ece_before": before["ece"], "ece_after": metrics["ece"],
+                                      "log_loss_before": before["log_loss"], "log_loss_after": metrics["log_loss"]}
+        _classify_files(out_dir, metrics, raw, outputs if calibration else None, labels, ds, test_idx)
+        probs = outputs.softmax(1)  # (N, K): every class's probability, so any metric can be recomputed
+        conf, pred = probs.max(1)
+        header = ["index", "file", "true", "pred", "confidence", *(f"prob_{c}" for c in classes)]
+        cells = [[classes[t], classes[p], f"{c:.6f}", *(f"{q:.6g}" for q in row)]
+                 for t, p, c, row in zip(labels.tolist(), pred.tolist(), conf.tolist(), probs.tolist())]
         summary = f"test accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro']['f1']:.4f}"
-    previous = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+        if calibration:
+            cal = metrics["calibration"]
+            summary += f"  ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f} (T={cal['temperature']:.3f})"
+    previous = json.loads((out_dir / "metrics.json").read_text()) if (out_dir / "metrics.json").exists() else {}
     kept = {k: v for k, v in previous.items() if k not in metrics}  # e.g. training timings survive a re-eval
-    metrics.update({**kept, "task": task, "split": "test", "best_epoch": ckpt["epoch"] + 1, "val": ckpt["metrics"],
-                    **(extra or {})})
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    with open(run_dir / "predictions.csv", "w", newline="") as f:
+    metrics.update({**kept, "task": task, "split": "test", "tta": tta, "best_epoch": ckpt["epoch"] + 1,
+                    "val": ckpt["metrics"], "model": ckpt["model"], **note, **(extra or {})})
+    metrics.setdefault("environment", environment(str(dev)))
+    metrics.setdefault("timings", {})["eval_seconds"] = time.perf_counter() - t0
+    _write_json(out_dir / "metrics.json", metrics)
+    with open(out_dir / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for idx, row in zip(test_idx.tolist(), cells):
             w.writerow([idx, ds.files[idx] if ds.files else "", *row])
+    report = write_report(out_dir)
     console.print(f"{summary}  ({len(labels)} images, best epoch {metrics['best_epoch']}) -> "
-                  f"{run_dir / 'metrics.json'}")
+                  f"{out_dir / 'metrics.json'}, {report}", highlight=False, soft_wrap=True)
     return metrics
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    tmp.replace(path)
+
+
+def _calibrate(run_dir: Path, ckpt: dict, val_outputs: torch.Tensor, val_labels: torch.Tensor,
+               tta: str) -> dict[str, Any]:
+    """Temperature fitted on the val split, written into best.pt (atomically) so predict applies it too."""
+    if not len(val_labels):
+        raise CnnfitError("calibrate=true needs a validation split, and this run has none")
+    calibration = {"temperature": fit_temperature(val_outputs, val_labels), "tta": tta,
+                   "fitted_on": f"val ({len(val_labels)} images)"}
+    E.save_checkpoint({**ckpt, "calibration": calibration}, run_dir / "best.pt")
+    return calibration
+
+
+def _classify_files(out_dir: Path, metrics: dict, raw: torch.Tensor, calibrated: torch.Tensor | None,
+                    labels: torch.Tensor, ds: D.ImageSet, idx: np.ndarray) -> None:
+    """Confusion matrix as CSV (counts and row-normalized) and the classifier's plots, in out_dir/plots."""
+    plots, classes = out_dir / "plots", metrics["classes"]
+    for name, key in (("confusion.csv", "confusion_matrix"), ("confusion_normalized.csv", "confusion_normalized")):
+        with open(plots / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["true \\ predicted", *classes])
+            w.writerows([c, *row] for c, row in zip(classes, metrics[key]))
+    plot_confusion(metrics["confusion_matrix"], classes, plots / "confusion.png")
+    plot_confusion(metrics["confusion_matrix"], classes, plots / "confusion_normalized.png", normalize=True)
+    plot_per_class_f1(metrics["per_class"], plots / "per_class_f1.png")
+    final = calibrated if calibrated is not None else raw
+    probs, y = final.softmax(1).double().numpy(), labels.numpy()  # (N, K), (N,)
+    plot_roc(probs, y, classes, plots / "roc.png")
+    plot_pr(probs, y, classes, plots / "pr.png")
+    before = raw.softmax(1).double().numpy()
+    plot_reliability(before, y, plots / "reliability.png", probs_after=probs if calibrated is not None else None)
+    conf, pred = probs.max(1), probs.argmax(1)
+    wrong = np.flatnonzero(pred != y)
+    worst = wrong[np.argsort(-conf[wrong], kind="stable")][:24]  # the most confidently wrong test images
+    images = np.asarray(ds.images[idx[worst]]) if len(worst) else np.zeros((0, *ds.shape), dtype=np.uint8)
+    plot_wrong(images, y[worst], pred[worst], conf[worst], classes, plots / "wrong.png")
+
+
+def _other_data(source: str, ckpt: dict, cfg: Config, run_dir: Path,
+                console: Console) -> tuple[D.ImageSet, np.ndarray, Path, dict]:
+    """Another dataset, decoded as the run's own was, with its classes matched to the model's by name."""
+    other = cfg.model_copy(update={"data": cfg.data.model_copy(update={
+        "source": source, "imgsz": ckpt["imgsz"], "channels": ckpt["channels"], "resize": ckpt["resize"],
+        "fraction": 1.0, "per_class": None, "exclude": []})})
+    ds = load_data(other)[0]
+    if ds.task != ckpt.get("task", "classify"):
+        raise CnnfitError(f"'{source}' holds {ds.task} data but the model was trained for "
+                          f"{ckpt.get('task', 'classify')}; evaluate it on data of the same kind")
+    model_classes = ckpt["classes"]
+    if ds.task != "classify":
+        if list(ds.classes) != list(model_classes):
+            raise CnnfitError(f"'{source}' has labels {ds.classes} but the model has {model_classes}; "
+                              "use data with the same label names")
+        idx = np.arange(len(ds))
+        return ds, idx, _eval_dir(run_dir, source), {"dataset": source}
+    position = {c: i for i, c in enumerate(model_classes)}
+    shared = [c for c in ds.classes if c in position]
+    if not shared:
+        raise CnnfitError(f"none of the classes of '{source}' ({', '.join(ds.classes[:6])}...) are the model's "
+                          f"({', '.join(model_classes[:6])}...); class names must match (folder names)")
+    test_id = D.SPLITS.index("test")
+    use_test = ds.origin is not None and (ds.origin == test_id).any()
+    idx = np.flatnonzero(ds.origin == test_id) if use_test else np.arange(len(ds))
+    unknown = [c for c in ds.classes if c not in position]
+    missing = [c for c in model_classes if c not in ds.classes]
+    counts = np.bincount(ds.labels[idx], minlength=len(ds.classes))  # per class of the other dataset
+    lines = [f"{source}: {int(counts[[ds.classes.index(c) for c in shared]].sum())} images "
+             f"({'its test split' if use_test else 'every image'}), {len(shared)} of the model's "
+             f"{len(model_classes)} classes"]
+    if unknown:
+        lines.append("classes the model does not know, skipped: " + ", ".join(
+            f"{c} ({counts[ds.classes.index(c)]} images)" for c in unknown))
+    if missing:
+        lines.append(f"model classes absent from {source} (support 0): {', '.join(missing)}")
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    idx = idx[np.isin(ds.labels[idx], [ds.classes.index(c) for c in shared])]
+    remap = np.array([position.get(c, -1) for c in ds.classes], dtype=np.int64)  # other's index -> model's
+    ds = D.ImageSet(ds.images, remap[ds.labels], list(model_classes), ds.files, ds.origin, ds.skipped, ds.task)
+    note = {"dataset": source, "dataset_split": "test" if use_test else "all", "unknown_classes": unknown,
+            "absent_classes": missing}
+    return ds, idx, _eval_dir(run_dir, source), note
+
+
+def _eval_dir(run_dir: Path, source: str) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source.rstrip("/")).name or source).strip("_.") or "data"
+    out = run_dir / f"eval_{name}"
+    out.mkdir(exist_ok=True)
+    return out
 
 
 def _expand(paths: list[str]) -> list[Path]:
@@ -134,10 +281,11 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def predict(run: str | Path, paths: list[str], *, topk: int = 5, out: str | Path | None = None,
-            device: str = "auto", console: Console | None = None) -> list[dict[str, Any]]:
+            device: str = "auto", console: Console | None = None, tta: str | None = None) -> list[dict[str, Any]]:
     """Predictions for image files, decoded exactly as training decoded them; writes a CSV. By the run's task:
     top-k classes (file, top1, prob1, ...), label sets at the fitted thresholds (file, labels 'a;b',
-    prob_<label> ...) or the target in its own units (file, value)."""
+    prob_<label> ...) or the target in its own units (file, value). Probabilities use the run's calibration
+    temperature when eval fitted one; `tta` defaults to the run's eval.tta."""
     run_dir = _run_dir(run)
     console = console or Console()
     ckpt = E.load_checkpoint(run_dir / "best.pt")
@@ -153,11 +301,16 @@ def predict(run: str | Path, paths: list[str], *, topk: int = 5, out: str | Path
     if not kept:
         raise CnnfitError("none of the given files could be decoded as an image")
     dev = pick_device(device)
+    task, classes = ckpt.get("task", "classify"), ckpt["classes"]
     model = _model_from_checkpoint(ckpt, dev)
+    tta = tta or Config.model_validate(ckpt["config"]).eval.tta
+    if tta != "none":
+        model = TTA(model, tta, task)
     loader = D.DeviceLoader(np.stack(decoded), np.zeros(len(kept)), batch=256, device=dev, mean=ckpt["mean"],
                             std=ckpt["std"])
     outputs, _ = E.infer(model, loader)
-    task, classes = ckpt.get("task", "classify"), ckpt["classes"]
+    if task == "classify" and ckpt.get("calibration"):
+        outputs = outputs / ckpt["calibration"]["temperature"]
     if task == "multilabel":  # each label on its own, at the thresholds evaluate fitted on val
         saved = run_dir / "thresholds.json"
         fitted = json.loads(saved.read_text()) if saved.is_file() else {}

@@ -22,7 +22,7 @@ from cnnfit.config import Config, ResumeConfig, flatten, load_config, set_keys, 
 from cnnfit.device import pick_device, resolve_amp, resolve_channels_last, seed_everything, set_deterministic
 from cnnfit.engine import callbacks as C
 from cnnfit.errors import CnnfitError, TrainingStopped
-from cnnfit.eval import plot_curves
+from cnnfit.eval.plots import plot_curves, plot_lr
 from cnnfit.inference import evaluate, predict
 from cnnfit.prepare import build_augment, new_run_dir, prepare, write_data_report, write_samples
 from cnnfit.run_summary import finetune_text, loss_text, per_class_text, print_summary
@@ -72,7 +72,7 @@ def _class_weights(spec: str | dict[str, float], classes: list[str], counts: np.
 # settings that change how a run is watched, or where its data is read from, never what it computes
 _RESUME_SAFE = {"train.device", "train.log_every", "train.time", "train.ckpt_every", "train.profile",
                 "train.tensorboard", "train.repeats", "data.workers", "data.cache", "data.stream", "data.download",
-                "resume.run", "resume.force"}
+                "eval.calibrate", "eval.tta", "resume.run", "resume.force"}
 
 
 def _with_overrides(cfg: Config | None, overrides: dict[str, Any]) -> Config:
@@ -130,7 +130,7 @@ def _repeat(cfg: Config, console: Console) -> Run:
                                      "train": cfg.train.model_copy(update={"seed": seed, "repeats": 1})})
         runs.append(_train(one, console=console))
     for r in runs:  # averages such as macro F1 are nested: flatten them to macro.f1
-        r.metrics.update({f"{k}.{m}": v for k, d in list(r.metrics.items()) if k in ("macro", "micro", "weighted")
+        r.metrics.update({f"{k}.{m}": v for k, d in list(r.metrics.items()) if k in ("macro", "micro", "weighted", "roc_auc", "pr_auc", "top_k")
                           and isinstance(d, dict) for m, v in d.items()})
     numbers = {k for r in runs for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     summary: dict[str, Any] = {"runs": [str(r.dir) for r in runs], "seeds": [cfg.train.seed + i for i in range(len(runs))]}
@@ -308,7 +308,8 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
         "resize": d.resize, "mean": mean, "std": std, "task": task, "target_scale": target_scale,
         "config": resolved.model_dump(mode="json"),
     }
-    callbacks = [C.LRSchedule(schedule), C.Checkpointing(run_dir, meta, monitor, "auto", t.min_delta, t.ckpt_every),
+    schedule_cb = C.LRSchedule(schedule)
+    callbacks = [schedule_cb, C.Checkpointing(run_dir, meta, monitor, "auto", t.min_delta, t.ckpt_every),
                  C.History(run_dir / "history.csv"), C.ProgressBar(console, every=t.log_every)]
     if t.patience:
         callbacks.append(C.EarlyStopping(monitor, "auto", t.patience, t.min_delta))
@@ -349,8 +350,12 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
         raise TrainingStopped(f"interrupted by {state.interrupted} at step {state.step}; continue exactly with: "
                               f"cnnfit train resume={run_dir}", code=130)
     train_seconds = time.perf_counter() - t0 - setup_seconds
-    plot_curves(state.history, run_dir / "curves.png")
-    write_samples(prep, run_dir, augment, t.seed)
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    plot_curves(state.history, plots / "curves.png")
+    steps_lrs = list(zip(*schedule_cb.trace)) or [[], []]
+    plot_lr(*steps_lrs, plots / "lr.png", steps_per_epoch=per_epoch)
+    write_samples(prep, plots, augment, t.seed)
     timings = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "cache_hit": cache_hit}
     if compile_why:
         timings["compile"] = compile_why

@@ -70,3 +70,44 @@ def test_regression_metrics():
     m = regression_metrics(torch.tensor([[1.0], [2.5], [3.0], [2.0]]), y)
     assert m["mae"] == 2.5 / 4 and math.isclose(m["rmse"], math.sqrt(4.25 / 4)) and m["max_error"] == 2.0
     assert math.isclose(m["r2"], 1 - 4.25 / 5) and m["num_images"] == 4
+
+
+def _noisy_logits(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, k, (n,), generator=g)
+    return torch.nn.functional.one_hot(y, k).float() * 1.5 + torch.randn(n, k, generator=g), y
+
+
+def test_ranking_and_probability_metrics_equal_scikit_learn_multiclass():
+    from sklearn.metrics import (average_precision_score, balanced_accuracy_score, log_loss, roc_auc_score,
+                                 top_k_accuracy_score)
+
+    logits, y = _noisy_logits(400, 5)
+    m = classification_metrics(logits, y, list("abcde"))
+    probs = torch.softmax(logits.double(), 1).numpy()
+    yt = y.numpy()
+    for k, c in enumerate("abcde"):
+        assert m["per_class"][c]["roc_auc"] == roc_auc_score(yt == k, probs[:, k])
+        assert m["per_class"][c]["pr_auc"] == average_precision_score(yt == k, probs[:, k])
+    assert math.isclose(m["roc_auc"]["macro"], roc_auc_score(yt, probs, multi_class="ovr", average="macro"))
+    assert math.isclose(m["roc_auc"]["weighted"], roc_auc_score(yt, probs, multi_class="ovr", average="weighted"))
+    assert math.isclose(m["log_loss"], log_loss(yt, probs))
+    assert m["balanced_accuracy"] == balanced_accuracy_score(yt, probs.argmax(1))
+    assert m["top_k"]["3"] == top_k_accuracy_score(yt, probs, k=3) and "5" not in m["top_k"]  # k < classes only
+    assert m["micro"]["f1"] == m["accuracy"]  # single-label: micro averages are accuracy
+    assert np.allclose(np.array(m["confusion_normalized"]).sum(1), 1.0)
+
+
+def test_binary_auc_is_the_positive_class_auc_and_undefined_classes_are_none():
+    from sklearn.metrics import roc_auc_score
+
+    logits, y = _noisy_logits(200, 2, seed=1)
+    m = classification_metrics(logits, y, ["neg", "pos"])
+    probs = torch.softmax(logits.double(), 1).numpy()
+    assert m["roc_auc"]["macro"] == roc_auc_score(y.numpy(), probs[:, 1]) == m["per_class"]["pos"]["roc_auc"]
+    # a class absent from the split: its AUC is undefined, the average covers the classes that have one
+    logits3, y3 = _noisy_logits(90, 3, seed=2)
+    keep = y3 != 2
+    m3 = classification_metrics(logits3[keep], y3[keep], ["a", "b", "c"])
+    assert m3["per_class"]["c"]["roc_auc"] is None and m3["per_class"]["c"]["pr_auc"] is None
+    assert math.isclose(m3["roc_auc"]["macro"], (m3["per_class"]["a"]["roc_auc"] + m3["per_class"]["b"]["roc_auc"]) / 2)

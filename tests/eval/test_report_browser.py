@@ -1,0 +1,64 @@
+"""report.html in a real browser (Chromium through Playwright) at phone and desktop widths: no errors, every
+section shown, every image decoded, nothing wider than a phone's screen."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import pytest
+from rich.console import Console
+
+import cnnfit
+from cnnfit.eval.report import write_report
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")
+
+VIEWPORTS = [(390, 844), (1440, 900)]  # a phone (iPhone 12-15) and a laptop
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    project = tmp_path_factory.mktemp("runs")
+    run = cnnfit.train(data="digits", epochs=2, batch=64, project=str(project), name="browser",
+                       console=Console(file=io.StringIO()))
+    return write_report(run.dir)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.mark.parametrize("width,height", VIEWPORTS)
+def test_report_renders_cleanly(browser, report, width, height):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
+            else None)
+    page.goto(report.resolve().as_uri(), wait_until="load")
+
+    assert "browser" in page.title()
+    ids = page.eval_on_selector_all("section", "s => s.map(e => e.id)")
+    assert {"summary", "metrics", "curves", "per-class", "confusion", "data", "config", "environment",
+            "timing"} <= set(ids)
+    for sid in ids:
+        section = page.locator(f"section#{sid}")
+        section.scroll_into_view_if_needed()
+        assert section.is_visible(), sid
+        box = section.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width + 1, f"section {sid} runs off the screen"
+    broken = page.evaluate("[...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)")
+    assert page.evaluate("document.images.length") > 0 and not broken, broken
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"the page is {overflow} px wider than a {width} px screen"
+    page.click("nav a[href='#config']")  # the table of contents jumps to its section
+    assert page.locator("section#config h2").is_visible()
+    assert not errors, errors
+    page.close()

@@ -1,0 +1,98 @@
+"""`compare`: three real digits runs that differ only in lr, side by side; bad input is refused by name."""
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+from PIL import Image
+from rich.console import Console
+
+import cnnfit
+from cnnfit.compare import compare
+from cnnfit.errors import CnnfitError
+
+LRS = (3e-4, 1e-3, 3e-3)
+
+
+def _quiet() -> Console:
+    return Console(file=io.StringIO(), width=120)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    project = tmp_path_factory.mktemp("runs")
+    return [cnnfit.train(data="digits", model="simplecnn", epochs=2, batch=64, lr=lr, project=str(project),
+                         name=f"lr{i}", console=_quiet()).dir for i, lr in enumerate(LRS)]
+
+
+def test_compare_writes_table_differences_and_curves(runs, tmp_path):
+    console = _quiet()
+    out = compare(runs, out=tmp_path / "cmp", console=console)
+    assert out == tmp_path / "cmp"
+    with Image.open(out / "compare.png") as img:
+        assert img.size[0] > 500
+
+    page = (out / "compare.html").read_text()
+    assert all(run.name in page for run in runs)
+    differences = page.split("Config differences")[1].split("Curves")[0]
+    assert "optim.lr" in differences and all(f">{lr:g}<" in differences for lr in LRS)
+    assert "data:image/png;base64," in page and 'src="http' not in page and "<script" not in page
+    assert '<meta name="viewport"' in page
+
+    with open(out / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    accuracies = [json.loads((run / "metrics.json").read_text())["accuracy"] for run in runs]
+    assert [r["run"] for r in rows] == [run.name for run in runs]
+    assert [float(r["accuracy"]) for r in rows] == accuracies
+    assert f"<strong>{max(accuracies):.4f}</strong>" in page  # the best accuracy in bold
+
+    summary = json.loads((out / "compare.json").read_text())
+    assert summary["differences"]["optim.lr"] == {run.name: lr for run, lr in zip(runs, LRS)}
+    assert "train.seed" not in summary["differences"] and "name" not in summary["differences"]
+    text = console.file.getvalue()
+    assert "optim.lr" in text and f"{max(accuracies):.4f}*" in text and str(out) in text
+
+
+def test_default_folder_is_a_fresh_compare_beside_the_first_run(runs):
+    first = compare(runs[:2], console=_quiet())
+    second = compare(runs[:2], console=_quiet())
+    assert (first.parent, first.name, second.name) == (runs[0].parent, "compare", "compare2")
+    assert (second / "compare.html").is_file()
+
+
+def test_bad_input_is_refused_by_name(runs, tmp_path):
+    before = set(runs[0].parent.iterdir())
+    with pytest.raises(CnnfitError, match="two or more run directories"):
+        compare(runs[:1])
+    plain = tmp_path / "holiday_photos"
+    plain.mkdir()
+    with pytest.raises(CnnfitError, match="holiday_photos.*not a run directory"):
+        compare([runs[0], plain])
+    with pytest.raises(CnnfitError, match="same run"):
+        compare([runs[0], runs[0].parent / ".." / runs[0].parent.name / runs[0].name])
+    assert set(runs[0].parent.iterdir()) == before  # refused input writes nothing
+
+
+def test_unfinished_run_is_compared_with_its_history(runs, tmp_path):
+    copy = shutil.copytree(runs[1], tmp_path / "elsewhere" / runs[0].name)  # same folder name as runs[0]
+    (copy / "metrics.json").unlink()
+    out = compare([runs[0], copy], out=tmp_path / "cmp", console=_quiet())
+    with open(out / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["finished", "unfinished"]
+    assert rows[1]["accuracy"] == "" and float(rows[1]["val_acc"]) > 0.5 and rows[1]["best_epoch"] in ("1", "2")
+    assert rows[0]["run"] != rows[1]["run"] and rows[1]["run"] == f"elsewhere/{runs[0].name}"
+    assert "unfinished" in (out / "compare.html").read_text()
+
+
+def test_cli_compare_writes_the_folder_and_refuses_one_run(runs, tmp_path, capsys):
+    from cnnfit.cli import main
+
+    out = tmp_path / "side_by_side"
+    assert main(["compare", *map(str, runs), f"out={out}"]) == 0
+    assert {"compare.html", "compare.png", "compare.csv", "compare.json"} <= {p.name for p in out.iterdir()}
+    assert "config differences" in capsys.readouterr().out
+    assert main(["compare", str(runs[0])]) == 2
+    assert "two or more run directories" in capsys.readouterr().err

@@ -1,0 +1,117 @@
+"""Evaluation from a run directory: metrics against scikit-learn on a real run, calibration, TTA, and scoring
+a trained model on another dataset."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from rich.console import Console
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
+
+import cnnfit
+from cnnfit import inference
+from cnnfit.cli import main
+from cnnfit.data import load_imageset, resolve
+from cnnfit.engine import load_checkpoint
+from tests.conftest import make_folder, write_image
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(tmp_path_factory):
+    return cnnfit.train(data="digits", epochs=4, calibrate=True, project=str(tmp_path_factory.mktemp("runs")),
+                        name="cal", console=Console(file=io.StringIO()))
+
+
+def _logits(run_dir, split="test"):
+    """Outputs of best.pt on a split, recomputed here, and the labels."""
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    ds = load_imageset(resolve("digits"), None, None, "squash", None, True)[0]
+    idx = np.asarray(json.loads((run_dir / "split.json").read_text())[split])
+    model = inference._model_from_checkpoint(ckpt, torch.device("cpu"))
+    outputs, labels = inference._outputs(model, ds, idx, ckpt, torch.device("cpu"), None)
+    return outputs.double(), labels
+
+
+def _test_probs(run_dir):
+    """Softmax of best.pt's test outputs with the stored temperature applied, and the labels."""
+    outputs, labels = _logits(run_dir)
+    t = load_checkpoint(run_dir / "best.pt")["calibration"]["temperature"]
+    return (outputs / t).softmax(1).numpy(), labels.numpy()
+
+
+def test_metrics_of_a_real_run_equal_scikit_learn(calibrated_run):
+    metrics = json.loads((calibrated_run.dir / "metrics.json").read_text())
+    probs, y = _test_probs(calibrated_run.dir)
+    classes = metrics["classes"]
+    p, r, f, s = precision_recall_fscore_support(y, probs.argmax(1), labels=range(len(classes)), zero_division=0)
+    for k, c in enumerate(classes):
+        row = metrics["per_class"][c]
+        assert (row["precision"], row["recall"], row["f1"], row["support"]) == (p[k], r[k], f[k], s[k])
+        assert row["roc_auc"] == pytest.approx(roc_auc_score(y == k, probs[:, k]), abs=1e-9)
+        assert row["pr_auc"] == pytest.approx(average_precision_score(y == k, probs[:, k]), abs=1e-9)
+    assert metrics["roc_auc"]["macro"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr"), abs=1e-9)
+    assert metrics["accuracy"] >= 0.85
+    with open(calibrated_run.dir / "plots" / "confusion.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0][1:] == classes and [[int(v) for v in row[1:]] for row in rows[1:]] == metrics["confusion_matrix"]
+
+
+def test_calibration_is_stored_lowers_ece_on_val_fit_and_predict_uses_it(calibrated_run, tmp_path):
+    metrics = json.loads((calibrated_run.dir / "metrics.json").read_text())
+    cal = metrics["calibration"]
+    ckpt = load_checkpoint(calibrated_run.dir / "best.pt")
+    assert ckpt["calibration"]["temperature"] == cal["temperature"] != 1.0
+    assert cal["ece_after"] == metrics["ece"] and cal["log_loss_after"] == metrics["log_loss"]
+    # on the split it was fitted on, the temperature can only lower the log loss (test-split gains are measured
+    # on Fashion-MNIST in the benchmarks: 269 val images of digits say little about the test split)
+    val, y = _logits(calibrated_run.dir, "val")
+    nll = lambda t: float(torch.nn.functional.cross_entropy(val / t, y))  # noqa: E731
+    assert nll(cal["temperature"]) < nll(1.0)
+    # predict on the test images saved as files gives the calibrated probabilities
+    ds = load_imageset(resolve("digits"), None, None, "squash", None, True)[0]
+    idx = json.loads((calibrated_run.dir / "split.json").read_text())["test"][:5]
+    for i in idx:
+        Image.fromarray(np.asarray(ds.images[i][0])).save(tmp_path / f"{i:04d}.png")
+    rows = cnnfit.predict(calibrated_run.dir, [str(tmp_path)], topk=1, console=Console(file=io.StringIO()))
+    probs, _ = _test_probs(calibrated_run.dir)
+    assert [r["prob1"] for r in rows] == pytest.approx(probs[:5].max(1), abs=1e-5)
+
+
+def test_eval_with_tta_reports_the_mode(calibrated_run, tmp_path):
+    out = io.StringIO()
+    m = cnnfit.evaluate(calibrated_run.dir, tta="flip", console=Console(file=out, width=200))
+    assert m["tta"] == "flip" and 0.0 < m["accuracy"] <= 1.0
+    saved = json.loads((calibrated_run.dir / "metrics.json").read_text())
+    assert saved["tta"] == "flip" and saved["accuracy"] == m["accuracy"]
+    assert main(["eval", str(calibrated_run.dir), "tta=rotate"]) == 2
+
+
+def test_eval_on_another_dataset_matches_classes_by_name(tmp_path, capsys):
+    folder = make_folder(tmp_path / "photos", per_class=16)
+    run = cnnfit.train(data=str(folder), imgsz=16, epochs=3, batch=8, project=str(tmp_path / "runs"),
+                       console=Console(file=io.StringIO()))
+    own = (run.dir / "metrics.json").read_bytes()
+    other = tmp_path / "other"
+    rng = np.random.default_rng(5)
+    for name, color in {"green": (40, 180, 60), "blue": (40, 60, 200), "purple": (150, 40, 160)}.items():
+        for i in range(6):
+            write_image(other / name / f"{i}.png", color, (30, 30), rng)
+    assert main(["eval", str(run.dir), f"data={other}"]) == 0
+    printed = capsys.readouterr().out
+    assert "purple (6 images)" in printed and "red" in printed
+    m = json.loads((run.dir / "eval_other" / "metrics.json").read_text())
+    assert m["num_images"] == 12 and m["unknown_classes"] == ["purple"] and m["absent_classes"] == ["red"]
+    assert m["per_class"]["red"]["support"] == 0 and m["per_class"]["green"]["support"] == 6
+    assert m["accuracy"] >= 0.8  # colours the model learned
+    assert (run.dir / "eval_other" / "report.html").exists()
+    assert (run.dir / "metrics.json").read_bytes() == own  # the run's own evaluation is left alone
+    strangers = tmp_path / "strangers"
+    for name in ("cat", "dog"):
+        for i in range(3):
+            write_image(strangers / name / f"{i}.png", (90, 90, 90), (20, 20), rng)
+    assert main(["eval", str(run.dir), f"data={strangers}"]) == 2
+    assert "class names must match" in capsys.readouterr().err
