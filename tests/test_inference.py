@@ -115,3 +115,26 @@ def test_eval_on_another_dataset_matches_classes_by_name(tmp_path, capsys):
             write_image(strangers / name / f"{i}.png", (90, 90, 90), (20, 20), rng)
     assert main(["eval", str(run.dir), f"data={strangers}"]) == 2
     assert "class names must match" in capsys.readouterr().err
+
+
+def test_fashion_mnist_run_writes_every_plot_and_a_report_true_to_metrics(tmp_path):
+    import html
+    import re
+
+    from cnnfit.eval.report import format_metric, lookup_metric
+    from tests.conftest import shared_dataset
+
+    shared_dataset("fashion-mnist")
+    run = cnnfit.train(data="fashion-mnist", model="lenet5", epochs=1, batch=128, data__fraction=0.05,
+                       calibrate=True, project=str(tmp_path), console=Console(file=io.StringIO()))
+    plots = {p.name for p in (run.dir / "plots").iterdir()}
+    assert {"curves.png", "lr.png", "confusion.png", "confusion_normalized.png", "per_class_f1.png", "roc.png",
+            "pr.png", "reliability.png", "wrong.png", "samples.png"} <= plots
+    page = (run.dir / "report.html").read_text()
+    metrics = json.loads((run.dir / "metrics.json").read_text())
+    spans = re.findall(r'<span class="num" data-metric="([^"]*)">([^<]*)</span>', page)
+    assert len(spans) > 10 * 6  # every class's row, the headline numbers, calibration, timings
+    for path, text in spans:
+        path = html.unescape(path)
+        assert format_metric(lookup_metric(metrics, path), path) == html.unescape(text), path
+    assert metrics["calibration"]["ece_after"] == metrics["ece"] and "Ankle boot" in page

@@ -357,6 +357,8 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
     plot_lr(*steps_lrs, plots / "lr.png", steps_per_epoch=per_epoch)
     write_samples(prep, plots, augment, t.seed)
     timings = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "cache_hit": cache_hit}
+    if resumed:  # train_seconds counts from the resume; the steps before it ran in an earlier process
+        timings["resumed_at_step"] = ckpt["train_state"]["step"]
     if compile_why:
         timings["compile"] = compile_why
     metrics = evaluate(run_dir, console=console, dataset=ds, extra={"timings": timings, "stop": state.stop})

@@ -45,6 +45,8 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(tmp_path, monkeypatch):
     monkeypatch.undo()
     resumed = cnnfit.train(resume=str(cut))
     assert resumed.dir == cut and len(resumed.history) == 3
+    assert resumed.timings["resumed_at_step"] == 28  # train_seconds counts from here, and the report says so
+    assert "since the resume at step 28" in (cut / "report.html").read_text()
     assert _same(_weights(ref.dir), _weights(cut))
     assert [round(h["val_loss"], 6) for h in resumed.history] == [round(h["val_loss"], 6) for h in ref.history]
 

@@ -60,10 +60,12 @@ def test_curves_still_written(tmp_path):
 
 def test_lr_schedule_linear_log_and_empty(tmp_path):
     steps = np.arange(300)
-    cosine = 0.1 * 0.5 * (1 + np.cos(np.pi * steps / 300)) + 1e-6  # spans 5 decades: log axis
-    plot_lr(steps, cosine, tmp_path / "lr.png", steps_per_epoch=50)
+    cosine = 0.1 * 0.5 * (1 + np.cos(np.pi * steps / 300)) + 1e-9  # 8 decades, but only in the last steps
+    assert plot_lr(steps, cosine, tmp_path / "lr.png", steps_per_epoch=50) == "linear"
     _png(tmp_path / "lr.png")
-    plot_lr(list(range(10)), [0.01] * 10, tmp_path / "flat.png")
+    decay = 0.1 * 0.95 ** steps  # most steps far below the peak: only a log axis shows them
+    assert plot_lr(steps, decay, tmp_path / "decay.png") == "log"
+    assert plot_lr(list(range(10)), [0.01] * 10, tmp_path / "flat.png") == "linear"
     _png(tmp_path / "flat.png")
     plot_lr([], [], tmp_path / "empty.png")
     _png(tmp_path / "empty.png", min_side=200)

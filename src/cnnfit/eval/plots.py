@@ -186,21 +186,22 @@ def plot_lr_find(result: LRFind, path: Path) -> None:
 
 
 def plot_lr(steps: list[int] | np.ndarray, lrs: list[float] | np.ndarray, path: Path,
-            steps_per_epoch: int | None = None) -> None:
+            steps_per_epoch: int | None = None) -> str:
     """The learning rate the optimizer actually used, per step: shows warmup, decay and restarts as they ran.
-    The y-axis turns log only past 2 decades, where a linear one would flatten the tail to zero; with
-    `steps_per_epoch` a top axis reads in epochs."""
+    The y-axis turns log when most steps sit 2 decades below the peak (exponential or step decay), where a linear
+    one would flatten them to zero; a cosine or one-cycle end that dives to 0 stays linear, or its last few steps
+    would fill the plot. With `steps_per_epoch` a top axis reads in epochs. Returns the y scale used."""
     plt = _plt()
     steps, lrs = np.asarray(steps, dtype=np.float64), np.asarray(lrs, dtype=np.float64)
     if len(steps) != len(lrs):
         raise ValueError(f"plot_lr got {len(steps)} steps but {len(lrs)} learning rates; pass one lr per step")
     if not len(steps):
         _note("Learning rate schedule", "no steps recorded", path)
-        return
+        return "linear"
     fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
     ax.plot(steps, lrs, color="tab:blue", lw=1.8)
     positive = lrs[lrs > 0]
-    if len(positive) and positive.max() / positive.min() > 100:
+    if len(positive) and positive.max() / np.median(positive) > 100:
         ax.set_yscale("log")  # a zero lr (warmup start) has no place on it and is left out of the line
     ax.set(xlabel="optimizer step", ylabel="learning rate" + (" (log scale)" if ax.get_yscale() == "log" else ""),
            title=f"Learning rate schedule: peak {lrs.max():.3g}, last {lrs[-1]:.3g}")
@@ -208,7 +209,9 @@ def plot_lr(steps: list[int] | np.ndarray, lrs: list[float] | np.ndarray, path: 
         top = ax.secondary_xaxis("top", functions=(lambda s: s / steps_per_epoch, lambda e: e * steps_per_epoch))
         top.set_xlabel("epoch")
     ax.grid(alpha=0.3)
+    scale = ax.get_yscale()
     _save(fig, path)
+    return scale
 
 
 def plot_per_class_f1(per_class: dict[str, dict], path: Path) -> None:

@@ -368,7 +368,8 @@ def _summary(run: _Run) -> str:
     tiles = [_tile(headline[0], m.num(*headline[1])) if headline[1] else "",
              _tile(f"best {_name(monitor)}" if best else "", best, "the monitored score"),
              _tile("best epoch", epochs),
-             _tile("train time (s)", m.num("timings", "train_seconds")),
+             _tile("train time (s)", m.num("timings", "train_seconds"),
+                   f"since the resume at step {resumed}" if (resumed := m.get("timings", "resumed_at_step")) else ""),
              _tile("test images", m.num("num_images"))]
     rows = [("run", f"<code>{_esc(run.dir.name)}</code>"), ("task", _esc(run.task)), ("data", data),
             ("model", model_html), ("stopped", stop_text),
