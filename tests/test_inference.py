@@ -138,3 +138,25 @@ def test_fashion_mnist_run_writes_every_plot_and_a_report_true_to_metrics(tmp_pa
         path = html.unescape(path)
         assert format_metric(lookup_metric(metrics, path), path) == html.unescape(text), path
     assert metrics["calibration"]["ece_after"] == metrics["ece"] and "Ankle boot" in page
+
+
+def test_predict_with_tta_averages_the_mirrored_image(calibrated_run, tmp_path):
+    ds = load_imageset(resolve("digits"), None, None, "squash", None, True)[0]
+    image = np.asarray(ds.images[0][0])  # (H, W)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    quiet = Console(file=io.StringIO())
+    plain = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, console=quiet, tta="none")[0]
+    Image.fromarray(image[:, ::-1].copy()).save(tmp_path / "a.png")
+    mirror = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, console=quiet, tta="none")[0]
+    Image.fromarray(image).save(tmp_path / "a.png")
+    both = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, console=quiet, tta="flip")[0]
+    prob = lambda row: {row[f"top{j}"]: row[f"prob{j}"] for j in range(1, 11)}  # noqa: E731
+    p, m, b = prob(plain), prob(mirror), prob(both)
+    # TTA averages the raw softmax, then the temperature applies: p ** T, renormalized, undoes the temperature
+    t = load_checkpoint(calibrated_run.dir / "best.pt")["calibration"]["temperature"]
+    raw = lambda q: {c: v ** t / sum(w ** t for w in q.values()) for c, v in q.items()}  # noqa: E731
+    rp, rm = raw(p), raw(m)
+    mean = {c: (rp[c] + rm[c]) / 2 for c in p}
+    expected = {c: v ** (1 / t) for c, v in mean.items()}  # softmax(log(mean) / T), before renormalizing
+    zz = sum(expected.values())
+    assert max(abs(b[c] - expected[c] / zz) for c in b) < 1e-4  # probabilities are rounded to 6 places
