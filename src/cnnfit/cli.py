@@ -16,6 +16,8 @@ commands:
   train   [key=value ...] [config=file.yaml]   train, then evaluate on the test split
           resume=RUN [key=value ...]             continue a run exactly where its last.pt stopped
   lr-find [key=value ...]                       LR range test: lr_find.png and a suggested lr
+  tune    space.KEY=DIST ... [trials=20] [sampler=tpe] [pruner=median] [workers=1] [storage=URL]
+          [resume=true] [refit=true] [key=value ...]  hyperparameter search; each trial a cnnfit run
   eval    RUN [data=OTHER] [tta=flip] [calibrate=true]
                                                 test-split metrics, plots and report.html of a run's best.pt
   compare RUN RUN ... [out=DIR]                 the runs' metrics and config differences side by side,
@@ -47,7 +49,7 @@ _OPTIONS = {
 
 
 def _help(console: Console, command: str) -> None:
-    if command in ("train", "inspect", "lr-find"):
+    if command in ("train", "inspect", "lr-find", "tune"):
         from cnnfit.config import help_text
 
         table = Table(title=f"cnnfit {command} key=value ...  (also config=file.yaml; file < command line)")
@@ -84,7 +86,7 @@ def _run(argv: list[str], console: Console) -> int:
         _help(console, "")
         return 0
     command, args = argv[0], argv[1:]
-    commands = ("train", "lr-find", "eval", "predict", "compare", "inspect", "models", "summary")
+    commands = ("train", "lr-find", "tune", "eval", "predict", "compare", "inspect", "models", "summary")
     if command not in commands:
         raise CnnfitError(f"unknown command '{command}'; choose from: {', '.join(commands)}")
     if "-h" in args or "--help" in args:
@@ -97,6 +99,14 @@ def _run(argv: list[str], console: Console) -> int:
         from cnnfit.pipeline import train
 
         train(cfg, console=console)
+    elif command == "tune":
+        from cnnfit.config import load_config
+        from cnnfit.tune import tune
+
+        # for tune, resume=true continues the search and sampler= picks the search's sampler; for train they
+        # name a run directory and the batch sampler (train.sampler= still reaches that one here)
+        tune(load_config([f"tune.{a}" if a.startswith(("resume=", "sampler=")) else a for a in args]),
+             console=console)
     elif command == "lr-find":
         from cnnfit.config import load_config
         from cnnfit.pipeline import lr_find

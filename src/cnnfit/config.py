@@ -38,6 +38,8 @@ class DataConfig(_Group):
                             "(stratified, seeded) for quick experiments; test stays whole")
     per_class: int | None = Field(None, ge=1, description="keep at most N images per class in train and val "
                                   "(scarce-data studies); test stays whole")
+    merge_val: bool = Field(False, description="train on train+val for the set epochs, best.pt = the last epoch "
+                            "(the refit after tune: its val scores are on images it trained on)")
     download: bool = Field(False, description="fetch a missing named dataset from its official address (md5-checked)")
     task: Literal["auto", "classify", "multilabel", "regress"] = Field(
         "auto", description="auto: from the data (a CSV manifest with 'a;b' labels is multilabel, a numeric "
@@ -98,9 +100,9 @@ class TrainConfig(_Group):
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision; auto: measured default per device")
     channels_last: bool | None = Field(None, description="NHWC memory layout; auto: measured default per device")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
-    monitor: Literal["auto", "val_acc", "val_loss", "val_macro_f1", "val_balanced_acc"] = Field(
+    monitor: Literal["auto", "val_acc", "val_loss", "val_macro_f1", "val_balanced_acc", "epoch"] = Field(
         "auto", description="metric that picks best.pt and early stopping; auto: val_macro_f1 when the largest "
-        "class is over 3x the smallest, else val_acc")
+        "class is over 3x the smallest, else val_acc; epoch: best.pt is the last epoch")
     class_weight: Literal["none", "balanced"] | dict[str, float] = Field(
         "none", description="loss weight per class: none, balanced (n / (classes * count)) or {class: weight}")
     sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: draw every class equally often")
@@ -157,6 +159,21 @@ class EvalConfig(_Group):
                                                        "predict: average over flipped (and shifted) copies")
 
 
+class TuneConfig(_Group):
+    space: dict[str, str | list] = Field({}, description="search space: config key -> loguniform(a, b), "
+                                         "uniform(a, b), int(a, b) or choice([x, y, ...]) (a YAML list is a choice)")
+    sampler: Literal["grid", "random", "tpe"] = Field("tpe", description="grid: every combination; tpe: Bayesian")
+    pruner: Literal["median", "hyperband", "none"] = Field("median", description="stop weak trials early, "
+                                                           "from the val metric at each epoch end")
+    trials: int = Field(20, ge=1, description="finished (complete or pruned) trials the study stops at")
+    timeout: float | None = Field(None, gt=0, description="stop starting trials after this many minutes")
+    workers: int = Field(1, ge=1, description="parallel trial processes on this machine")
+    storage: str | None = Field(None, description="an Optuna storage URL (postgresql://... shares the study "
+                                "between machines); default: sqlite file study.db in the tune directory")
+    resume: bool = Field(False, description="continue the study in project/name instead of starting a new one")
+    refit: bool = Field(True, description="retrain the best config on train+val, then test once")
+
+
 class Config(_Group):
     name: str = Field("train", min_length=1, description="run name; a free one is chosen if taken (train2, ...)")
     project: str = Field("runs", min_length=1, description="folder that holds run directories")
@@ -168,6 +185,7 @@ class Config(_Group):
     train: TrainConfig = TrainConfig()
     aug: AugConfig = AugConfig()
     eval: EvalConfig = EvalConfig()
+    tune: TuneConfig = TuneConfig()
     resume: ResumeConfig = ResumeConfig()
 
 
@@ -183,6 +201,8 @@ SHORT_KEYS = {
     "profile": "train.profile", "tensorboard": "train.tensorboard", "repeats": "train.repeats",
     "resume": "resume.run", "l1": "optim.l1", "weight_decay": "optim.weight_decay", "lr_scale": "optim.lr_scale",
     "ckpt_every": "train.ckpt_every", "calibrate": "eval.calibrate", "tta": "eval.tta",
+    "space": "tune.space", "pruner": "tune.pruner", "trials": "tune.trials",
+    "timeout": "tune.timeout", "storage": "tune.storage", "refit": "tune.refit", "workers": "tune.workers",
 }
 
 
@@ -270,6 +290,12 @@ def load_config(args: list[str] | None = None, **overrides: Any) -> Config:
     for key, value in pairs:
         if key != "config":
             flat[key] = value
+    space = {k.split(".", 1)[1].removeprefix("space."): v for k, v in flat.items()
+             if k.startswith(("space.", "tune.space."))}  # space.lr=loguniform(1e-4,1e-1): one entry each
+    flat = {k: v for k, v in flat.items() if not k.startswith(("space.", "tune.space."))}
+    if space:
+        given = flat.pop("space", flat.pop("tune.space", {})) or {}
+        flat["tune.space"] = {**given, **space}
     values = {_canonical(k): v for k, v in flat.items()}
     tree: dict[str, Any] = {}
     for key, value in values.items():

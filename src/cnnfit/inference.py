@@ -21,6 +21,7 @@ from cnnfit import models
 from cnnfit.config import Config
 from cnnfit.device import pick_device
 from cnnfit.errors import CnnfitError
+from cnnfit.files import write_atomic
 from cnnfit.eval import classification_metrics, fit_thresholds, multilabel_metrics, regression_metrics
 from cnnfit.eval.calibration import fit_temperature
 from cnnfit.eval.environment import environment
@@ -171,9 +172,7 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(value, indent=2))
 
 
 def _calibrate(run_dir: Path, ckpt: dict, val_outputs: torch.Tensor, val_labels: torch.Tensor,

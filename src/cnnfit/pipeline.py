@@ -22,6 +22,7 @@ from cnnfit.config import Config, ResumeConfig, flatten, load_config, set_keys, 
 from cnnfit.device import pick_device, resolve_amp, resolve_channels_last, seed_everything, set_deterministic
 from cnnfit.engine import callbacks as C
 from cnnfit.errors import CnnfitError, TrainingStopped
+from cnnfit.files import write_atomic
 from cnnfit.eval.plots import plot_curves, plot_lr
 from cnnfit.inference import evaluate, predict
 from cnnfit.prepare import build_augment, new_run_dir, prepare, write_data_report, write_samples
@@ -80,20 +81,24 @@ def _with_overrides(cfg: Config | None, overrides: dict[str, Any]) -> Config:
     if cfg is not None and not overrides:
         return cfg
     base = flatten(cfg.model_dump(mode="json")) if cfg is not None else {}
-    return load_config(**{k.replace(".", "__"): v for k, v in base.items()}, **overrides)
+    return load_config(**{**{k.replace(".", "__"): v for k, v in base.items()}, **overrides})  # overrides win
 
 
-def train(cfg: Config | None = None, *, console: Console | None = None, **overrides: Any) -> Run:
+def train(cfg: Config | None = None, *, console: Console | None = None, callbacks: list | None = None,
+          test: bool = True, **overrides: Any) -> Run:
     """Train a model as `cfg` says and evaluate it on the test split. Every input is validated
     before the run directory is created, so bad input leaves nothing behind. `resume=RUN` continues a run
-    exactly where its last.pt stopped; `repeats=N` trains N seeds and reports mean and std."""
+    exactly where its last.pt stopped; `repeats=N` trains N seeds and reports mean and std.
+
+    `callbacks` join the run's own (a tuning trial's pruning); `test=False` leaves the test split untouched
+    (a tuning trial is scored on val, so the test split is seen once, by the final refit)."""
     cfg = _with_overrides(cfg, overrides)
     console = console or Console()
     if cfg.resume.run:
-        return _train(*_resume_config(cfg), console=console)
+        return _train(*_resume_config(cfg), console=console, extra_callbacks=callbacks, test=test)
     if cfg.train.repeats > 1:
         return _repeat(cfg, console)
-    return _train(cfg, console=console)
+    return _train(cfg, console=console, extra_callbacks=callbacks, test=test)
 
 
 def _resume_config(cfg: Config) -> tuple[Config, Path, dict]:
@@ -168,7 +173,7 @@ def lr_find(cfg: Config | None = None, *, console: Console | None = None, **over
 
 
 def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *, console: Console,
-           find_lr: bool = False) -> Run:
+           find_lr: bool = False, extra_callbacks: list | None = None, test: bool = True) -> Run:
     t0 = time.perf_counter()
     d, t, o = cfg.data, cfg.train, cfg.optim
     models.check_name(cfg.model.name)
@@ -200,6 +205,8 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
         monitor_why = f"auto: largest/smallest class {imbalance:.1f}" + (" > 3" if imbalance > 3 else "")
     elif monitor == "auto":
         monitor, monitor_why = E.scores.MONITORS[task], f"auto: {task}"
+    if d.merge_val:  # val was trained on: it cannot pick the epoch, so best.pt follows the last one
+        monitor, monitor_why = "epoch", "merge_val: the last epoch"
     class_weight = _class_weights(t.class_weight, ds.classes, train_counts) if task == "classify" else None
     loss_fn = E.losses.make_loss(task, t.loss, label_smoothing=t.label_smoothing, focal_gamma=t.focal_gamma,
                                  class_weight=None if class_weight is None else class_weight.to(device))
@@ -238,7 +245,7 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
         run_dir = new_run_dir(cfg.project, cfg.name)
         split = {k: v.tolist() for k, v in parts.items()}
         (run_dir / "split.json").write_text(json.dumps({"how": split_how, "seed": t.seed, **split}))
-    _write_text(run_dir / "config.yaml", to_yaml(resolved))
+    write_atomic(run_dir / "config.yaml", to_yaml(resolved))
     if ds.skipped:
         (run_dir / "skipped.txt").write_text("".join(f"{f}\t{why}\n" for f, why in ds.skipped))
     if init is not None:
@@ -325,6 +332,7 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
                                                         + val_loader.mean).clamp(0, 1).cpu(), graph_input=x[:2]))
     if frozen:  # first, so frozen batch norm goes back to eval right after the loop's model.train()
         callbacks.insert(0, C.Freeze(frozen, epochs=ft.freeze_epochs or None))
+    callbacks += extra_callbacks or []
     signals = C.CatchSignals()
     callbacks.append(signals)
     forward, compile_why = model, ""
@@ -361,6 +369,15 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
         timings["resumed_at_step"] = ckpt["train_state"]["step"]
     if compile_why:
         timings["compile"] = compile_why
+    if not test:  # scored on val only: the best epoch's validation metrics
+        best = C.Monitor(monitor)
+        for row in state.history:
+            best.update(row, row["epoch"])
+        metrics = {"task": task, "split": "val", "monitor": monitor, "value": best.best,
+                   "best_epoch": best.best_epoch, "val": state.history[best.best_epoch - 1] if state.history else {},
+                   "timings": timings, "stop": state.stop}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return Run(run_dir, metrics, state.history, timings)
     metrics = evaluate(run_dir, console=console, dataset=ds, extra={"timings": timings, "stop": state.stop})
     return Run(run_dir, metrics, state.history, timings)
 
@@ -379,10 +396,6 @@ def _range_test(model: torch.nn.Module, loader: D.DeviceLoader, optimizer: torch
     return Run(run_dir, metrics)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 __all__ = ["Run", "evaluate", "lr_find", "predict", "train"]

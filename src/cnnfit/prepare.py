@@ -76,6 +76,9 @@ def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
         limits = ([f"{d.fraction:g} of each {group}"] if d.fraction < 1 else []) + (
             [f"at most {d.per_class} per {group}"] if d.per_class else [])
         split_how += f"; train and val limited to {' and '.join(limits)}"
+    if d.merge_val:  # the val images join training; they stay the val split only to keep the loop's bookkeeping
+        parts["train"] = np.sort(np.concatenate([parts["train"], parts["val"]]))
+        split_how += "; val merged into train (merge_val)"
     mean, std = D.split_stats(ds, parts["train"])
     return Prepared(ds, cache_hit, parts, split_how, mean, std, source)
 

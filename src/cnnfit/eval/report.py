@@ -45,6 +45,8 @@ from typing import Any, Callable
 import yaml
 from PIL import Image
 
+from cnnfit.files import write_atomic
+
 # title and how-to-read caption of each plot that train and evaluate write; any other PNG in plots/ goes into
 # "More plots"
 _CAPTIONS = {
@@ -830,14 +832,7 @@ def write_report(run_dir: str | Path, *, out: Path | None = None) -> Path:
     """Write run_dir/report.html (or `out`) from the files in the run directory, atomically; returns its path."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "report.html"
-    page = render_report(run_dir)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_atomic(out, render_report(run_dir))
 
 
 __all__ = ["format_metric", "lookup_metric", "metric_path", "metric_span", "render_report", "write_report"]
