@@ -26,7 +26,7 @@ from cnnfit.config import Config, TuneConfig
 from cnnfit.engine.callbacks.base import Callback, Monitor
 from cnnfit.engine.state import State
 from cnnfit.errors import CnnfitError, TrainingStopped
-from cnnfit.tune.space import Dist, grid_points, parse_space
+from cnnfit.tune.space import DEFAULT_SPACE, Dist, contains, grid_points, parse_space
 
 _GRID_READY = "cnnfit_grid_ready"  # study attribute set once every grid point is enqueued
 
@@ -99,8 +99,9 @@ def _sampler(name: str, seed: int | None, trials: int) -> Any:
 def _pruner(name: str, epochs: int) -> Any:
     import optuna
 
-    if name == "median":  # from the first epoch's end on, once 3 trials have shown what is typical there
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "median":  # once 3 trials have shown what is typical, and after the first fifth of the epochs
+        # (epoch 1 at the earliest): a low learning rate starts slowly and should not lose on its first epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, epochs // 5))
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
     return optuna.pruners.NopPruner()
@@ -140,6 +141,8 @@ def _open_study(cfg: Config, tune_dir: Path, direction: str, space: dict[str, Di
                           f"search would {direction} "
                           f"{'the val score' if cfg.train.monitor == 'auto' else cfg.train.monitor}; use another "
                           "name= or the same monitor")
+    if created and t.sampler != "grid" and (start := _baseline(cfg, space)):
+        study.enqueue_trial(start, user_attrs={"baseline": True})  # the config as given is trial 0: the yardstick
     if t.sampler == "grid":
         if created:  # only the creator enqueues: a second machine would add every point again
             for point in grid_points(space)[:trials]:
@@ -153,6 +156,27 @@ def _open_study(cfg: Config, tune_dir: Path, direction: str, space: dict[str, Di
                                       "created it may have died: start the search again with a new name=")
                 time.sleep(0.5)
     return study
+
+
+def _baseline(cfg: Config, space: dict[str, Dist]) -> dict[str, Any] | None:
+    """The searched keys' values in the config as given (auto lr and weight decay resolved as train resolves
+    them), when every one lies inside the space; else None."""
+    from cnnfit.pipeline import _AUTO_LR, _AUTO_WD
+
+    tree = cfg.model_dump()
+    point = {}
+    for key, dist in space.items():
+        node = tree
+        for part in key.split("."):
+            node = node[part]
+        if node is None and key == "optim.lr":
+            node = _AUTO_LR[cfg.optim.name]
+        elif node is None and key == "optim.weight_decay":
+            node = _AUTO_WD[cfg.optim.name]
+        if not contains(dist, node):
+            return None
+        point[key] = node
+    return point
 
 
 def _retry_lost(study: Any) -> int:
@@ -205,7 +229,8 @@ def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], mon
     except (CnnfitError, TrainingStopped) as exc:  # a bad combination (model too big for the images, NaN loss)
         trial.set_user_attr("stop", str(exc))
         study.tell(trial, state=TrialState.FAIL)
-        console.print(f"trial {trial.number:>3}  failed     {shown}: {exc}", markup=False, highlight=False)
+        console.print(f"trial {trial.number:>3}  failed     {shown}: {exc}", markup=False, highlight=False,
+                      soft_wrap=True)
         return
     attrs = {"run_dir": str(run.dir), "monitor": run.metrics["monitor"], "best_epoch": run.metrics["best_epoch"],
              "epochs_run": len(run.history),
@@ -219,7 +244,7 @@ def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], mon
         study.tell(trial, float(run.metrics["value"]))
         outcome = f"{run.metrics['monitor']} {run.metrics['value']:.4f}"
     console.print(f"trial {trial.number:>3}  {outcome}  {shown}  ({attrs['seconds']:.0f} s)", markup=False,
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
 def _short(value: Any) -> str:
@@ -292,6 +317,9 @@ def tune(cfg: Config, console: Console | None = None) -> TuneResult:
                   f"{'maximize' if direction == 'maximize' else 'minimize'} {monitor if monitor != 'auto' else 'the val score'}"
                   f", {cfg.tune.workers} worker(s); storage {cfg.tune.storage or tune_dir / 'study.db'}",
                   highlight=False, soft_wrap=True)
+    if not cfg.tune.space:
+        console.print("no space given: searching " + ", ".join(f"{k} {v}" for k, v in DEFAULT_SPACE.items()),
+                      highlight=False, soft_wrap=True)
     processes = []
     threads = max(1, torch.get_num_threads() // cfg.tune.workers)
     if cfg.tune.workers > 1:
@@ -313,6 +341,11 @@ def tune(cfg: Config, console: Console | None = None) -> TuneResult:
         study = optuna.load_study(storage=_storage(cfg.tune.storage or f"sqlite:///{tune_dir / 'study.db'}"),
                                   study_name=study.study_name)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    start = next((t for t in completed if t.user_attrs.get("baseline")), None)
+    if start is not None:
+        best = study.best_trial
+        console.print(f"the config as given (trial {start.number}): {start.value:.4f}; best (trial {best.number}): "
+                      f"{best.value:.4f}", highlight=False)
     base = cfg.model_copy(update={"tune": TuneConfig()})
     if cfg.tune.refit and completed:
         best = study.best_trial

@@ -86,11 +86,14 @@ def _choice(key: str, values: list) -> Dist:
     return Dist("choice", tuple(values))
 
 
+# searched when no space is given: the three settings that matter most for any model, around AdamW's defaults
+DEFAULT_SPACE = {"optim.lr": "loguniform(1e-4, 1e-2)", "optim.weight_decay": "loguniform(1e-4, 0.3)",
+                 "train.batch": "choice([32, 64, 128])"}
+
+
 def parse_space(space: dict[str, str | list]) -> dict[str, Dist]:
-    """{dotted config key: Dist}; short keys (lr, batch, model) become their dotted names."""
-    if not space:
-        raise CnnfitError("the search space is empty; give keys to search, e.g. space.lr='loguniform(1e-4, 1e-1)' "
-                          "or a space: section in config=file.yaml")
+    """{dotted config key: Dist}; short keys (lr, batch, model) become their dotted names; empty: DEFAULT_SPACE."""
+    space = space or DEFAULT_SPACE
     out: dict[str, Dist] = {}
     for key, spec in space.items():
         full = SHORT_KEYS.get(key, key)
@@ -101,10 +104,16 @@ def parse_space(space: dict[str, str | list]) -> dict[str, Dist]:
     return out
 
 
+def contains(dist: Dist, value: Any) -> bool:
+    if dist.kind == "choice":
+        return value in dist.args
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and dist.args[0] <= value <= dist.args[1]
+
+
 def grid_points(space: dict[str, Dist]) -> list[dict[str, Any]]:
     """Every combination, in a fixed order: what sampler=grid runs, each exactly once."""
     keys = list(space)
     return [dict(zip(keys, values)) for values in itertools.product(*(space[k].grid() for k in keys))]
 
 
-__all__ = ["Dist", "grid_points", "parse_dist", "parse_space"]
+__all__ = ["DEFAULT_SPACE", "Dist", "contains", "grid_points", "parse_dist", "parse_space"]
