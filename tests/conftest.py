@@ -59,3 +59,18 @@ def shared_dataset(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"dataset '{name}' not found under CNNFIT_DATA={data_root()}; point CNNFIT_DATA at the datasets folder")
     return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (no browser download); the test skips, saying why, without either."""
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield b
+        b.close()

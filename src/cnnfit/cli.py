@@ -22,7 +22,13 @@ commands:
                                                 test-split metrics, plots and report.html of a run's best.pt
   compare RUN RUN ... [out=DIR]                 the runs' metrics and config differences side by side,
                                                 their curves overlaid: compare.html, compare.png
-  predict RUN PATHS... [topk=5] [out=file.csv]  top-k classes (label sets, values) for files, folders, globs
+  predict RUN PATHS... [topk=5] [out=file.csv] [format=csv|json]
+                                                top-k classes (label sets, values) for files, folders, globs;
+                                                RUN is a run directory or an exported .onnx
+  export  RUN [format=onnx|torchscript|safetensors] [out=PATH]
+                                                a model that takes uint8 pixels (checked against torch on val)
+  serve   RUN|model.onnx [host=127.0.0.1] [port=8000] [api_key=KEY]
+                                                web API (POST /predict, /health, /model, /docs) and an upload page
   inspect [key=value ...]                       data report: counts, bad files, duplicates, leaks
   models  [imgsz=32] [in_chans=3]               the zoo: parameters and forward FLOPs at that input
   summary model=NAME [imgsz=32] [in_chans=3]    one model layer by layer: output shapes, parameters
@@ -41,10 +47,20 @@ _OPTIONS = {
              "tta": ("the run's", "none, flip or flip+shift: average over flipped (and shifted) copies"),
              "calibrate": ("the run's", "true: fit temperature scaling on the val split (stored in best.pt)"),
              "device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
-    "predict": {"topk": ("5", "classes per image"), "out": ("RUN/predict.csv", "CSV to write"),
-                "tta": ("the run's", "none, flip or flip+shift"),
+    "predict": {"topk": ("5", "classes per image"), "out": ("RUN/predict.csv", "file to write"),
+                "format": ("csv", "csv, or json: a list of objects"),
+                "tta": ("the run's", "none, flip or flip+shift (run directories only)"),
                 "device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
+    "export": {"format": ("onnx", "onnx, torchscript or safetensors (+ model.json)"),
+               "out": ("RUN/model.<ext>", "file to write (.onnx, .pt or .safetensors)"),
+               "layout": ("nchw", "onnx/torchscript input: nchw or nhwc, uint8 either way"),
+               "check_images": ("2000", "val images for the parity check; all for the whole split")},
     "compare": {"out": ("beside the first run", "folder for compare.html, compare.png, compare.csv")},
+    "serve": {"host": ("127.0.0.1", "address to bind; anything beyond loopback wants api_key="),
+              "port": ("8000", "TCP port"), "api_key": ("none", "require this X-API-Key header on /predict and /model"),
+              "max_batch": ("64", "images per model call when requests are grouped (1: no grouping)"),
+              "tta": ("the run's", "none, flip or flip+shift (run directories only)"),
+              "device": ("cpu", "cpu, cuda, cuda:N or mps")},
 }
 
 
@@ -86,7 +102,8 @@ def _run(argv: list[str], console: Console) -> int:
         _help(console, "")
         return 0
     command, args = argv[0], argv[1:]
-    commands = ("train", "lr-find", "tune", "eval", "predict", "compare", "inspect", "models", "summary")
+    commands = ("train", "lr-find", "tune", "eval", "predict", "export", "serve", "compare", "inspect", "models",
+                "summary")
     if command not in commands:
         raise CnnfitError(f"unknown command '{command}'; choose from: {', '.join(commands)}")
     if "-h" in args or "--help" in args:
@@ -135,6 +152,23 @@ def _run(argv: list[str], console: Console) -> int:
             pipeline.evaluate(positional[0], console=console, device=options.get("device", "auto"),
                               data=options.get("data"), tta=_tta_option(options),
                               calibrate=_bool_option(options, "calibrate"))
+        elif command == "serve":
+            from cnnfit.serve import serve
+
+            if len(positional) > 1:
+                raise CnnfitError(f"cnnfit serve takes one run directory or .onnx file, got {len(positional)} paths")
+            serve(positional[0], host=options.get("host", "127.0.0.1"), port=_int_option(options, "port", 8000),
+                  api_key=options.get("api_key"), max_batch=_int_option(options, "max_batch", 64),
+                  tta=_tta_option(options), device=options.get("device", "cpu"))
+        elif command == "export":
+            from cnnfit.export import export
+
+            if len(positional) > 1:
+                raise CnnfitError(f"cnnfit export takes one run directory, got {len(positional)} paths")
+            check = options.get("check_images", "2000")
+            export(positional[0], format=options.get("format", "onnx"), out=options.get("out"), console=console,
+                   layout=options.get("layout", "nchw"),
+                   check_images=None if check == "all" else _int_option(options, "check_images", 2000))
         else:
             if len(positional) < 2:
                 raise CnnfitError("cnnfit predict needs image files, folders or globs after the run directory")
@@ -143,7 +177,8 @@ def _run(argv: list[str], console: Console) -> int:
             except ValueError:
                 raise CnnfitError(f"topk={options['topk']!r} is invalid: use a whole number such as topk=3") from None
             pipeline.predict(positional[0], positional[1:], topk=topk, out=options.get("out"),
-                             device=options.get("device", "auto"), console=console, tta=_tta_option(options))
+                             device=options.get("device", "auto"), console=console, tta=_tta_option(options),
+                             format=options.get("format", "csv"))
     return 0
 
 

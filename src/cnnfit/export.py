@@ -1,30 +1,274 @@
-"""Export a trained model for serving without PyTorch: ONNX with a dynamic batch axis, checked against torch."""
+"""Export a run for serving without cnnfit: ONNX (or TorchScript) that takes raw uint8 pixels and returns
+probabilities, checked against the torch predictor on the run's own validation images; or the weights as
+safetensors with a JSON description that rebuilds the model.
+
+ONNX contract (model.onnx): input "images", uint8 (N, C, H, W) at the trained size (or (N, H, W, C) with
+layout="nhwc"), pixels as `Predictor.decode` gives them; output "probs", float32 (N, K), softmax at the run's
+calibration temperature; N is dynamic. Normalization (mean/std) happens inside the graph. metadata_props hold
+classes (JSON), imgsz, channels, resize, task, mean, std, temperature, model, params, layout, the cnnfit version,
+the run's test accuracy / macro F1 and the parity figures."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import time
 import warnings
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
+from rich.console import Console
 
 from cnnfit.errors import CnnfitError
 
+FORMATS = ("onnx", "torchscript", "safetensors")
+MAX_DIFF = 1e-4  # largest |p_exported - p_torch| accepted, in probability units
+MIN_AGREEMENT = 1.0  # fraction of images whose top-1 class must agree
+CHECK_IMAGES = 2000  # val images the parity check runs on by default (~1 s for a small CNN on CPU)
+
+
+def export(run: str | Path, *, format: str = "onnx", out: Path | None = None, console: Console | None = None,
+           check_images: int | None = CHECK_IMAGES, layout: str = "nchw") -> dict[str, Any]:
+    """Export RUN's best.pt as `format` (onnx, torchscript, safetensors) to `out` (default RUN/model.<ext>).
+
+    onnx and torchscript are checked against the torch predictor on up to `check_images` val images (None: all);
+    beyond MAX_DIFF or MIN_AGREEMENT it raises CnnfitError and leaves no file. The record (path, bytes, parity,
+    seconds) is returned and stored under its format in RUN/export.json."""
+    from cnnfit import engine as E
+    from cnnfit.inference import _run_dir
+
+    t0 = time.perf_counter()
+    if format not in FORMATS:
+        raise CnnfitError(f"format={format!r} is not an export format; choose from: {', '.join(FORMATS)}")
+    run_dir = _run_dir(run)
+    console = console or Console()
+    ckpt = E.load_checkpoint(run_dir / "best.pt")
+    task = ckpt.get("task", "classify")
+    if format != "safetensors" and task != "classify":
+        raise CnnfitError(f"format={format} exports classify runs; this run is {task}: use format=safetensors")
+    ext = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}[format]
+    path = Path(out) if out else run_dir / f"model{ext}"
+    if path.suffix != ext:
+        raise CnnfitError(f"out={path} does not end in {ext}; format={format} writes a {ext} file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if format == "safetensors":
+        record = _safetensors(ckpt, path)
+    else:
+        record = _graph(format, run_dir, ckpt, path, check_images, layout)
+    record = {"format": format, **record, "seconds": round(time.perf_counter() - t0, 3),
+              "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    _record(run_dir, format, record)
+    size = sum(record["bytes"].values()) / 1e6
+    line = f"exported {path} ({size:.2f} MB)"
+    if "parity" in record:
+        p = record["parity"]
+        line += (f"; {p['backend']} vs torch on {p['images']} {p['split']} images: max |dp| {p['max_abs_diff']:.2e}, "
+                 f"top-1 agreement {p['agreement']:.2%}")
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return record
+
+
+def _graph(format: str, run_dir: Path, ckpt: dict, path: Path, check_images: int | None,
+           layout: str) -> dict[str, Any]:
+    """ONNX or TorchScript of the uint8 -> probs module, written to a temporary name, checked, then renamed."""
+    from cnnfit.predictor import load_predictor, pixels_module, run_metrics
+
+    module = pixels_module(ckpt, "cpu", layout=layout)
+    images, split = _check_images(run_dir, ckpt, check_images)  # (N, C, H, W) uint8
+    example = torch.from_numpy(images[:2] if len(images) >= 2 else np.repeat(images[:1], 2, axis=0))
+    if layout == "nhwc":
+        example = example.permute(0, 2, 3, 1).contiguous()  # (2, H, W, C)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keeps the suffix: load_predictor reads .onnx
+    reference = load_predictor(run_dir, tta="none").predict
+    try:
+        if format == "onnx":
+            _torch_to_onnx(module, example, tmp, output="probs")
+            meta = {"classes": json.dumps(ckpt["classes"]), "imgsz": ckpt["imgsz"], "channels": ckpt["channels"],
+                    "resize": ckpt["resize"], "task": "classify", "mean": json.dumps(ckpt["mean"]),
+                    "std": json.dumps(ckpt["std"]), "temperature": module.temperature, "model": ckpt["model"],
+                    "params": sum(p.numel() for p in module.model.parameters()), "layout": layout,
+                    "input": "images", "output": "probs", "cnnfit": _version(), **run_metrics(run_dir)}
+            _set_metadata(tmp, meta)
+            candidate, backend = load_predictor(tmp).predict, "onnxruntime"
+        else:
+            try:
+                with warnings.catch_warnings(), torch.no_grad():
+                    warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+                    traced = torch.jit.trace(module, example)
+                    traced.save(str(tmp))
+                    loaded = torch.jit.load(str(tmp))
+            except Exception as exc:
+                raise CnnfitError(f"{ckpt['model']} cannot be traced for TorchScript ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); use format=onnx") from None
+            candidate, backend = _torch_runner(loaded, layout), "torchscript"
+        parity = {"backend": backend, "split": split, "images": len(images), **_parity(reference, candidate, images)}
+        if parity["max_abs_diff"] > MAX_DIFF or parity["agreement"] < MIN_AGREEMENT:
+            raise CnnfitError(f"{backend} export of {run_dir} differs from torch: max |dp| "
+                              f"{parity['max_abs_diff']:.2e} (limit {MAX_DIFF:.0e}), top-1 agreement "
+                              f"{parity['agreement']:.2%} on {len(images)} {split} images; nothing was written")
+        if format == "onnx":
+            _set_metadata(tmp, {"parity": json.dumps(parity)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"path": str(path), "bytes": {path.name: path.stat().st_size}, "layout": layout,
+            "input": {"name": "images", "dtype": "uint8",
+                      "shape": ["N", *((ckpt["channels"], ckpt["imgsz"], ckpt["imgsz"]) if layout == "nchw"
+                                       else (ckpt["imgsz"], ckpt["imgsz"], ckpt["channels"]))]},
+            "output": {"name": "probs", "dtype": "float32", "shape": ["N", len(ckpt["classes"])]},
+            "temperature": module.temperature, "parity": parity}
+
+
+def _torch_runner(module: nn.Module, layout: str) -> Callable[[np.ndarray], np.ndarray]:
+    def run(x: np.ndarray) -> np.ndarray:  # (n, C, H, W) uint8 -> (n, K)
+        t = torch.from_numpy(x)
+        if layout == "nhwc":
+            t = t.permute(0, 2, 3, 1).contiguous()  # (n, H, W, C)
+        with torch.inference_mode():
+            return module(t).numpy()
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        from cnnfit.predictor import BATCH
+
+        return np.concatenate([run(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+
+    return predict
+
+
+def _check_images(run_dir: Path, ckpt: dict, limit: int | None) -> tuple[np.ndarray, str]:
+    """The run's val images, decoded as training decoded them: (N, C, H, W) uint8 and the split's name.
+    Data that moved or changed gives seeded random pixels instead, and says so."""
+    from cnnfit.config import Config
+    from cnnfit.prepare import load_data
+
+    shape = (ckpt["channels"], ckpt["imgsz"], ckpt["imgsz"])
+    try:
+        ds = load_data(Config.model_validate(ckpt["config"]))[0]
+        split = json.loads((run_dir / "split.json").read_text())
+        name = "val" if len(split.get("val", [])) else "test"
+        idx = np.asarray(split[name], dtype=np.int64)[:limit]
+        if not len(idx) or idx.max() >= len(ds) or tuple(ds.shape) != shape:
+            raise CnnfitError(f"the data has changed since training ({len(ds)} images now)")
+        return np.ascontiguousarray(ds.images[np.sort(idx)]), name
+    except (CnnfitError, OSError, KeyError, ValueError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 256, (min(limit or 256, 256), *shape), dtype=np.uint8), f"random (no data: {why})"
+
+
+def _parity(reference: Callable, candidate: Callable, images: np.ndarray) -> dict[str, float]:
+    want, got = reference(images), candidate(images)  # (N, K) each
+    return {"max_abs_diff": float(np.abs(got.astype(np.float64) - want).max()),
+            "agreement": float((got.argmax(1) == want.argmax(1)).mean())}
+
+
+def _torch_to_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, output: str) -> None:
+    quiet = logging.getLogger("torch.onnx")  # "torchvision is not installed" lines: not the user's concern
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter's deprecation chatter, likewise
+            torch.onnx.export(module, (example,), str(path), input_names=["images"], output_names=[output],
+                              dynamic_axes={"images": {0: "batch"}, output: {0: "batch"}}, dynamo=True,
+                              external_data=False, verbose=False)  # one self-contained file (< 2 GB)
+    finally:
+        quiet.setLevel(level)
+
+
+def _set_metadata(path: Path, props: dict[str, Any]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    current = {p.key: p.value for p in model.metadata_props}
+    onnx.helper.set_model_props(model, {**current, **{k: str(v) for k, v in props.items()}})
+    onnx.save(model, str(path))
+
+
+def _version() -> str:
+    from cnnfit import __version__
+
+    return __version__
+
+
+def _record(run_dir: Path, format: str, record: dict[str, Any]) -> None:
+    from cnnfit.files import write_atomic
+
+    path = run_dir / "export.json"
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, ValueError):
+        records = {}
+    write_atomic(path, json.dumps({**records, format: record}, indent=2))
+
+
+# safetensors: the weights plus everything models.create needs, readable without pickle
+
+def _safetensors(ckpt: dict, path: Path) -> dict[str, Any]:
+    from safetensors.torch import save_file
+
+    from cnnfit.files import write_atomic
+
+    meta = {"format": "cnnfit-safetensors", "cnnfit": _version(), "model": ckpt["model"],
+            "model_kwargs": ckpt["model_kwargs"], "num_classes": len(ckpt["classes"]), "in_chans": ckpt["channels"],
+            "classes": ckpt["classes"], "imgsz": ckpt["imgsz"], "channels": ckpt["channels"],
+            "resize": ckpt["resize"], "mean": ckpt["mean"], "std": ckpt["std"], "task": ckpt.get("task", "classify"),
+            "temperature": (ckpt.get("calibration") or {}).get("temperature", 1.0),
+            "target_scale": ckpt.get("target_scale")}
+    try:
+        text = json.dumps(meta, indent=2)
+    except TypeError as exc:
+        raise CnnfitError(f"model options of {ckpt['model']} are not JSON ({exc}); use format=onnx") from None
+    # safetensors refuses tensors that share memory; a clone per tensor costs one copy of the weights
+    weights = {k: v.detach().contiguous().clone() for k, v in ckpt["state_dict"].items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file(weights, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    desc = _description(path)
+    write_atomic(desc, text)
+    return {"path": str(path), "description": str(desc),
+            "bytes": {path.name: path.stat().st_size, desc.name: desc.stat().st_size}}
+
+
+def _description(path: Path) -> Path:
+    return path.with_suffix(".json")  # model.safetensors -> model.json
+
+
+def load_safetensors(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, its description) from a model.safetensors and the model.json beside it. The model
+    takes float (N, C, H, W) normalized with meta["mean"], meta["std"] and returns logits."""
+    from safetensors.torch import load_file
+
+    from cnnfit.inference import _model_from_checkpoint
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    desc = _description(path)
+    if not path.is_file() or not desc.is_file():
+        raise CnnfitError(f"'{path}' and '{desc.name}' beside it are needed; write them with: "
+                          "cnnfit export RUN format=safetensors")
+    meta = json.loads(desc.read_text())
+    ckpt = {**meta, "state_dict": load_file(str(path))}
+    return _model_from_checkpoint(ckpt, torch.device("cpu")), meta
+
 
 def to_onnx(model: nn.Module, path: str | Path, *, in_chans: int, imgsz: int, check: bool = True) -> Path:
-    """Write `path` atomically; with `check`, onnxruntime must reproduce torch's logits (atol 1e-4)."""
+    """A bare model (float input, logits out) written atomically to `path`; with `check`, onnxruntime must
+    reproduce torch's logits (atol 1e-4). Runs are exported with `export`, which adds the pixel handling."""
     path = Path(path)
     model = model.eval().float()
     x = torch.randn(2, in_chans, imgsz, imgsz)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's concern
-            torch.onnx.export(model, (x,), str(tmp), input_names=["images"], output_names=["logits"],
-                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=True,
-                              verbose=False)
+        _torch_to_onnx(model, x, tmp, output="logits")
         if check:
             _check(model, tmp, x)
         os.replace(tmp, path)
@@ -45,3 +289,6 @@ def _check(model: nn.Module, path: Path, x: torch.Tensor) -> None:
     if not np.allclose(got, want, atol=1e-4, rtol=1e-3):
         raise CnnfitError(f"ONNX export of {type(model).__name__} differs from torch by up to "
                           f"{np.abs(got - want).max():.2e}; please report this model")
+
+
+__all__ = ["FORMATS", "export", "load_safetensors", "to_onnx"]

@@ -280,58 +280,66 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def predict(run: str | Path, paths: list[str], *, topk: int = 5, out: str | Path | None = None,
-            device: str = "auto", console: Console | None = None, tta: str | None = None) -> list[dict[str, Any]]:
-    """Predictions for image files, decoded exactly as training decoded them; writes a CSV. By the run's task:
+            device: str = "auto", console: Console | None = None, tta: str | None = None,
+            format: str = "csv") -> list[dict[str, Any]]:
+    """Predictions for image files, decoded exactly as training decoded them, from a run directory or an exported
+    .onnx (both through `load_predictor`); writes a CSV, or with format=json a list of objects. By the run's task:
     top-k classes (file, top1, prob1, ...), label sets at the fitted thresholds (file, labels 'a;b',
     prob_<label> ...) or the target in its own units (file, value). Probabilities use the run's calibration
-    temperature when eval fitted one; `tta` defaults to the run's eval.tta."""
-    run_dir = _run_dir(run)
+    temperature when eval fitted one; `tta` defaults to the run's eval.tta (an .onnx graph has none).
+    Files that cannot be decoded are listed and skipped."""
+    from cnnfit.predictor import BATCH, load_predictor
+
+    if format not in ("csv", "json"):
+        raise CnnfitError(f"format={format!r} is not an output format; choose from: csv, json")
     console = console or Console()
-    ckpt = E.load_checkpoint(run_dir / "best.pt")
+    predictor = load_predictor(run, device=device, tta=tta)
+    classes, task = predictor.classes, predictor.task
     files = _expand(paths)
     if not files:
         raise CnnfitError("no image files found in the given paths")
-    arrays = D.map_images(lambda f: D.decode_image(f, ckpt["imgsz"], ckpt["channels"], ckpt["resize"]), files)
-    decoded = [a for a in arrays if not isinstance(a, D.DecodeError)]
-    kept = [f for f, a in zip(files, arrays) if not isinstance(a, D.DecodeError)]
-    skipped = [(f, str(a)) for f, a in zip(files, arrays) if isinstance(a, D.DecodeError)]
+    kept: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    chunks: list[np.ndarray] = []
+    for i in range(0, len(files), BATCH):  # decode and infer BATCH files at a time: memory stays flat
+        part = files[i:i + BATCH]
+        arrays = D.map_images(predictor.decode, part)
+        good = [(f, a) for f, a in zip(part, arrays) if not isinstance(a, D.DecodeError)]
+        skipped += [(f, str(a)) for f, a in zip(part, arrays) if isinstance(a, D.DecodeError)]
+        if good:
+            kept += [f for f, _ in good]
+            chunks.append(predictor.predict(np.stack([a for _, a in good])))  # (n, K)
     for f, why in skipped:
         console.print(f"skipped {f}: {why}", markup=False, highlight=False, soft_wrap=True)
     if not kept:
         raise CnnfitError("none of the given files could be decoded as an image")
-    dev = pick_device(device)
-    task, classes = ckpt.get("task", "classify"), ckpt["classes"]
-    model = _model_from_checkpoint(ckpt, dev)
-    tta = tta or Config.model_validate(ckpt["config"]).eval.tta
-    if tta != "none":
-        model = TTA(model, tta, task)
-    loader = D.DeviceLoader(np.stack(decoded), np.zeros(len(kept)), batch=256, device=dev, mean=ckpt["mean"],
-                            std=ckpt["std"])
-    outputs, _ = E.infer(model, loader)
-    if task == "classify" and ckpt.get("calibration"):
-        outputs = outputs / ckpt["calibration"]["temperature"]
+    probs = np.concatenate(chunks)  # (N, K)
+    home = Path(predictor.source) if predictor.backend == "torch" else Path(predictor.source).parent
     if task == "multilabel":  # each label on its own, at the thresholds evaluate fitted on val
-        saved = run_dir / "thresholds.json"
+        saved = home / "thresholds.json"
         fitted = json.loads(saved.read_text()) if saved.is_file() else {}
         cut = np.array([fitted.get(c, 0.5) for c in classes])
-        probs = torch.sigmoid(outputs).numpy()  # (N, L)
         rows = [{"file": str(f), "labels": sets, **{f"prob_{c}": round(float(q), 6) for c, q in zip(classes, p)}}
                 for f, sets, p in zip(kept, _label_sets(probs >= cut, classes), probs)]
         fields = ["file", "labels", *(f"prob_{c}" for c in classes)]
     elif task == "regress":
-        rows = [{"file": str(f), "value": float(v)} for f, v in zip(kept, _unscale(outputs, ckpt).tolist())]
+        rows = [{"file": str(f), "value": float(v)} for f, v in zip(kept, probs[:, 0].tolist())]
         fields = ["file", "value"]
     else:
         k = min(topk, len(classes))
-        probs, ids = outputs.softmax(1).topk(k, dim=1)
+        ids = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k), most probable first
+        top = np.take_along_axis(probs, ids, axis=1)
         rows = [{"file": str(f), **{f"top{j + 1}": classes[ids[i, j]] for j in range(k)},
-                 **{f"prob{j + 1}": round(float(probs[i, j]), 6) for j in range(k)}} for i, f in enumerate(kept)]
+                 **{f"prob{j + 1}": round(float(top[i, j]), 6) for j in range(k)}} for i, f in enumerate(kept)]
         fields = ["file"] + [x for j in range(k) for x in (f"top{j + 1}", f"prob{j + 1}")]
-    out_path = Path(out) if out else _free_name(run_dir / "predict.csv")
-    with open(out_path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    out_path = Path(out) if out else _free_name(home / f"predict.{format}")
+    if format == "json":
+        write_atomic(out_path, json.dumps(rows, indent=2))
+    else:
+        with open(out_path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
     console.print(f"{len(rows)} predictions -> {out_path}" + (f" ({len(skipped)} skipped)" if skipped else ""),
                   markup=False, soft_wrap=True)
     return rows

@@ -4,7 +4,6 @@ section shown, every image decoded, nothing wider than a phone's screen."""
 from __future__ import annotations
 
 import io
-import shutil
 
 import pytest
 from rich.console import Console
@@ -12,9 +11,6 @@ from rich.console import Console
 import cnnfit
 from cnnfit.eval.report import write_report
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")
 
 VIEWPORTS = [(390, 844), (1440, 900)]  # a phone (iPhone 12-15) and a laptop
 
@@ -25,14 +21,6 @@ def report(tmp_path_factory):
     run = cnnfit.train(data="digits", epochs=2, batch=64, project=str(project), name="browser",
                        console=Console(file=io.StringIO()))
     return write_report(run.dir)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.mark.parametrize("width,height", VIEWPORTS)

@@ -1,0 +1,144 @@
+"""HTTP serving throughput: micro-batched (max_batch=64) against unbatched (max_batch=1, one torch eager call per
+image), each server in its own process on loopback, loaded by an async httpx client at several concurrencies.
+
+    python benchmarks/bench_serve.py                        # trains a digits run into a temp dir first
+    python benchmarks/bench_serve.py --run runs/train3 --seconds 10
+
+Every request carries one test image; the table gives requests/s, p50/p99 latency, errors, and the mean
+images per model call the server reported. The load generator shares the machine with the server, so
+absolute figures are lower bounds; the ratio between the two configurations is the result."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+CONFIGS = {"batched": {"max_batch": 64, "max_wait_ms": 5}, "unbatched": {"max_batch": 1, "max_wait_ms": 0}}
+
+
+def digits_run(run: str | None) -> Path:
+    if run:
+        return Path(run)
+    from rich.console import Console
+
+    import cnnfit
+
+    return cnnfit.train(data="digits", epochs=3, project=tempfile.mkdtemp(prefix="bench_serve_"),
+                        console=Console(file=io.StringIO())).dir
+
+
+def test_pngs(run_dir: Path, n: int = 64) -> list[bytes]:
+    from PIL import Image
+
+    from cnnfit.predictor import load_predictor
+
+    p = load_predictor(run_dir)
+    split = json.loads((run_dir / "split.json").read_text()) if (run_dir / "split.json").exists() else {}
+    from cnnfit.data import load_imageset, resolve
+
+    ds = load_imageset(resolve("digits"), p.imgsz, p.channels, p.resize, None, True)[0]
+    out = []
+    for i in (split.get("test") or range(len(ds.images)))[:n]:
+        img = ds.images[i]  # (C, H, W)
+        buf = io.BytesIO()
+        Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(buf, "PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def start_server(run_dir: Path, options: dict) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = (f"from cnnfit.serve import serve; serve({str(run_dir)!r}, port={port}, log_level='warning', "
+            f"max_files=1, **{options!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the server did not start in 60 s")
+
+
+async def load(url: str, images: list[bytes], concurrency: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        before = (await client.get("/health")).json()
+        deadline = time.perf_counter() + seconds
+
+        async def user(k: int) -> None:
+            nonlocal errors
+            i = k
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/predict?topk=1", files=[("files", (f"{i}.png", images[i % len(images)],
+                                                                                "image/png"))])
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - t0) if ok else None
+                errors += not ok
+                i += concurrency
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(user(k) for k in range(concurrency)))
+        wall = time.perf_counter() - t0
+        after = (await client.get("/health")).json()
+    lat = np.array(latencies) * 1000  # ms
+    calls = after["batches"] - before["batches"]
+    return {"rps": len(lat) / wall, "p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p99": float(np.percentile(lat, 99)) if len(lat) else float("nan"), "errors": errors,
+            "per_call": (after["images"] - before["images"]) / max(calls, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", help="run directory or .onnx (default: train a digits run into a temp dir)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="load time per concurrency level")
+    ap.add_argument("--concurrency", default="1,8,32", help="comma-separated concurrency levels")
+    args = ap.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    run_dir = digits_run(args.run)
+    images = test_pngs(run_dir)
+    print(f"run {run_dir}, {args.seconds:g} s per level, {os.cpu_count()} CPUs, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    results: dict[tuple[str, int], dict] = {}
+    for name, options in CONFIGS.items():
+        proc, url = start_server(run_dir, options)
+        try:
+            asyncio.run(load(url, images, 4, 1.0))  # warm-up: first calls allocate
+            for c in levels:
+                results[name, c] = asyncio.run(load(url, images, c, args.seconds))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    print(f"\n{'config':<10} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'img/call':>8}")
+    for (name, c), r in results.items():
+        print(f"{name:<10} {c:>4} {r['rps']:>8.1f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['errors']:>6} "
+              f"{r['per_call']:>8.1f}")
+    top = max(levels)
+    ratio = results["batched", top]["rps"] / results["unbatched", top]["rps"]
+    print(f"\nthroughput at concurrency {top}: batched / unbatched = {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""One inference path for predict, serve and the export check: uint8 pixels in, probabilities out.
+
+    p = load_predictor("runs/train3")          # best.pt, torch; or load_predictor("runs/train3/model.onnx")
+    x = np.stack([p.decode("cat.jpg")])        # (N, C, H, W) uint8, decoded exactly as training decoded
+    probs = p.predict(x)                       # (N, K) float32, rows sum to 1 (classify)
+
+The torch backend runs `Pixels`, the module the ONNX export traces, so both backends compute the same graph:
+uint8 -> float / 255 -> (x - mean) / std -> model -> / temperature -> softmax."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnfit import data as D
+from cnnfit.errors import CnnfitError
+
+BATCH = 256  # images per forward pass: bounds memory for any N; ~3 MB of uint8 at 3x64x64
+LAYOUTS = ("nchw", "nhwc")
+
+
+class Pixels(nn.Module):
+    """uint8 images -> what `Predictor.predict` returns, normalization and calibration inside the module.
+
+    Input (N, C, H, W) uint8, or (N, H, W, C) with layout="nhwc". Output by task: classify (N, K) softmax
+    probabilities at `temperature`; multilabel (N, L) sigmoid probabilities; regress (N, 1) in the target's
+    own units (the train split's `target_scale`)."""
+
+    def __init__(self, model: nn.Module, *, mean: list[float], std: list[float], task: str = "classify",
+                 temperature: float = 1.0, target_scale: tuple[float, float] | None = None,
+                 layout: str = "nchw") -> None:
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise CnnfitError(f"layout={layout!r} is not a layout; choose from: {', '.join(LAYOUTS)}")
+        self.model, self.task, self.temperature, self.layout = model, task, float(temperature), layout
+        # the same float32 constants and op order as DeviceLoader, so exported and trained inputs match bit for bit
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.target_scale = tuple(target_scale or (0.0, 1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == "nhwc":
+            x = x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        x = x.float() / 255.0  # (N, C, H, W) in [0, 1]
+        x = (x - self.mean) * self.inv_std
+        out = self.model(x).float()  # (N, K) logits
+        if self.task == "classify":
+            return (out / self.temperature).softmax(1)
+        if self.task == "multilabel":
+            return out.sigmoid()
+        mean, std = self.target_scale
+        return out.reshape(-1, 1) * std + mean  # (N, 1)
+
+
+@dataclass
+class Predictor:
+    """A loaded model and how to feed it. `predict` is safe to call from several threads at once."""
+
+    classes: list[str]
+    imgsz: int
+    channels: int
+    resize: str
+    task: str
+    source: str
+    backend: str  # "torch" or "onnx"
+    info: dict[str, Any] = field(default_factory=dict)  # model, params, temperature, tta, accuracy, macro_f1
+    _run: Callable[[np.ndarray], np.ndarray] = field(default=None, repr=False)  # (n, C, H, W) uint8 -> (n, K)
+
+    def decode(self, src: str | Path | bytes) -> np.ndarray:
+        """An image file or its bytes -> (C, H, W) uint8 at this model's size; raises data.DecodeError."""
+        return D.decode_image(src, self.imgsz, self.channels, self.resize)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) uint8 -> (N, K) float32: class probabilities (classify), label probabilities
+        (multilabel), or the value in the target's units (regress, K = 1)."""
+        want = (self.channels, self.imgsz, self.imgsz)
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
+                or images.shape[1:] != want or not len(images):
+            got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+            raise CnnfitError(f"predict takes (N, {', '.join(map(str, want))}) uint8 images with N >= 1, got {got}; "
+                              "decode files with Predictor.decode")
+        images = np.ascontiguousarray(images)
+        return np.concatenate([self._run(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+
+
+def load_predictor(path: str | Path, *, device: str = "cpu", tta: str | None = None) -> Predictor:
+    """A run directory (its best.pt, torch backend; the run's calibration and eval.tta unless `tta` is given)
+    or an exported .onnx file (onnxruntime backend; everything it needs read from its metadata)."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return _onnx_predictor(path, device=device, tta=tta)
+    return _torch_predictor(path, device=device, tta=tta)
+
+
+def pixels_module(ckpt: dict, device: torch.device | str = "cpu", *, tta: str = "none",
+                  layout: str = "nchw") -> Pixels:
+    """The run's model as a uint8 -> output `Pixels` module, in eval mode, with its calibration temperature."""
+    from cnnfit.eval.tta import TTA
+    from cnnfit.inference import _model_from_checkpoint
+
+    task = ckpt.get("task", "classify")  # checkpoints from before other tasks existed are classifiers
+    model = _model_from_checkpoint(ckpt, torch.device(device))
+    if tta != "none":
+        model = TTA(model, tta, task)
+    temperature = (ckpt.get("calibration") or {}).get("temperature", 1.0) if task == "classify" else 1.0
+    return Pixels(model, mean=ckpt["mean"], std=ckpt["std"], task=task, temperature=temperature,
+                  target_scale=ckpt.get("target_scale"), layout=layout).to(device).eval()
+
+
+def run_metrics(run_dir: Path) -> dict[str, float | None]:
+    """Test accuracy and macro F1 from a run's metrics.json, None where absent (another task, no eval yet)."""
+    try:
+        m = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        m = {}
+    macro = m.get("macro")
+    return {"accuracy": m.get("accuracy"), "macro_f1": macro.get("f1") if isinstance(macro, dict) else None}
+
+
+def _torch_predictor(run_dir: Path, *, device: str, tta: str | None) -> Predictor:
+    from cnnfit import engine as E
+    from cnnfit.config import Config
+    from cnnfit.device import pick_device
+    from cnnfit.eval.tta import MODES
+
+    if not (run_dir / "best.pt").is_file():
+        raise CnnfitError(f"'{run_dir}' is not a finished run directory (no best.pt) or an exported .onnx file; "
+                          "pass e.g. runs/train or runs/train/model.onnx")
+    ckpt = E.load_checkpoint(run_dir / "best.pt")
+    tta = tta or Config.model_validate(ckpt["config"]).eval.tta
+    if tta not in MODES:
+        raise CnnfitError(f"tta={tta!r} is not a mode; choose from: {', '.join(MODES)}")
+    dev = pick_device(device)
+    module = pixels_module(ckpt, dev, tta=tta)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():  # no autograd state: concurrent calls share nothing mutable
+            return module(torch.from_numpy(x).to(dev)).cpu().numpy()
+
+    info = {"model": ckpt["model"], "params": sum(p.numel() for p in module.model.parameters()),
+            "temperature": module.temperature, "tta": tta, **run_metrics(run_dir)}
+    return Predictor(classes=list(ckpt["classes"]), imgsz=int(ckpt["imgsz"]), channels=int(ckpt["channels"]),
+                     resize=ckpt["resize"], task=module.task, source=str(run_dir), backend="torch", info=info, _run=run)
+
+
+def _onnx_predictor(path: Path, *, device: str, tta: str | None) -> Predictor:
+    import onnxruntime as ort
+
+    if tta not in (None, "none"):
+        raise CnnfitError(f"tta={tta} is not in an exported ONNX graph; predict with the run directory for TTA")
+    if not path.is_file():
+        raise CnnfitError(f"'{path}' not found; export one with: cnnfit export RUN")
+    try:
+        session = ort.InferenceSession(str(path), providers=_providers(ort, device))
+    except Exception as exc:  # onnxruntime raises its own types for a damaged or foreign file
+        raise CnnfitError(f"'{path}' cannot be loaded by onnxruntime ({type(exc).__name__}); re-export it") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    missing = [k for k in ("classes", "imgsz", "channels", "resize") if k not in meta]
+    if missing:
+        raise CnnfitError(f"'{path}' has no cnnfit metadata ({', '.join(missing)}); export it with: cnnfit export RUN")
+    name = session.get_inputs()[0].name
+    nhwc = meta.get("layout", "nchw") == "nhwc"
+
+    def run(x: np.ndarray) -> np.ndarray:  # InferenceSession.run is thread-safe
+        return session.run(None, {name: x.transpose(0, 2, 3, 1) if nhwc else x})[0]
+
+    info = {"model": meta.get("model"), "params": int(meta["params"]) if "params" in meta else None,
+            "temperature": float(meta.get("temperature", 1.0)), "tta": "none",
+            "accuracy": _float(meta.get("accuracy")), "macro_f1": _float(meta.get("macro_f1"))}
+    return Predictor(classes=json.loads(meta["classes"]), imgsz=int(meta["imgsz"]), channels=int(meta["channels"]),
+                     resize=meta["resize"], task=meta.get("task", "classify"), source=str(path), backend="onnx",
+                     info=info, _run=run)
+
+
+def _providers(ort, device: str) -> list[str]:
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _float(value: str | None) -> float | None:
+    return None if value in (None, "", "None", "null") else float(value)
+
+
+__all__ = ["BATCH", "LAYOUTS", "Pixels", "Predictor", "load_predictor", "pixels_module", "run_metrics"]
