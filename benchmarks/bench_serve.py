@@ -1,5 +1,6 @@
-"""HTTP serving throughput: micro-batched (max_batch=64) against unbatched (max_batch=1, one torch eager call per
-image), each server in its own process on loopback, loaded by an async httpx client at several concurrencies.
+"""HTTP serving throughput: the exported model.onnx micro-batched (max_batch=64, onnxruntime) against the run
+served unbatched (max_batch=1, one PyTorch eager call per image), with the run micro-batched in eager PyTorch in
+between; each server in its own process on loopback, loaded by an async httpx client at several concurrencies.
 
     python benchmarks/bench_serve.py                        # trains a digits run into a temp dir first
     python benchmarks/bench_serve.py --run runs/train3 --seconds 10
@@ -25,7 +26,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-CONFIGS = {"batched": {"max_batch": 64, "max_wait_ms": 5}, "unbatched": {"max_batch": 1, "max_wait_ms": 0}}
+# name -> (what is served: the run's exported ONNX or the run itself, server options)
+CONFIGS = {"batched onnx": ("onnx", {"max_batch": 64, "max_wait_ms": 5}),
+           "batched eager": ("run", {"max_batch": 64, "max_wait_ms": 5}),
+           "unbatched eager": ("run", {"max_batch": 1, "max_wait_ms": 0})}
 
 
 def digits_run(run: str | None) -> Path:
@@ -40,29 +44,37 @@ def digits_run(run: str | None) -> Path:
 
 
 def test_pngs(run_dir: Path, n: int = 64) -> list[bytes]:
+    """n test images of the run's own data, as PNG bytes at the trained size."""
     from PIL import Image
 
-    from cnnfit.predictor import load_predictor
+    from cnnfit.config import Config
+    from cnnfit.engine import load_checkpoint
+    from cnnfit.prepare import load_data
 
-    p = load_predictor(run_dir)
-    split = json.loads((run_dir / "split.json").read_text()) if (run_dir / "split.json").exists() else {}
-    from cnnfit.data import load_imageset, resolve
-
-    ds = load_imageset(resolve("digits"), p.imgsz, p.channels, p.resize, None, True)[0]
+    ds = load_data(Config.model_validate(load_checkpoint(run_dir / "best.pt")["config"]))[0]
     out = []
-    for i in (split.get("test") or range(len(ds.images)))[:n]:
-        img = ds.images[i]  # (C, H, W)
+    for i in json.loads((run_dir / "split.json").read_text())["test"][:n]:
+        img = np.asarray(ds.images[i])  # (C, H, W)
         buf = io.BytesIO()
         Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(buf, "PNG")
         out.append(buf.getvalue())
     return out
 
 
-def start_server(run_dir: Path, options: dict) -> tuple[subprocess.Popen, str]:
+def onnx_of(run_dir: Path) -> Path:
+    path = run_dir / "model.onnx"
+    if not path.exists():
+        from cnnfit.export import export
+
+        export(run_dir, format="onnx")
+    return path
+
+
+def start_server(served: Path, options: dict) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = (f"from cnnfit.serve import serve; serve({str(run_dir)!r}, port={port}, log_level='warning', "
+    code = (f"from cnnfit.serve import serve; serve({str(served)!r}, port={port}, log_level='warning', "
             f"max_files=1, **{options!r})")
     proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
     url = f"http://127.0.0.1:{port}"
@@ -112,7 +124,8 @@ async def load(url: str, images: list[bytes], concurrency: int, seconds: float) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", help="run directory or .onnx (default: train a digits run into a temp dir)")
+    ap.add_argument("--run", help="a run directory (default: train a digits run into a temp dir); its model.onnx "
+                    "is exported when missing")
     ap.add_argument("--seconds", type=float, default=5.0, help="load time per concurrency level")
     ap.add_argument("--concurrency", default="1,8,32", help="comma-separated concurrency levels")
     args = ap.parse_args()
@@ -122,8 +135,9 @@ def main() -> None:
     print(f"run {run_dir}, {args.seconds:g} s per level, {os.cpu_count()} CPUs, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     results: dict[tuple[str, int], dict] = {}
-    for name, options in CONFIGS.items():
-        proc, url = start_server(run_dir, options)
+    onnx = onnx_of(run_dir)
+    for name, (kind, options) in CONFIGS.items():
+        proc, url = start_server(onnx if kind == "onnx" else run_dir, options)
         try:
             asyncio.run(load(url, images, 4, 1.0))  # warm-up: first calls allocate
             for c in levels:
@@ -131,13 +145,15 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(10)
-    print(f"\n{'config':<10} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'img/call':>8}")
+    print(f"\n{'config':<16} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'img/call':>8}")
     for (name, c), r in results.items():
-        print(f"{name:<10} {c:>4} {r['rps']:>8.1f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['errors']:>6} "
+        print(f"{name:<16} {c:>4} {r['rps']:>8.1f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['errors']:>6} "
               f"{r['per_call']:>8.1f}")
     top = max(levels)
-    ratio = results["batched", top]["rps"] / results["unbatched", top]["rps"]
-    print(f"\nthroughput at concurrency {top}: batched / unbatched = {ratio:.2f}x")
+    base = results["unbatched eager", top]["rps"]
+    print(f"\nthroughput at concurrency {top}: batched onnx / unbatched eager = "
+          f"{results['batched onnx', top]['rps'] / base:.2f}x; batched eager / unbatched eager = "
+          f"{results['batched eager', top]['rps'] / base:.2f}x")
 
 
 if __name__ == "__main__":
