@@ -6,8 +6,9 @@ between; each server in its own process on loopback, loaded by an async httpx cl
     python benchmarks/bench_serve.py --run runs/train3 --seconds 10
 
 Every request carries one test image; the table gives requests/s, p50/p99 latency, errors, and the mean
-images per model call the server reported. The load generator shares the machine with the server, so
-absolute figures are lower bounds; the ratio between the two configurations is the result."""
+images per model call the server reported. The load comes from Debian's `wrk` (C, one fixed image per
+request) when it is on PATH, else from an async httpx client, which itself needs much of a small machine's
+CPU: with it the figures are lower bounds, and the generator is named in the output."""
 
 from __future__ import annotations
 
@@ -122,17 +123,56 @@ async def load(url: str, images: list[bytes], concurrency: int, seconds: float) 
             "per_call": (after["images"] - before["images"]) / max(calls, 1)}
 
 
+_WRK_SCRIPT = """local f = io.open("{body}", "rb")
+wrk.method = "POST"
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Content-Type"] = "multipart/form-data; boundary={boundary}"
+"""
+
+
+def load_wrk(url: str, image: bytes, concurrency: int, seconds: float, folder: Path) -> dict:
+    """wrk posting one multipart image per request; its own latency percentiles and error counts."""
+    import re
+
+    boundary = "cnnfitbench"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    (folder / "body.bin").write_bytes(body)
+    script = folder / "post.lua"
+    script.write_text(_WRK_SCRIPT.format(body=folder / "body.bin", boundary=boundary))
+    before = httpx.get(url + "/health").json()
+    out = subprocess.run(["wrk", f"-t{min(2, concurrency)}", f"-c{concurrency}", f"-d{seconds:g}s", "--latency",
+                          "-s", str(script), url + "/predict?topk=1"], capture_output=True, text=True, check=True).stdout
+    after = httpx.get(url + "/health").json()
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)\b", out)
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)] if m else float("nan")
+
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    calls = after["batches"] - before["batches"]
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50"), "p99": ms("99"),
+            "errors": errors, "per_call": (after["images"] - before["images"]) / max(calls, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", help="a run directory (default: train a digits run into a temp dir); its model.onnx "
                     "is exported when missing")
     ap.add_argument("--seconds", type=float, default=5.0, help="load time per concurrency level")
     ap.add_argument("--concurrency", default="1,8,32", help="comma-separated concurrency levels")
+    ap.add_argument("--client", choices=["auto", "wrk", "httpx"], default="auto", help="auto: wrk when on PATH")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     run_dir = digits_run(args.run)
     images = test_pngs(run_dir)
-    print(f"run {run_dir}, {args.seconds:g} s per level, {os.cpu_count()} CPUs, "
+    import shutil
+
+    client = ("wrk" if shutil.which("wrk") else "httpx") if args.client == "auto" else args.client
+    folder = Path(tempfile.mkdtemp(prefix="bench_serve_wrk_"))
+    print(f"run {run_dir}, {args.seconds:g} s per level, {os.cpu_count()} CPUs, load from {client}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     results: dict[tuple[str, int], dict] = {}
     onnx = onnx_of(run_dir)
@@ -141,7 +181,8 @@ def main() -> None:
         try:
             asyncio.run(load(url, images, 4, 1.0))  # warm-up: first calls allocate
             for c in levels:
-                results[name, c] = asyncio.run(load(url, images, c, args.seconds))
+                results[name, c] = (load_wrk(url, images[0], c, args.seconds, folder) if client == "wrk"
+                                    else asyncio.run(load(url, images, c, args.seconds)))
         finally:
             proc.terminate()
             proc.wait(10)

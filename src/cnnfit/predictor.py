@@ -157,7 +157,10 @@ def _onnx_predictor(path: Path, *, device: str, tta: str | None) -> Predictor:
     if not path.is_file():
         raise CnnfitError(f"'{path}' not found; export one with: cnnfit export RUN")
     try:
-        session = ort.InferenceSession(str(path), providers=_providers(ort, device))
+        options = ort.SessionOptions()
+        # no busy-waiting between calls: spinning pool threads take the CPU a server's event loop needs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(path), options, providers=_providers(ort, device))
     except Exception as exc:  # onnxruntime raises its own types for a damaged or foreign file
         raise CnnfitError(f"'{path}' cannot be loaded by onnxruntime ({type(exc).__name__}); re-export it") from None
     meta = session.get_modelmeta().custom_metadata_map
