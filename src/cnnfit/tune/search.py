@@ -225,7 +225,7 @@ def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], mon
     try:
         run = train(base, console=Console(file=io.StringIO()), callbacks=[pruning], test=False,
                     project=str(tune_dir / "trials"), name=name,
-                    **{k.replace(".", "__"): v for k, v in params.items()})
+                    **_overrides(params))
     except (CnnfitError, TrainingStopped) as exc:  # a bad combination (model too big for the images, NaN loss)
         trial.set_user_attr("stop", str(exc))
         study.tell(trial, state=TrialState.FAIL)
@@ -251,15 +251,15 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, console: Console, worker: int) -> None:
-    """One process's share: claim trials and run them until the study is done or the time is up."""
+def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, console: Console, study: Any = None) -> None:
+    """One process's share: claim trials and run them until the study is done or the time is up. `study`: the
+    one this process already opened (spawned workers open their own)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = parse_space(cfg.tune.space)
     trials = _trials(cfg, space)
-    local_seed = cfg.train.seed if cfg.tune.workers == 1 and cfg.tune.storage is None else None
-    study = _open_study(cfg, tune_dir, direction, space, trials, local_seed)
+    study = study or _open_study(cfg, tune_dir, direction, space, trials, _seed(cfg))
     base = cfg.model_copy(update={"tune": TuneConfig()})
     deadline = time.monotonic() + cfg.tune.timeout * 60 if cfg.tune.timeout else None
     while deadline is None or time.monotonic() < deadline:
@@ -269,14 +269,24 @@ def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, console: Co
         _run_trial(study, trial, base, space, monitor, cfg.tune.pruner, tune_dir, console)
 
 
+def _seed(cfg: Config) -> int | None:
+    """Seeded sampling only where one process samples: seeded workers would all draw the same points."""
+    return cfg.train.seed if cfg.tune.workers == 1 and cfg.tune.storage is None else None
+
+
+def _overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """Trial parameters (dotted config keys) as `train` keyword overrides."""
+    return {k.replace(".", "__"): v for k, v in params.items()}
+
+
 def _trials(cfg: Config, space: dict[str, Dist]) -> int:
     return min(cfg.tune.trials, len(grid_points(space))) if cfg.tune.sampler == "grid" else cfg.tune.trials
 
 
-def _spawned_worker(cfg_json: dict, tune_dir: str, monitor: str, direction: str, worker: int, threads: int) -> None:
+def _spawned_worker(cfg_json: dict, tune_dir: str, monitor: str, direction: str, threads: int) -> None:
     torch.set_num_threads(threads)
     cfg = Config.model_validate(cfg_json)
-    _work(cfg, Path(tune_dir), monitor, direction, Console(), worker)
+    _work(cfg, Path(tune_dir), monitor, direction, Console())
 
 
 def tune(cfg: Config, console: Console | None = None) -> TuneResult:
@@ -307,8 +317,7 @@ def tune(cfg: Config, console: Console | None = None) -> TuneResult:
     monitor, direction = _direction(cfg, task)
     tune_dir = _tune_dir(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    seed = cfg.train.seed if cfg.tune.workers == 1 and cfg.tune.storage is None else None
-    study = _open_study(cfg, tune_dir, direction, space, trials, seed)
+    study = _open_study(cfg, tune_dir, direction, space, trials, _seed(cfg))
     if cfg.tune.resume and cfg.tune.storage is None:
         lost = _retry_lost(study)
         console.print(f"resuming study '{study.study_name}': {_finished(study)} trials finished"
@@ -324,14 +333,14 @@ def tune(cfg: Config, console: Console | None = None) -> TuneResult:
     threads = max(1, torch.get_num_threads() // cfg.tune.workers)
     if cfg.tune.workers > 1:
         ctx = multiprocessing.get_context("spawn")
-        for w in range(1, cfg.tune.workers):
+        for _ in range(1, cfg.tune.workers):
             p = ctx.Process(target=_spawned_worker, args=(cfg.model_dump(mode="json"), str(tune_dir), monitor,
-                                                          direction, w, threads))
+                                                          direction, threads))
             p.start()
             processes.append(p)
         torch.set_num_threads(threads)
     try:
-        _work(cfg, tune_dir, monitor, direction, console, 0)
+        _work(cfg, tune_dir, monitor, direction, console, study)
     finally:
         for p in processes:
             p.join()
@@ -351,7 +360,7 @@ def tune(cfg: Config, console: Console | None = None) -> TuneResult:
         best = study.best_trial
         console.print(f"refit: trial {best.number}'s config on train+val, then the test split once", highlight=False)
         refit_run = train(base, console=Console(file=io.StringIO()), project=str(tune_dir), name="refit",
-                          data__merge_val=True, **{k.replace(".", "__"): v for k, v in best.params.items()})
+                          data__merge_val=True, **_overrides(best.params))
         refit = {"run_dir": str(refit_run.dir), "trial": best.number, "val_value": best.value,
                  "test_accuracy" if task == "classify" else "test_score": refit_run.score,
                  "epochs": len(refit_run.history)}
