@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
@@ -113,6 +114,10 @@ def _run(argv: list[str], console: Console) -> int:
         from cnnfit.config import load_config
 
         cfg = load_config(args)
+        if cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:  # devices=N: torchrun, started for the user
+            from cnnfit.distributed import launch
+
+            return launch(cfg.train.devices, args)
         from cnnfit.pipeline import train
 
         train(cfg, console=console)
@@ -254,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(list(sys.argv[1:] if argv is None else argv), console)
     except CnnfitError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        if os.environ.get("RANK", "0") == "0" or str(exc).startswith("rank "):  # under torchrun: one copy each
+            Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return getattr(exc, "code", 2)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cnnfit.errors import CnnfitError
 
@@ -125,6 +125,17 @@ class TrainConfig(_Group):
     profile: bool = Field(False, description="profile a few steps: trace.json (Chrome trace) and profile.txt")
     tensorboard: bool = Field(False, description="TensorBoard logs in the run directory")
     repeats: int = Field(1, ge=1, description="train N times with seeds seed..seed+N-1; report mean +- std")
+    devices: int = Field(1, ge=1, description="processes on this machine (one per GPU, or a share of the CPU "
+                         "cores); N > 1 starts torchrun for you. batch stays the global batch")
+    sync_bn: bool = Field(False, description="with several GPUs: batch-norm statistics over the global batch "
+                          "(SyncBatchNorm) instead of each GPU's share")
+    dist_timeout: float = Field(300.0, gt=0, description="seconds a rank waits for the others before the job "
+                                "ends with an error (a dead or hung rank)")
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
 
 
 class ResumeConfig(_Group):
@@ -203,6 +214,7 @@ SHORT_KEYS = {
     "ckpt_every": "train.ckpt_every", "calibrate": "eval.calibrate", "tta": "eval.tta",
     "space": "tune.space", "pruner": "tune.pruner", "trials": "tune.trials",
     "timeout": "tune.timeout", "storage": "tune.storage", "refit": "tune.refit", "workers": "tune.workers",
+    "devices": "train.devices", "sync_bn": "train.sync_bn",
 }
 
 

@@ -4,6 +4,7 @@ rebuilt from a run directory alone."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnfit import data as D
+from cnnfit import distributed
 from cnnfit import engine as E
 from cnnfit import models
 from cnnfit.config import Config, ResumeConfig, flatten, load_config, set_keys, to_yaml
@@ -72,7 +74,8 @@ def _class_weights(spec: str | dict[str, float], classes: list[str], counts: np.
 
 # settings that change how a run is watched, or where its data is read from, never what it computes
 _RESUME_SAFE = {"train.device", "train.log_every", "train.time", "train.ckpt_every", "train.profile",
-                "train.tensorboard", "train.repeats", "data.workers", "data.cache", "data.stream", "data.download",
+                "train.tensorboard", "train.repeats", "train.devices", "train.dist_timeout", "data.workers",
+                "data.cache", "data.stream", "data.download",
                 "eval.calibrate", "eval.tta", "resume.run", "resume.force"}
 
 
@@ -97,6 +100,9 @@ def train(cfg: Config | None = None, *, console: Console | None = None, callback
     if cfg.resume.run:
         return _train(*_resume_config(cfg), console=console, extra_callbacks=callbacks, test=test)
     if cfg.train.repeats > 1:
+        if distributed.from_env().active:
+            raise CnnfitError("repeats=N trains its seeds one after another in one process; under torchrun or "
+                              "devices= start one job per seed (seed=N)")
         return _repeat(cfg, console)
     return _train(cfg, console=console, extra_callbacks=callbacks, test=test)
 
@@ -174,15 +180,51 @@ def lr_find(cfg: Config | None = None, *, console: Console | None = None, **over
 
 def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *, console: Console,
            find_lr: bool = False, extra_callbacks: list | None = None, test: bool = True) -> Run:
+    """One run in this process; under torchrun, this process's rank of a data-parallel run."""
+    ctx = distributed.from_env()
+    if not ctx.active:
+        if ckpt is not None and (saved := ckpt["train_state"].get("world", 1)) > 1:
+            raise CnnfitError(f"resume: {run_dir} was trained by {saved} processes; resume it with the same number: "
+                              f"cnnfit train resume={run_dir} devices={saved}")
+        if cfg.train.devices > 1:
+            raise CnnfitError(f"devices={cfg.train.devices} is started by the command line (cnnfit train ... "
+                              "devices=N); from Python, run the script under torchrun --nproc_per_node=N")
+        return _train_rank(cfg, run_dir, ckpt, console=console, find_lr=find_lr, extra_callbacks=extra_callbacks,
+                           test=test, ctx=ctx, device=pick_device(cfg.train.device))
+    t = cfg.train
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world))
+    if t.devices > 1 and t.devices != local:
+        raise CnnfitError(f"devices={t.devices}, but torchrun started {local} processes on this machine; "
+                          "under torchrun drop devices= (--nproc_per_node sets it)")
+    if find_lr:
+        raise CnnfitError("lr-find runs in one process; start it without torchrun or devices=")
+    if ckpt is not None and (saved := ckpt["train_state"].get("world", 1)) != ctx.world:
+        raise CnnfitError(f"resume: {run_dir} was trained by {saved} processes and this job has {ctx.world}; "
+                          f"resume it with the same number (devices={saved}, or torchrun --nproc_per_node)")
+    if t.batch < ctx.world:
+        raise CnnfitError(f"batch={t.batch} is the global batch and is smaller than the {ctx.world} processes; "
+                          f"use batch={ctx.world} or more")
+    device = distributed.device_for(ctx, t.device)
+    if t.sync_bn and device.type != "cuda":
+        raise CnnfitError("sync_bn=true needs CUDA GPUs (NCCL); on CPU drop sync_bn, or use a model without "
+                          "batch norm when every rank must see the global batch's statistics")
+    if not ctx.main:
+        console = Console(quiet=True)  # rank 0 speaks for the job
+    with distributed.session(ctx, device, t.dist_timeout):
+        return _train_rank(cfg, run_dir, ckpt, console=console, find_lr=False, extra_callbacks=extra_callbacks,
+                           test=test, ctx=ctx, device=device)
+
+
+def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console: Console, find_lr: bool,
+                extra_callbacks: list | None, test: bool, ctx: distributed.Dist, device: torch.device) -> Run:
     t0 = time.perf_counter()
     d, t, o = cfg.data, cfg.train, cfg.optim
     models.check_name(cfg.model.name)
-    device = pick_device(t.device)
     set_deterministic(t.deterministic)
-    seed_everything(t.seed)
+    seed_everything(distributed.rank_seed(t.seed, ctx.rank))  # init differs per rank; DDP copies rank 0's
 
-    # data: decoded once, then memory-mapped from the cache; split; statistics of the train split
-    prep = prepare(cfg, min_size=models.min_size(cfg.model.name))
+    # data: decoded once (by rank 0 first), then memory-mapped from the cache; split; train-split statistics
+    prep = distributed.main_first(ctx, lambda: prepare(cfg, min_size=models.min_size(cfg.model.name)))
     ds, cache_hit, parts, split_how, mean, std = prep.ds, prep.cache_hit, prep.parts, prep.split_how, prep.mean, prep.std
     task = ds.task
     if run_dir is not None and (why := _split_changed(run_dir, parts)):
@@ -240,17 +282,23 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
     })
 
     # only now, with every input checked, does the run directory exist (a resumed run keeps its own)
+    # under data parallelism rank 0 alone writes the run directory, and tells the others its name
     resumed = run_dir is not None
     if not resumed:
-        run_dir = new_run_dir(cfg.project, cfg.name)
-        split = {k: v.tolist() for k, v in parts.items()}
-        (run_dir / "split.json").write_text(json.dumps({"how": split_how, "seed": t.seed, **split}))
-    write_atomic(run_dir / "config.yaml", to_yaml(resolved))
-    if ds.skipped:
-        (run_dir / "skipped.txt").write_text("".join(f"{f}\t{why}\n" for f, why in ds.skipped))
-    if init is not None:
-        (run_dir / "init.json").write_text(json.dumps(asdict(init), indent=1))
+        run_dir = distributed.broadcast(new_run_dir(cfg.project, cfg.name) if ctx.main else None, ctx)
+    if ctx.main:
+        if not resumed:
+            split = {k: v.tolist() for k, v in parts.items()}
+            (run_dir / "split.json").write_text(json.dumps({"how": split_how, "seed": t.seed, **split}))
+        write_atomic(run_dir / "config.yaml", to_yaml(resolved))
+        if ds.skipped:
+            (run_dir / "skipped.txt").write_text("".join(f"{f}\t{why}\n" for f, why in ds.skipped))
+        if init is not None:
+            (run_dir / "init.json").write_text(json.dumps(asdict(init), indent=1))
+        distributed.write_run_dir(ctx, run_dir)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if ctx.active and t.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameters and state_dict keys
     n_params = sum(p.numel() for p in model.parameters())
     auto = lambda given, why: "set" if given is not None else why  # noqa: E731
     batches = -(-n_train // t.batch)
@@ -272,6 +320,9 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
           or backbone_lr_mult != 1 else []),
         ("device", f"{device}, amp {amp_name}, channels_last {channels_last}"
          + (", deterministic" if t.deterministic else ""), f"{amp_why}; {cl_why}"),
+        *([("distributed", f"{ctx.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
+            f"{-(-t.batch // ctx.world)} images each per step" + (", SyncBatchNorm" if t.sync_bn else ""),
+            "torchrun; batch is the global batch")] if ctx.active else []),
         ("training", f"{t.epochs} epochs x {steps} steps, batch {t.batch}"
                      + (f" x {t.accumulate} accumulated" if t.accumulate > 1 else "")
                      + (f", {t.sampler} sampler" if t.sampler != "shuffle" else "")
@@ -288,13 +339,16 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
     ])
 
     augment = build_augment(cfg)
-    write_data_report(prep, run_dir, console)
+    if ctx.main:
+        write_data_report(prep, run_dir, console)
     common = dict(batch=t.batch, device=device, mean=mean, std=std, channels_last=channels_last, stream=d.stream)
     minority = ([i for i, n in enumerate(train_counts) if n < train_counts.max() / 2]
                 if cfg.aug.only_minority and train_counts is not None else None)
     train_loader = D.DeviceLoader(ds.images, labels, index=parts["train"], augment=augment, shuffle=True, seed=t.seed,
-                                  balanced=t.sampler == "balanced", augment_classes=minority, **common)
-    val_loader = D.DeviceLoader(ds.images, labels, index=parts["val"], **common)
+                                  balanced=t.sampler == "balanced", augment_classes=minority, rank=ctx.rank,
+                                  world=ctx.world, augment_seed=distributed.rank_seed(t.seed, ctx.rank), **common)
+    # each rank validates its own slice of val; the loop gathers the outputs in rank order
+    val_loader = D.DeviceLoader(ds.images, labels, index=np.array_split(parts["val"], ctx.world)[ctx.rank], **common)
     mix = None
     if cfg.aug.mixup > 0 or cfg.aug.cutmix > 0:
         if task != "classify":
@@ -316,17 +370,18 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
         "config": resolved.model_dump(mode="json"),
     }
     schedule_cb = C.LRSchedule(schedule)
-    callbacks = [schedule_cb, C.Checkpointing(run_dir, meta, monitor, "auto", t.min_delta, t.ckpt_every),
-                 C.History(run_dir / "history.csv"), C.ProgressBar(console, every=t.log_every)]
+    callbacks = [schedule_cb, C.Checkpointing(run_dir, meta, monitor, "auto", t.min_delta, t.ckpt_every, write=ctx.main)]
+    if ctx.main:
+        callbacks += [C.History(run_dir / "history.csv"), C.ProgressBar(console, every=t.log_every)]
     if t.patience:
         callbacks.append(C.EarlyStopping(monitor, "auto", t.patience, t.min_delta))
     if cfg.schedule.name == "plateau":
         callbacks.append(C.ReduceLROnPlateau(monitor, "auto", cfg.schedule.patience, gamma, t.min_delta))
     if t.time:
         callbacks.append(C.TimeBudget(t.time))
-    if t.profile:
+    if t.profile and ctx.main:
         callbacks.append(C.Profile(run_dir))
-    if t.tensorboard:
+    if t.tensorboard and ctx.main:
         x, _ = next(iter(val_loader))
         callbacks.append(C.TensorBoard(run_dir, images=(x[:16].float() * val_loader.inv_std.reciprocal()
                                                         + val_loader.mean).clamp(0, 1).cpu(), graph_input=x[:2]))
@@ -336,9 +391,14 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
     signals = C.CatchSignals()
     callbacks.append(signals)
     forward, compile_why = model, ""
+    if ctx.active:  # gradients averaged over ranks in buckets while backward still runs
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=bool(frozen))  # frozen stages have no gradient
     if t.compile:
         x, y = next(iter(train_loader))
-        forward, compile_why = E.compile_checked(model, x, y, loss_fn, amp_dtype)
+        forward, compile_why = E.compile_checked(forward, x, y, loss_fn, amp_dtype)
         console.print(compile_why)
     if find_lr:
         return _range_test(model, train_loader, optimizer, loss_fn, amp_dtype, run_dir, console)
@@ -349,7 +409,15 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
                       task=task, loss_fn=loss_fn, callbacks=callbacks, amp_dtype=amp_dtype, mix=mix,
                       score_fn=partial(E.scores.epoch_scores, task, loss=val_loss, target_scale=target_scale),
                       accumulate=t.accumulate, clip_norm=t.clip_norm, clip_value=t.clip_value, l1=o.l1, ema=t.ema,
-                      forward=forward, resume=ckpt)
+                      forward=forward, resume=ckpt, dist=ctx)
+    except Exception as exc:
+        if ctx.active and distributed.lost_peer(exc):
+            raise TrainingStopped(
+                f"rank {ctx.rank}: another rank of the job stopped or stopped answering ({distributed.describe(exc)}); "
+                f"continue from {run_dir / 'last.pt'} with the same number of processes: "
+                f"cnnfit train resume={run_dir} devices={int(os.environ.get('LOCAL_WORLD_SIZE', ctx.world))} "
+                "(or the same torchrun command with resume=)", code=1) from None
+        raise
     finally:
         signals.restore()
     if state.failed:
@@ -358,6 +426,8 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
         raise TrainingStopped(f"interrupted by {state.interrupted} at step {state.step}; continue exactly with: "
                               f"cnnfit train resume={run_dir}", code=130)
     train_seconds = time.perf_counter() - t0 - setup_seconds
+    if not ctx.main:  # rank 0 evaluates on the test split and writes the results
+        return Run(run_dir, {}, state.history, {"setup_seconds": setup_seconds, "train_seconds": train_seconds})
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
     plot_curves(state.history, plots / "curves.png")

@@ -104,9 +104,14 @@ class DeviceLoader:
                  mean: list[float], std: list[float], augment: Augment | None = None, shuffle: bool = False,
                  seed: int = 0, channels_last: bool = False, balanced: bool = False,
                  augment_classes: list[int] | None = None, index: np.ndarray | None = None,
-                 stream: bool | None = None, prefetch: int = 4) -> None:
+                 stream: bool | None = None, prefetch: int = 4, rank: int = 0, world: int = 1,
+                 augment_seed: int | None = None) -> None:
         """`index` picks the rows of images/labels to serve (default all). `stream=None` streams from
         disk only when the rows would take more than half the free memory of the device.
+        With `world` > 1 `batch` is the global batch: every rank draws the same order (from `seed`) and takes
+        every world-th image of each batch from position `rank`, so together the ranks see what one process
+        would; augmentation draws from `augment_seed` (per rank). A last batch with fewer images than ranks
+        is dropped.
         Labels are served as given: (B,) int64 classes, (B, L) float multi-hot, or (B,) float32 targets;
         `balanced` and `augment_classes` draw by class, so they are for class labels only."""
         self.index = np.arange(len(labels)) if index is None else np.asarray(index, dtype=np.int64)
@@ -129,8 +134,13 @@ class DeviceLoader:
         self.batch, self.device, self.augment, self.shuffle = batch, device, augment, shuffle
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.inv_std = 1.0 / torch.tensor(std, device=device).view(1, -1, 1, 1)
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
+        self.rank, self.world = rank, world
+        self.order_generator = torch.Generator(device=device)  # the same on every rank: one global order
+        self.order_generator.manual_seed(seed)
+        self.generator = torch.Generator(device=device)  # augmentation and mixing: this rank's own stream
+        self.generator.manual_seed(seed if augment_seed is None else augment_seed)
+        n, tail = len(self.y), len(self.y) % batch
+        self.n = n - tail if world > 1 and 0 < tail < world else n  # images served per epoch, over all ranks
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.sample_weights = None
         if balanced:  # each class drawn equally often: weight 1/count per image, with replacement
@@ -142,25 +152,26 @@ class DeviceLoader:
             self.augment_mask[augment_classes] = True
 
     def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.batch)
+        return math.ceil(self.n / self.batch)
 
     @property
     def num_images(self) -> int:
-        return len(self.y)
+        return self.n
 
     def _order(self) -> torch.Tensor | None:
         n = len(self.y)
         if self.sample_weights is not None:
-            return torch.multinomial(self.sample_weights, n, replacement=True, generator=self.generator)
-        return torch.randperm(n, generator=self.generator, device=self.device) if self.shuffle else None
+            return torch.multinomial(self.sample_weights, n, replacement=True, generator=self.order_generator)
+        return torch.randperm(n, generator=self.order_generator, device=self.device) if self.shuffle else None
 
     def _batches(self, order: torch.Tensor | None, first: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """uint8 (B, C, H, W) and labels per batch from batch number `first` on: gathered on the device,
         or read from disk ahead."""
-        n = len(self.y)
+        n, step = self.n, self.world
         if not self.stream:
             for start in range(first * self.batch, n, self.batch):
-                idx = order[start: start + self.batch] if order is not None else slice(start, start + self.batch)
+                mine = slice(start + self.rank, min(start + self.batch, n), step)  # this rank's share of the batch
+                idx = order[mine] if order is not None else mine
                 yield self.x[idx], self.y[idx]
             return
         positions = order.cpu().numpy() if order is not None else np.arange(n)
@@ -172,7 +183,8 @@ class DeviceLoader:
                 for start in range(first * self.batch, n, self.batch):
                     if stop.is_set():
                         return
-                    pos = np.sort(positions[start: start + self.batch])  # sorted rows: sequential reads
+                    mine = slice(start + self.rank, min(start + self.batch, n), step)
+                    pos = np.sort(positions[mine])  # sorted rows: sequential reads
                     rows = self.index[pos]
                     x = torch.from_numpy(read_rows(self.images, rows))
                     ready.put((x.pin_memory() if self.device.type == "cuda" else x, pos))

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from cnnfit import distributed
+from cnnfit.distributed import Dist
 from cnnfit.engine import losses, scores
 from cnnfit.engine.callbacks import HOOKS, Callback
 from cnnfit.engine.resume import restore
@@ -49,6 +51,26 @@ def infer(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
     return torch.cat(outputs).cpu(), torch.cat(targets).cpu()
 
 
+def _settle(state: State, dist: Dist, device: torch.device) -> str | None:
+    """After each optimizer step: turn a caught signal into `state.interrupted` and, on CPU, stop at a
+    non-finite loss (a CPU step is synchronous anyway; accelerators check at epoch end). Under data
+    parallelism all ranks agree first, so they save, stop and leave at the same step. Returns the stop
+    reason the loop may act on now."""
+    if not dist.active:
+        state.interrupted = state.interrupted or state.signal
+        if device.type == "cpu":
+            state.check_finite()
+        return state.stop
+    signalled, stopped, state.bad_step = distributed.agree(dist, signal_seen=state.signal is not None,
+                                                           stop=state.stop is not None, bad_step=state.bad_step)
+    if signalled:
+        state.interrupted = state.interrupted or state.signal or "a signal to another rank"
+    if stopped and state.stop is None:
+        state.stop = "another rank ended the run"
+    state.check_finite()
+    return state.stop
+
+
 def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.Optimizer, epochs: int,
         device: torch.device, task: str = "classify",
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
@@ -57,7 +79,7 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
         mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         accumulate: int = 1, clip_norm: float | None = None, clip_value: float | None = None, l1: float = 0.0,
         ema: float | None = None, forward: Callable[[torch.Tensor], Any] | None = None,
-        resume: dict | None = None) -> State:
+        resume: dict | None = None, dist: Dist = distributed.SINGLE) -> State:
     """Train for `epochs` (or until a callback sets `state.stop`); per-epoch metrics land in state.history.
 
     `train` is a DeviceLoader (it has `new_order`, `iterate` and a `generator`; any re-iterable of batches
@@ -65,7 +87,12 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
     share of the step's images, so `accumulate=4 batch=16` is `batch=64` (models without batch norm).
     `forward` is a compiled model to train through; `model` stays the module whose weights are saved.
     `resume` is a last.pt dict: the run continues at its exact step. `loss_fn` and `score_fn` default to
-    the task's own (cross-entropy and accuracy for classify)."""
+    the task's own (cross-entropy and accuracy for classify).
+
+    With `dist.world` > 1, `forward` is the DistributedDataParallel wrapper, `train` serves this rank's share of
+    every global batch and `val` this rank's shard of the val split: losses are weighted so the averaged
+    gradient is the global batch's, and sums and outputs are combined so every rank computes the numbers a
+    single process would."""
     forward = forward if forward is not None else model  # a compiled module has no truth value
     loss_fn = loss_fn or losses.make_loss(task)
     score_fn = score_fn or partial(scores.epoch_scores, task, loss=loss_fn)
@@ -73,7 +100,7 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
     exact = hasattr(train, "iterate")
     micro_batches = len(train)
     state = State(model, optimizer, epochs, -(-micro_batches // accumulate), getattr(train, "batch", 0),
-                  loader=train if exact else None, callbacks=list(callbacks))
+                  loader=train if exact else None, callbacks=list(callbacks), dist=dist)
     if amp_dtype == torch.float16:
         state.scaler = torch.amp.GradScaler(device.type)
     if ema:
@@ -106,7 +133,10 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
             group = i // accumulate  # the optimizer step this micro-batch belongs to
             in_group = min(step_images, n_images - group * step_images) if n_images else len(y) * accumulate
             x, target = mix(x, y) if mix is not None else (x, y)  # mixup/cutmix: soft targets (B, classes)
-            with _autocast(device, amp_dtype):
+            last_micro = not ((i + 1) % accumulate and i + 1 < micro_batches)
+            # gradients are averaged over ranks once per optimizer step, not after every micro-batch
+            sync = forward.no_sync() if dist.active and not last_micro else contextlib.nullcontext()
+            with sync, _autocast(device, amp_dtype):
                 out = forward(x)  # (B, outputs), or a tuple (logits, *auxiliary logits) from models with aux heads
                 logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
                 loss = loss_fn(logits, target)
@@ -115,18 +145,20 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
                     total = total + AUX_WEIGHT * loss_fn(extra, target)
                 if l1:
                     total = total + l1 * sum(p.abs().sum() for p in penalized)
-            weight = len(y) / in_group  # this micro-batch's share of the step's mean loss
+            # this micro-batch's share of the step's mean loss; x world because DDP averages over ranks
+            weight = len(y) / in_group * dist.world
             state.bad_step = torch.where((state.bad_step < 0) & ~torch.isfinite(loss.detach()),
                                          state.step + 1, state.bad_step)
-            if state.scaler is not None:
-                state.scaler.scale(total * weight).backward()
-            else:
-                (total * weight).backward()
+            with sync:
+                if state.scaler is not None:
+                    state.scaler.scale(total * weight).backward()
+                else:
+                    (total * weight).backward()
             state.seen += len(y)
             state.loss_sum += loss.detach().float() * len(y)  # stays on device: no host sync per step
             if correct_fn is not None and (hit := correct_fn(logits.detach(), y)) is not None:
                 state.correct += hit
-            if (i + 1) % accumulate and i + 1 < micro_batches:
+            if not last_micro:
                 continue  # more micro-batches before this step
             if clip_norm or clip_value:
                 if state.scaler is not None:
@@ -145,21 +177,22 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
                 state.ema.update_parameters(model)
             state.step += 1
             state.epoch_step += 1
-            if device.type == "cpu":  # a CPU step is synchronous anyway: stop at once; accelerators check later
-                state.check_finite()
+            stopping = _settle(state, dist, device)
             interrupted = state.interrupted  # a signal seen now is saved by Checkpointing in these hooks; one
             _call(callbacks, "on_step_end", state)  # arriving during them waits for the next step's end
-            if state.stop or interrupted:
-                break
+            if (stopping if dist.active else state.stop) or interrupted:
+                break  # ranks leave together: a stop a hook sets on one rank is agreed at the next step
         if interrupted or not state.check_finite():
             break  # interrupted mid-epoch (last.pt holds the exact step) or diverged: no validation
         train_seconds = time.perf_counter() - t0
-        outputs, targets = infer(state.eval_model, val, amp_dtype=amp_dtype)
-        seen = max(state.seen, 1)
+        outputs, targets = distributed.gather(dist, *infer(state.eval_model, val, amp_dtype=amp_dtype))
+        loss_sum, correct, seen = distributed.sum_(dist, state.loss_sum, state.correct,
+                                                   torch.tensor(float(state.seen), device=device))
+        seen = max(float(seen), 1.0)
         state.metrics = {
             "epoch": epoch + 1,
-            "train_loss": state.loss_sum.item() / seen,
-            **({"train_acc": state.correct.item() / seen} if correct_fn is not None else {}),
+            "train_loss": float(loss_sum) / seen,
+            **({"train_acc": float(correct) / seen} if correct_fn is not None else {}),
             **score_fn(outputs, targets),
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
@@ -169,7 +202,8 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
         state.epoch_done = True
         _call(callbacks, "on_epoch_end", state)
         state.order, state.epoch_step, state.seen = None, 0, 0
-        if state.stop or state.interrupted:
+        stopping = _settle(state, dist, device)
+        if stopping or state.interrupted:
             break
     _call(callbacks, "on_fit_end", state)
     return state

@@ -3,7 +3,10 @@
 Besides weights and optimizer moments that is the step within the epoch, the epoch's sample order, the
 loader's generator (it draws orders, augmentations and mixup), the global RNGs (dropout), the grad scaler,
 the EMA, the LR scale ReduceLROnPlateau has reached, the running sums and every callback's own state. Other
-tools restart the epoch or skip batches, which changes the data the model sees and so the result."""
+tools restart the epoch or skip batches, which changes the data the model sees and so the result.
+
+Under data parallelism every rank has its own augmentation and dropout streams: all of them are saved, and
+the running sums are saved as totals over the ranks, so the same world size resumes exactly."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnfit import distributed
 from cnnfit.engine.state import State
 
 
@@ -39,7 +43,13 @@ def set_rng_states(states: dict[str, Any]) -> None:
 def snapshot(state: State) -> dict[str, Any]:
     """The resumable part of last.pt; taken after a whole optimizer step or after an epoch's end hooks."""
     done = state.epoch_done
-    loader = state.loader
+    loader, ctx = state.loader, state.dist
+    own = {"loader_rng": loader.generator.get_state() if loader is not None else None, "rng": rng_states()}
+    ranks = distributed.gather_objects(ctx, own)  # a collective: every rank snapshots at the same step
+    running = None
+    if not done:
+        loss_sum, correct, seen = distributed.sum_(ctx, *_running_tensors(state))
+        running = {"loss_sum": float(loss_sum), "correct": int(correct), "seen": int(seen)}
     return {
         "optimizer": state.optimizer.state_dict(),
         "scaler": state.scaler.state_dict() if state.scaler is not None else None,
@@ -49,9 +59,12 @@ def snapshot(state: State) -> dict[str, Any]:
             "next_step": 0 if done else state.epoch_step,
             "step": state.step,
             "order": None if done or state.order is None else state.order.cpu(),
-            "loader_rng": loader.generator.get_state() if loader is not None else None,
-            "rng": rng_states(),
-            "running": None if done else state.running(),
+            "loader_rng": own["loader_rng"],
+            "order_rng": loader.order_generator.get_state() if loader is not None else None,
+            "rng": own["rng"],
+            "world": ctx.world,
+            "ranks": ranks if ctx.active else None,
+            "running": running,
             "lr_scale": state.lr_scale,
             "history": list(state.history),
             "metrics": dict(state.metrics),
@@ -60,9 +73,18 @@ def snapshot(state: State) -> dict[str, Any]:
     }
 
 
+def _running_tensors(state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    device = state.loss_sum.device if state.loss_sum is not None else torch.device("cpu")
+    zero = torch.zeros((), device=device)
+    return (state.loss_sum if state.loss_sum is not None else zero,
+            state.correct if state.correct is not None else zero, torch.tensor(float(state.seen), device=device))
+
+
 def restore(state: State, ckpt: dict[str, Any], device: torch.device) -> None:
     """Put a snapshot back into a freshly built State (the model's weights are already loaded)."""
     ts = ckpt["train_state"]
+    ctx = state.dist
+    own = ts["ranks"][ctx.rank] if ts.get("ranks") else {"loader_rng": ts["loader_rng"], "rng": ts["rng"]}
     state.optimizer.load_state_dict(ckpt["optimizer"])
     if state.scaler is not None and ckpt.get("scaler"):
         state.scaler.load_state_dict(ckpt["scaler"])
@@ -72,13 +94,16 @@ def restore(state: State, ckpt: dict[str, Any], device: torch.device) -> None:
     state.order = ts["order"].to(device) if ts["order"] is not None else None
     state.lr_scale = ts["lr_scale"]
     state.history, state.metrics = list(ts["history"]), dict(ts["metrics"])
-    if ts["running"] is not None:
-        state.loss_sum = torch.tensor(ts["running"]["loss_sum"], device=device)
-        state.correct = torch.tensor(ts["running"]["correct"], device=device)
-        state.seen = ts["running"]["seen"]
-    if state.loader is not None and ts["loader_rng"] is not None:
-        state.loader.generator.set_state(ts["loader_rng"])
-    set_rng_states(ts["rng"])
+    if ts["running"] is not None:  # totals over the ranks: rank 0 carries them, the others start from zero
+        run = ts["running"] if ctx.main else {"loss_sum": 0.0, "correct": 0, "seen": 0}
+        state.loss_sum = torch.tensor(run["loss_sum"], device=device)
+        state.correct = torch.tensor(run["correct"], device=device)
+        state.seen = run["seen"]
+    if state.loader is not None and own["loader_rng"] is not None:
+        state.loader.generator.set_state(own["loader_rng"])
+    if state.loader is not None and ts.get("order_rng") is not None:
+        state.loader.order_generator.set_state(ts["order_rng"])
+    set_rng_states(own["rng"])
     saved = ts["callbacks"]
     for cb in state.callbacks:
         if type(cb).__name__ in saved:

@@ -22,13 +22,15 @@ class State:
     history: list[dict[str, float]] = field(default_factory=list)
     stop: str | None = None  # a callback sets the reason; the loop ends after the current step
     failed: bool = False  # the stop is an error (a non-finite loss): nothing after it may be saved
-    interrupted: str | None = None  # a signal name: save last.pt at the next step boundary and leave
+    signal: str | None = None  # a signal just caught (set by the handler, at any moment)
+    interrupted: str | None = None  # a signal the loop has acted on: last.pt is saved at this step boundary
     epoch_done: bool = False  # the current epoch has been validated and its end hooks have run
     lr_scale: float = 1.0  # multiplies the scheduled LR (ReduceLROnPlateau lowers it)
     # what exact resume needs beside model and optimizer
     loader: Any = None  # the train DeviceLoader: its generator draws orders and augmentations
     order: torch.Tensor | None = None  # this epoch's sample order
     callbacks: list = field(default_factory=list)
+    dist: Any = None  # cnnfit.distributed.Dist: this process's rank and the world size
     scaler: torch.amp.GradScaler | None = None
     ema: torch.optim.swa_utils.AveragedModel | None = None
     # running sums of the current epoch, kept on the device so steps never wait for the host
@@ -58,8 +60,3 @@ class State:
         self.stop = (f"the loss became NaN or Inf at step {bad} (epoch {self.epoch + 1}) with lr {lr:.3g}; "
                      "training stopped, and last.pt and best.pt hold weights from before it; lower lr, or add clip_norm=1")
         return False
-
-    def running(self) -> dict[str, Any]:
-        """The current epoch's running sums, as plain numbers for a checkpoint."""
-        return {"loss_sum": float(self.loss_sum) if self.loss_sum is not None else 0.0,
-                "correct": int(self.correct) if self.correct is not None else 0, "seen": self.seen}

@@ -15,11 +15,13 @@ class Checkpointing(Callback):
 
     `meta` is what a stranger needs to rebuild the model: name, kwargs, classes, input size, mean/std, config.
     Nothing is written once a loss has gone non-finite: the files keep the last good weights.
+    Under data parallelism every rank takes the snapshot (it gathers their RNG states) and only the one
+    with `write` (rank 0) writes files.
     """
 
     def __init__(self, run_dir: Path, meta: dict[str, Any], monitor: str = "val_acc", mode: str = "auto",
-                 min_delta: float = 0.0, every: int = 0) -> None:
-        self.run_dir, self.meta, self.every = Path(run_dir), meta, every
+                 min_delta: float = 0.0, every: int = 0, write: bool = True) -> None:
+        self.run_dir, self.meta, self.every, self.write = Path(run_dir), meta, every, write
         self.monitor = Monitor(monitor, mode, min_delta)
 
     def state_dict(self) -> dict:
@@ -34,6 +36,8 @@ class Checkpointing(Callback):
 
     def _save(self, state: State, ckpt: dict[str, Any], name: str) -> None:
         """A failed write (a full disk) stops the run with the reason; the previous file stays whole."""
+        if not self.write:
+            return
         try:
             save_checkpoint(ckpt, self.run_dir / name)
         except OSError as exc:

@@ -19,10 +19,10 @@ class CatchSignals(Callback):
             return  # only the main thread may own signal handlers
 
         def handler(signum: int, frame: object) -> None:
-            if state.interrupted:  # the second one: give up on a clean stop
+            if state.signal:  # the second one: give up on a clean stop
                 self.restore()
                 raise KeyboardInterrupt
-            state.interrupted = signal.Signals(signum).name
+            state.signal = signal.Signals(signum).name  # the loop acts on it at the next step boundary
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.previous[sig] = signal.signal(sig, handler)
