@@ -14,7 +14,9 @@ from cnnfit.errors import CnnfitError
 USAGE = """usage: cnnfit COMMAND [ARGS] [key=value ...]
 
 commands:
-  train   [key=value ...] [config=file.yaml]   train, then evaluate on the test split
+  train   [key=value ...] [recipe=NAME] [config=file.yaml]
+                                                train, then evaluate on the test split; recipes:
+                                                mnist-fast, fmnist-fast, fmnist-best
           resume=RUN [key=value ...]             continue a run exactly where its last.pt stopped
   lr-find [key=value ...]                       LR range test: lr_find.png and a suggested lr
   tune    space.KEY=DIST ... [trials=20] [sampler=tpe] [pruner=median] [workers=1] [storage=URL]
@@ -69,7 +71,8 @@ def _help(console: Console, command: str) -> None:
     if command in ("train", "inspect", "lr-find", "tune"):
         from cnnfit.config import help_text
 
-        table = Table(title=f"cnnfit {command} key=value ...  (also config=file.yaml; file < command line)")
+        table = Table(title=f"cnnfit {command} key=value ...  (also recipe=NAME and config=file.yaml; "
+                      "recipe < file < command line)")
         for col in ("key", "default", "meaning"):
             table.add_column(col)
         for row in help_text():

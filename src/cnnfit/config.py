@@ -286,8 +286,24 @@ def _describe(err: dict, values: dict[str, Any]) -> str:
     return f"{key}={got!r} is invalid: {err['msg'][0].lower()}{err['msg'][1:]}"
 
 
+RECIPES = Path(__file__).parent / "recipes"  # shipped, tuned settings: `recipe=fmnist-fast`
+
+
+def recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    """A shipped recipe by name, or a YAML file of the same form."""
+    if (RECIPES / f"{name}.yaml").is_file():
+        return RECIPES / f"{name}.yaml"
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return Path(name)
+    raise CnnfitError(f"unknown recipe '{name}'; choose from: {', '.join(recipes())} (or give a .yaml file)")
+
+
 def load_config(args: list[str] | None = None, **overrides: Any) -> Config:
-    """Build a Config from `key=value` strings (and/or keyword overrides); defaults < file < args."""
+    """Build a Config from `key=value` strings (and/or keyword overrides); defaults < recipe= < config= file < args."""
     flat: dict[str, Any] = {}
     pairs: list[tuple[str, Any]] = []
     for arg in args or []:
@@ -297,10 +313,13 @@ def load_config(args: list[str] | None = None, **overrides: Any) -> Config:
         pairs.append((key.strip(), _parse_value(text)))
     pairs += [(k.replace("__", "."), v) for k, v in overrides.items()]
     for key, value in pairs:
+        if key == "recipe":
+            flat.update(_read_file(str(recipe_path(str(value)))))
+    for key, value in pairs:
         if key == "config":
             flat.update(_read_file(str(value)))
     for key, value in pairs:
-        if key != "config":
+        if key not in ("config", "recipe"):
             flat[key] = value
     space = {k.split(".", 1)[1].removeprefix("space."): v for k, v in flat.items()
              if k.startswith(("space.", "tune.space."))}  # space.lr=loguniform(1e-4,1e-1): one entry each

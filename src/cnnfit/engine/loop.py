@@ -135,21 +135,20 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
             x, target = mix(x, y) if mix is not None else (x, y)  # mixup/cutmix: soft targets (B, classes)
             last_micro = not ((i + 1) % accumulate and i + 1 < micro_batches)
             # gradients are averaged over ranks once per optimizer step, not after every micro-batch
-            sync = forward.no_sync() if dist.active and not last_micro else contextlib.nullcontext()
-            with sync, _autocast(device, amp_dtype):
-                out = forward(x)  # (B, outputs), or a tuple (logits, *auxiliary logits) from models with aux heads
-                logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
-                loss = loss_fn(logits, target)
-                total = loss
-                for extra in aux:
-                    total = total + AUX_WEIGHT * loss_fn(extra, target)
-                if l1:
-                    total = total + l1 * sum(p.abs().sum() for p in penalized)
-            # this micro-batch's share of the step's mean loss; x world because DDP averages over ranks
-            weight = len(y) / in_group * dist.world
-            state.bad_step = torch.where((state.bad_step < 0) & ~torch.isfinite(loss.detach()),
-                                         state.step + 1, state.bad_step)
-            with sync:
+            with forward.no_sync() if dist.active and not last_micro else contextlib.nullcontext():
+                with _autocast(device, amp_dtype):
+                    out = forward(x)  # (B, outputs), or a tuple (logits, *auxiliary logits) from models with aux heads
+                    logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+                    loss = loss_fn(logits, target)
+                    total = loss
+                    for extra in aux:
+                        total = total + AUX_WEIGHT * loss_fn(extra, target)
+                    if l1:
+                        total = total + l1 * sum(p.abs().sum() for p in penalized)
+                # this micro-batch's share of the step's mean loss; x world because DDP averages over ranks
+                weight = len(y) / in_group * dist.world
+                state.bad_step = torch.where((state.bad_step < 0) & ~torch.isfinite(loss.detach()),
+                                             state.step + 1, state.bad_step)
                 if state.scaler is not None:
                     state.scaler.scale(total * weight).backward()
                 else:

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from cnnfit.distributed import SINGLE, Dist
+
 
 @dataclass
 class State:
@@ -30,7 +32,7 @@ class State:
     loader: Any = None  # the train DeviceLoader: its generator draws orders and augmentations
     order: torch.Tensor | None = None  # this epoch's sample order
     callbacks: list = field(default_factory=list)
-    dist: Any = None  # cnnfit.distributed.Dist: this process's rank and the world size
+    dist: Dist = SINGLE  # this process's rank and the world size (data-parallel training)
     scaler: torch.amp.GradScaler | None = None
     ema: torch.optim.swa_utils.AveragedModel | None = None
     # running sums of the current epoch, kept on the device so steps never wait for the host
