@@ -428,12 +428,13 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     train_seconds = time.perf_counter() - t0 - setup_seconds
     if not ctx.main:  # rank 0 evaluates on the test split and writes the results
         return Run(run_dir, {}, state.history, {"setup_seconds": setup_seconds, "train_seconds": train_seconds})
-    plots = run_dir / "plots"
-    plots.mkdir(exist_ok=True)
-    plot_curves(state.history, plots / "curves.png")
-    steps_lrs = list(zip(*schedule_cb.trace)) or [[], []]
-    plot_lr(*steps_lrs, plots / "lr.png", steps_per_epoch=per_epoch)
-    write_samples(prep, plots, augment, t.seed)
+    if test:  # a tuning trial's curves are drawn from the study, all trials together; its history.csv stays
+        plots = run_dir / "plots"
+        plots.mkdir(exist_ok=True)
+        plot_curves(state.history, plots / "curves.png")
+        steps_lrs = list(zip(*schedule_cb.trace)) or [[], []]
+        plot_lr(*steps_lrs, plots / "lr.png", steps_per_epoch=per_epoch)
+        write_samples(prep, plots, augment, t.seed)
     timings = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "cache_hit": cache_hit}
     if resumed:  # train_seconds counts from the resume; the steps before it ran in an earlier process
         timings["resumed_at_step"] = ckpt["train_state"]["step"]
