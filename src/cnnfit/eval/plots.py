@@ -148,19 +148,33 @@ def plot_samples(images, labels, classes: list[str], path: Path) -> None:
 
 def _image_grid(plt, images: np.ndarray, titles: list[str], cell: tuple[float, float], extra_height: float = 0.0,
                 **title_kw):
-    """Images (B, C, H, W) in [0, 1], 8 a row, each under its title; grayscale for one channel."""
+    """Images (B, C, H, W) in [0, 1], 8 a row, each under its title; grayscale for one channel.
+
+    One mosaic image on one axes, titles as text: 64 subplots under constrained layout took ~1.5 s to save,
+    this takes a tenth of that."""
     cols = max(1, min(8, len(images)))
     rows = max(1, -(-len(images) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cell[0] * cols, cell[1] * rows + extra_height), squeeze=False,
-                             constrained_layout=True)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img, title in zip(axes.flat, images, titles):
-        if img.shape[0] == 1:
-            ax.imshow(img[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        else:
-            ax.imshow(img.transpose(1, 2, 0), interpolation="nearest")  # (H, W, C)
-        ax.set_title(title, fontsize=7, **title_kw)
+    n, c, h, w = images.shape if len(images) else (0, 1, 8, 8)
+    lines = max((t.count("\n") + 1 for t in titles), default=1)
+    px_per_inch = w / (cell[0] * 0.9)  # the image fills 90% of its cell's width
+    top = round(cell[1] * px_per_inch) - h  # pixels above each image, for its title
+    gap = max(1, round(cell[0] * px_per_inch) - w)
+    mosaic = np.ones((rows * (h + top), cols * (w + gap), c), dtype=np.float32)  # white background, (Hm, Wm, C)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        y0, x0 = r * (h + top) + top, k * (w + gap) + gap // 2
+        mosaic[y0: y0 + h, x0: x0 + w] = img.transpose(1, 2, 0)  # (H, W, C)
+    fig = plt.figure(figsize=(cell[0] * cols, cell[1] * rows + extra_height))
+    ax = fig.add_axes((0, 0, 1, cell[1] * rows / (cell[1] * rows + extra_height)))
+    ax.axis("off")
+    if c == 1:
+        ax.imshow(mosaic[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+    else:
+        ax.imshow(mosaic, interpolation="nearest", aspect="auto")
+    for i, title in enumerate(titles[: len(images)]):
+        r, k = divmod(i, cols)
+        ax.text(k * (w + gap) + gap // 2 + w / 2, r * (h + top) + top - 0.5 - top * 0.08, title, ha="center",
+                va="bottom", fontsize=7, linespacing=1.1 if lines > 1 else 1.0, **title_kw)
     return fig
 
 
