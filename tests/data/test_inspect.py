@@ -266,3 +266,25 @@ def test_regression_report_summarizes_targets_and_reads_back(tmp_path):
     assert manifest.read_text().splitlines()[0] == "path,target,split"
     again = read(resolve(str(manifest)), 32)
     assert again.task == "regress" and again.labels.tolist() == np.delete(ds.labels, 3).tolist()
+
+
+def test_near_duplicate_search_is_remembered_for_other_splits(tmp_path, monkeypatch):
+    """The search depends on the images alone: a run with another seed (another val split) reuses it."""
+    import cnnfit.data.inspect as inspect_module
+    from cnnfit.data.cache import load_imageset
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "shapes"
+    for c in ("cat", "dog"):
+        for i in range(30):
+            path = root / c / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _scene(rng, (48, 48)).save(path)
+    for k in range(4):  # re-encoded copies: near, not exact, duplicates
+        Image.open(root / "cat" / f"{k}.png").convert("RGB").save(root / "cat" / f"copy{k}.jpg", quality=75)
+    ds, _ = load_imageset(resolve(str(root)), 32)
+    first = inspect_dataset(ds, split_indices(ds, 0.2, 0.2, seed=0)[0])
+    monkeypatch.setattr(inspect_module, "_near_pairs", lambda *a: pytest.fail("near duplicates searched again"))
+    second = inspect_dataset(ds, split_indices(ds, 0.2, 0.2, seed=1)[0])
+    pairs = [{frozenset(p["files"]) for p in r["duplicates"]["near_pairs"]} for r in (first, second)]
+    assert len(pairs[0]) == 4 and pairs[0] == pairs[1]

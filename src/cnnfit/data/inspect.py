@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cnnfit.data.cache import remembered
 from cnnfit.data.decode import DecodeError, map_images, probe
 from cnnfit.data.imageset import SPLITS, ImageSet, class_counts, label_text
 from cnnfit.data.manifest import manifest_cell, manifest_header
@@ -252,6 +253,20 @@ def _capped(findings: list[dict]) -> list[dict]:
 
 # --- the report -------------------------------------------------------------------------------------------
 
+def _near_pairs(images: np.ndarray, reps: np.ndarray, near_threshold: int) -> tuple[list[list], bool]:
+    """[[i, j, hash distance, similarity], ...] of near-identical images among `reps`, in index order, and whether
+    the search ran to the end."""
+    if not len(reps):
+        return [], True
+    hashes, thumbs, means = signatures(images)
+    a, b, complete = _hamming_pairs(hashes[reps], near_threshold)
+    a, b = reps[a], reps[b]
+    sim = similarity(thumbs, means, a, b)
+    ok = sim >= MIN_SIMILARITY
+    return [[i, j, int(np.bitwise_count(hashes[i] ^ hashes[j])), s]
+            for i, j, s in sorted(zip(a[ok].tolist(), b[ok].tolist(), sim[ok].tolist()))], bool(complete)
+
+
 def inspect_dataset(ds: ImageSet, parts: dict[str, np.ndarray], *, near_threshold: int = NEAR_THRESHOLD,
                     workers: int | None = None, source: str | Path | None = None) -> dict:
     """A JSON-serialisable report on `ds` split as `parts` ({'train': idx, 'val': idx, 'test': idx}).
@@ -300,13 +315,10 @@ def inspect_dataset(ds: ImageSet, parts: dict[str, np.ndarray], *, near_threshol
         reps = reps[:0]
         _add(findings, "info", "near_search_skipped", f"near duplicates not searched: images of {ds.shape[1]} px are "
              f"under the {MIN_NEAR_SIDE} px a perceptual hash needs; exact duplicates are complete")
-    hashes, thumbs, means = signatures(ds.images) if len(reps) else (np.zeros(n, np.uint64),) * 3
-    a, b, complete = _hamming_pairs(hashes[reps], near_threshold)
-    a, b = reps[a], reps[b]
-    sim = similarity(thumbs, means, a, b)
-    ok = sim >= MIN_SIMILARITY
-    for i, j, s in sorted(zip(a[ok].tolist(), b[ok].tolist(), sim[ok].tolist())):
-        d = int(np.bitwise_count(hashes[i] ^ hashes[j]))
+    # the search depends on the images alone, not the split: remembered with the cache, each new seed skips it
+    near, complete = remembered(ds, np.concatenate([reps, [near_threshold, -1]]), "near",
+                                lambda: _near_pairs(ds.images, reps, near_threshold))
+    for i, j, d, s in near:
         for x in members.get(i, [i]):
             for y in members.get(j, [j]):
                 pairs.append(_entry(sorted((x, y)), ds, names, split_of, near=True, distance=d, similarity=round(s, 4)))
