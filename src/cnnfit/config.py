@@ -118,7 +118,8 @@ class TrainConfig(_Group):
     ema: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving average of the weights with "
                               "this decay (e.g. 0.999); it is validated and saved as best.pt")
     compile: bool = Field(False, description="torch.compile the model (checked against eager gradients first)")
-    deterministic: bool = Field(False, description="deterministic kernels everywhere: bit-identical reruns")
+    deterministic: bool = Field(False, description="deterministic kernels everywhere: bit-identical reruns; "
+                                "amp=auto then stays fp32, so results do not depend on how batches are split")
     time: float | None = Field(None, gt=0, description="time budget in minutes: the run ends cleanly when spent")
     ckpt_every: int = Field(500, ge=0, description="steps between last.pt writes (also at every epoch end and on "
                             "Ctrl-C / SIGTERM); 0: epoch ends only")

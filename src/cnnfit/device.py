@@ -53,10 +53,14 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
-    """Autocast dtype (None = fp32) and why it was chosen."""
+def resolve_amp(amp: str, device: torch.device, deterministic: bool = False) -> tuple[torch.dtype | None, str]:
+    """Autocast dtype (None = fp32) and why it was chosen. `deterministic` keeps auto at fp32: bf16 rounds
+    differently when a batch is split differently (2 processes against 1: losses 1e-5 apart after an epoch,
+    3e-7 in fp32), and a deterministic run should not depend on how its work is divided."""
     if amp == "off":
         return None, "set"
+    if amp == "auto" and deterministic:
+        return None, "auto: fp32 for deterministic=true (bf16 rounding depends on how batches are split)"
     if amp == "bf16":
         return torch.bfloat16, "set"
     if amp == "fp16":

@@ -233,7 +233,7 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     n_train = len(parts["train"])
     if t.batch > n_train:
         raise CnnfitError(f"batch={t.batch} is larger than the {n_train} training images; use batch={n_train} or less")
-    amp_dtype, amp_why = resolve_amp(t.amp, device)
+    amp_dtype, amp_why = resolve_amp(t.amp, device, t.deterministic)
     channels_last, cl_why = resolve_channels_last(t.channels_last, device)
     base_lr = o.lr or _AUTO_LR[o.name]
     lr = E.scale_lr(base_lr, t.batch * t.accumulate, o.lr_scale, o.ref_batch)
