@@ -27,6 +27,7 @@ import torch.distributed as dist
 from cnnfit.errors import CnnfitError, TrainingStopped
 
 RUN_FILE_ENV = "CNNFIT_RUN_FILE"  # where rank 0 names its run directory for the `devices=N` launcher
+FIRST_DECODE_TIMEOUT_S = 24 * 3600  # how long ranks wait for rank 0 to decode and cache a dataset
 _NO_BAD_STEP = 1 << 62  # "no non-finite loss yet", large so that MIN over ranks picks a real step
 
 
@@ -99,12 +100,12 @@ def session(ctx: Dist, device: torch.device, timeout_s: float) -> Iterator[None]
             dist.destroy_process_group()
 
 
-def broadcast(obj: Any, ctx: Dist) -> Any:
+def broadcast(obj: Any, ctx: Dist, group: Any = None) -> Any:
     """Rank 0's `obj` on every rank."""
     if not ctx.active:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
 
 
@@ -113,13 +114,17 @@ def main_first(ctx: Dist, work: Any) -> Any:
     An error on rank 0 is raised on every rank with the same message, so no rank waits for a dead one."""
     if not ctx.active:
         return work()
+    # the others may wait hours while rank 0 decodes a large dataset: a gloo group of its own with a long
+    # deadline (a rank 0 that dies still ends the wait at once: its connections close)
+    patient = dist.new_group(backend="gloo", timeout=timedelta(seconds=FIRST_DECODE_TIMEOUT_S))
     error = None
     if ctx.main:
         try:
             result = work()
         except CnnfitError as exc:
             error = str(exc)
-    error = broadcast(error, ctx)
+    error = broadcast(error, ctx, group=patient)
+    dist.destroy_process_group(patient)
     if error is not None:
         raise CnnfitError(error)
     return result if ctx.main else work()
