@@ -64,3 +64,16 @@ def test_schedules_and_plateau_train(tmp_path):
     lrs = [h["lr"] for h in cnnfit.train(**{**QUICK, "epochs": 3}, schedule="multistep", lr=0.01,
                                         schedule__milestones=[1, 2], project=str(tmp_path)).history]
     assert lrs == pytest.approx([0.001, 0.0001, 0.0001])
+
+
+def test_merge_val_trains_on_val_and_does_not_score_it(tmp_path):
+    """Val images that were trained on would only measure training: the val columns are nan, best.pt is the
+    last epoch, and the curves leave val out."""
+    import math
+
+    run = cnnfit.train(data="digits", epochs=2, data__merge_val=True, project=str(tmp_path), name="merged")
+    split = json.loads((run.dir / "split.json").read_text())
+    assert split["val"] and set(split["val"]) <= set(split["train"])
+    assert all(math.isnan(h["val_loss"]) and math.isnan(h["val_acc"]) for h in run.history)
+    assert run.metrics["best_epoch"] == 2 and run.accuracy > 0.85
+    assert (run.dir / "plots" / "curves.png").stat().st_size > 0

@@ -347,8 +347,10 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     train_loader = D.DeviceLoader(ds.images, labels, index=parts["train"], augment=augment, shuffle=True, seed=t.seed,
                                   balanced=t.sampler == "balanced", augment_classes=minority, rank=ctx.rank,
                                   world=ctx.world, augment_seed=distributed.rank_seed(t.seed, ctx.rank), **common)
-    # each rank validates its own slice of val; the loop gathers the outputs in rank order
-    val_loader = D.DeviceLoader(ds.images, labels, index=np.array_split(parts["val"], ctx.world)[ctx.rank], **common)
+    # each rank validates its own slice of val; the loop gathers the outputs in rank order. Val images that were
+    # trained on (merge_val) would only score training: they are not validated (the val columns read nan)
+    val_part = parts["val"][:0] if d.merge_val else np.array_split(parts["val"], ctx.world)[ctx.rank]
+    val_loader = D.DeviceLoader(ds.images, labels, index=val_part, **common)
     mix = None
     if cfg.aug.mixup > 0 or cfg.aug.cutmix > 0:
         if task != "classify":
@@ -382,7 +384,7 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     if t.profile and ctx.main:
         callbacks.append(C.Profile(run_dir))
     if t.tensorboard and ctx.main:
-        x, _ = next(iter(val_loader))
+        x, _ = next(iter(D.DeviceLoader(ds.images, labels, index=parts["val"][:16], **common)))
         callbacks.append(C.TensorBoard(run_dir, images=(x[:16].float() * val_loader.inv_std.reciprocal()
                                                         + val_loader.mean).clamp(0, 1).cpu(), graph_input=x[:2]))
     if frozen:  # first, so frozen batch norm goes back to eval right after the loop's model.train()
@@ -431,7 +433,10 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     if test:  # a tuning trial's curves are drawn from the study, all trials together; its history.csv stays
         plots = run_dir / "plots"
         plots.mkdir(exist_ok=True)
-        plot_curves(state.history, plots / "curves.png")
+        chosen = C.Monitor(monitor, "auto", t.min_delta)  # the epoch best.pt holds, as Checkpointing chose it
+        for row in state.history:
+            chosen.update(row, row["epoch"])
+        plot_curves(state.history, plots / "curves.png", best_epoch=chosen.best_epoch)
         steps_lrs = list(zip(*schedule_cb.trace)) or [[], []]
         plot_lr(*steps_lrs, plots / "lr.png", steps_per_epoch=per_epoch)
         write_samples(prep, plots, augment, t.seed)

@@ -58,9 +58,11 @@ _SCORES = {"val_acc": "accuracy", "val_macro_f1": "macro F1", "val_r2": "R^2", "
 _LOWER_IS_BETTER = ("val_mae", "val_rmse", "val_loss")
 
 
-def plot_curves(history: list[dict[str, float]], path: Path, score: str | None = None) -> None:
+def plot_curves(history: list[dict[str, float]], path: Path, score: str | None = None,
+                best_epoch: int | None = None) -> None:
     """Loss, and a score per epoch (train and val where both are logged): `score` (a history key such as
-    'val_macro_f1'), else the first of _SCORES in the history, with the best epoch marked."""
+    'val_macro_f1'), else the first of _SCORES in the history, with the best epoch marked: `best_epoch` (the
+    one best.pt holds), else the score's best. A val series that is all nan (not validated) is left out."""
     plt = _plt()
     epochs = [h["epoch"] for h in history]
     score = score or next((k for k in _SCORES if history and k in history[0]), "val_loss")
@@ -70,11 +72,13 @@ def plot_curves(history: list[dict[str, float]], path: Path, score: str | None =
         train = "train_" + key.removeprefix("val_")
         if history and train in history[0]:
             ax.plot(epochs, [h[train] for h in history], "o-", label="train")
-        ax.plot(epochs, [h[key] for h in history], "o-", label="val")
+        values = [h.get(key, float("nan")) for h in history]
+        if not np.all(np.isnan(values)):
+            ax.plot(epochs, values, "o-", label="val")
         if key == score and history:
             pick = np.nanargmin if score in _LOWER_IS_BETTER else np.nanargmax
-            values = [h[score] for h in history]
-            best = int(pick(values)) if not np.all(np.isnan(values)) else 0
+            best = (epochs.index(best_epoch) if best_epoch in epochs else
+                    int(pick(values)) if not np.all(np.isnan(values)) else len(epochs) - 1)
             ax.axvline(epochs[best], color="grey", ls=":", label=f"best epoch ({epochs[best]})")
         ax.set(xlabel="epoch", ylabel=title, title=title[0].upper() + title[1:])
         ax.grid(alpha=0.3)

@@ -35,7 +35,7 @@ class ProgressBar(Callback):
 
     def _header(self, metrics: dict) -> None:
         """The columns this task reports, fixed at the first epoch's end."""
-        self.columns = [c for c in _COLUMNS if (c in metrics or c == "epoch")
+        self.columns = [c for c in _COLUMNS if (c in metrics and metrics[c] == metrics[c] or c == "epoch")  # not nan
                         and not (c in _SHOWN and _SHOWN[c] in metrics)]
         self.console.print("  ".join(f"{c:>{max(len(c), 8)}}" for c in self.columns), style="bold")
 
