@@ -38,8 +38,8 @@ class DataConfig(_Group):
                             "(stratified, seeded) for quick experiments; test stays whole")
     per_class: int | None = Field(None, ge=1, description="keep at most N images per class in train and val "
                                   "(scarce-data studies); test stays whole")
-    merge_val: bool = Field(False, description="train on train+val for the set epochs, best.pt = the last epoch "
-                            "(the refit after tune: its val scores are on images it trained on)")
+    merge_val: bool = Field(False, description="train on train+val for the set epochs, best.pt = the last epoch; "
+                            "val is not scored (its images were trained on), the test split still is")
     download: bool = Field(False, description="fetch a missing named dataset from its official address (md5-checked)")
     task: Literal["auto", "classify", "multilabel", "regress"] = Field(
         "auto", description="auto: from the data (a CSV manifest with 'a;b' labels is multilabel, a numeric "
