@@ -77,3 +77,5 @@ def test_merge_val_trains_on_val_and_does_not_score_it(tmp_path):
     assert all(math.isnan(h["val_loss"]) and math.isnan(h["val_acc"]) for h in run.history)
     assert run.metrics["best_epoch"] == 2 and run.accuracy > 0.85
     assert (run.dir / "plots" / "curves.png").stat().st_size > 0
+    page = (run.dir / "report.html").read_text()
+    assert "val not scored: its images were trained on" in page and ">nan<" not in page

@@ -438,8 +438,12 @@ def _metrics(run: _Run) -> str:
     out += _calibration_table(m)
     val = m.get("val")
     if isinstance(val, dict):
-        rows = [(_name(k), m.num("val", k)) for k, v in val.items() if _is_number(v)]
-        out += "<h3>Validation at the best epoch</h3>" + _kv(rows)
+        rows = [(_name(k), m.num("val", k)) for k, v in val.items() if _is_number(v) and v == v]  # v == v: not nan
+        scored = [v for k, v in val.items() if k.startswith("val_") and isinstance(v, float)]
+        unscored = bool(scored) and all(math.isnan(v) for v in scored)  # merge_val: val was trained on
+        out += "<h3>Validation at the best epoch</h3>" + (_note(
+            "val not scored: its images were trained on (data.merge_val); the test split is the held-out measure.")
+            if unscored else "") + _kv(rows)
     other = [(k, v) for k, v in m.data.items() if k not in _SHOWN]
     rows = [(_name(k), m.num(k)) for k, v in other if _is_number(v)]
     rows += [(f"{_name(k)} {sub}", m.num(k, sub)) for k, v in other if isinstance(v, dict)
@@ -464,7 +468,7 @@ def _calibration_table(m: _Metrics) -> str:
 def _curves(run: _Run) -> str:
     out = _figures(run, "curves.png", "lr.png")
     if run.history:
-        cols = list(run.history[0])
+        cols = [c for c in run.history[0] if any(r.get(c, "") != "nan" for r in run.history)]  # unscored val: out
         rows = [[_plain(r.get(c, "")) for c in cols] for r in run.history]
         attr = "" if out else " open"
         out += (f"<details{attr}><summary>Per epoch, from history.csv ({len(rows)} epochs)</summary>"
