@@ -36,7 +36,6 @@ import html
 import io
 import json
 import math
-import os
 import re
 from datetime import datetime
 from pathlib import Path
