@@ -175,15 +175,10 @@ def train_raw(spec: dict, data: tuple, timings: dict) -> float:
             with autocast():
                 loss = loss_fn(model(xb), y[idx])
             loss.backward()
-            opt.step()
+            _step(opt, sched, ema, model)
             opt.zero_grad(set_to_none=True)
-            sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
         timings["epoch_seconds"].append(time.perf_counter() - e0)
-    timings["train"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    final = (ema.module if ema is not None else model).eval()
+    final, t0 = _trained(model, ema, timings, t0)
     xt, yt = torch.from_numpy(xt_np).unsqueeze(1), torch.from_numpy(yt_np)
     correct = 0
     with torch.no_grad(), autocast():
@@ -192,6 +187,20 @@ def train_raw(spec: dict, data: tuple, timings: dict) -> float:
             correct += (averaged_probs(final, xb, spec["tta"], fmt).argmax(1) == yt[i:i + EVAL_BATCH]).sum().item()
     timings["eval"] = time.perf_counter() - t0
     return correct / len(xt)
+
+
+def _step(opt: torch.optim.Optimizer, sched, ema, model: nn.Module) -> None:
+    """The optimizer and LR steps and the EMA update that end every training step, in both ways."""
+    opt.step()
+    sched.step()
+    if ema is not None:
+        ema.update_parameters(model)
+
+
+def _trained(model: nn.Module, ema, timings: dict, t0: float) -> tuple[nn.Module, float]:
+    """The weights to test (the EMA's when there is one) in eval mode, with the train time recorded."""
+    timings["train"] = time.perf_counter() - t0
+    return (ema.module if ema is not None else model).eval(), time.perf_counter()
 
 
 # ---------------------------------------------------------------- tutorial: one sample at a time
@@ -260,14 +269,9 @@ def train_tutorial(spec: dict, data: tuple, timings: dict) -> float:
             opt.zero_grad()
             loss = criterion(model(xb), yb)
             loss.backward()
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
+            _step(opt, sched, ema, model)
         timings["epoch_seconds"].append(time.perf_counter() - e0)
-    timings["train"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    final = (ema.module if ema is not None else model).eval()
+    final, t0 = _trained(model, ema, timings, t0)
     correct = 0
     with torch.no_grad():
         for xb, yb in test_loader:
