@@ -79,3 +79,5 @@ def test_merge_val_trains_on_val_and_does_not_score_it(tmp_path):
     assert (run.dir / "plots" / "curves.png").stat().st_size > 0
     page = (run.dir / "report.html").read_text()
     assert "val not scored: its images were trained on" in page and ">nan<" not in page
+    report = json.loads((run.dir / "data_report.json").read_text())  # val inside train is by design, no error
+    assert "split_overlap" not in {f["kind"] for f in report["findings"]} and "val" not in report["counts"]["per_split"]

@@ -25,6 +25,7 @@ class Prepared:
     mean: list[float]
     std: list[float]
     source: Path | None = None  # the folder, zip or file the images came from
+    merged_val: bool = False  # val's images are also in train (merge_val)
 
     @property
     def train_counts(self) -> np.ndarray | None:
@@ -80,7 +81,7 @@ def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
         parts["train"] = np.sort(np.concatenate([parts["train"], parts["val"]]))
         split_how += "; val merged into train (merge_val)"
     mean, std = D.split_stats(ds, parts["train"])
-    return Prepared(ds, cache_hit, parts, split_how, mean, std, source)
+    return Prepared(ds, cache_hit, parts, split_how, mean, std, source, merged_val=d.merge_val)
 
 
 def augmented_samples(prep: Prepared, augment: D.augment.Augment | None, seed: int,
@@ -105,8 +106,10 @@ def write_data_report(prep: Prepared, out_dir: Path, console: Console, max_lines
     from cnnfit.data.cache import remembered
     from cnnfit.data.inspect import format_report, inspect_dataset, write_clean_manifest
 
-    key = np.concatenate([prep.parts[k] for k in ("train", "val", "test")] + [np.array([-1])])
-    report = remembered(prep.ds, key, "report", lambda: inspect_dataset(prep.ds, prep.parts, source=prep.source))
+    # merged into train, val is no split of its own: checked apart, its images would all be "in train and val"
+    parts = {k: v for k, v in prep.parts.items() if not (prep.merged_val and k == "val")}
+    key = np.concatenate([parts.get(k, np.array([-2])) for k in ("train", "val", "test")] + [np.array([-1])])
+    report = remembered(prep.ds, key, "report", lambda: inspect_dataset(prep.ds, parts, source=prep.source))
     report["split"] = prep.split_how
     (out_dir / "data_report.json").write_text(json.dumps(report, indent=2, default=str))
     if prep.ds.files is not None:
