@@ -19,7 +19,7 @@ from cnnfit import data as D
 from cnnfit import engine as E
 from cnnfit import models
 from cnnfit.config import Config
-from cnnfit.device import pick_device
+from cnnfit.device import pick_device, resolve_channels_last
 from cnnfit.errors import CnnfitError
 from cnnfit.files import write_atomic
 from cnnfit.eval import classification_metrics, fit_thresholds, multilabel_metrics, regression_metrics
@@ -32,11 +32,12 @@ from cnnfit.eval.tta import TTA
 from cnnfit.prepare import load_data
 
 
-def _model_from_checkpoint(ckpt: dict, device: torch.device) -> torch.nn.Module:
+def _model_from_checkpoint(ckpt: dict, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
+    """channels_last: NHWC weights, 2.2x faster fp32 inference than NCHW for fastnet on 2 CPU cores (oneDNN)."""
     model = models.create(ckpt["model"], num_classes=len(ckpt["classes"]), in_chans=ckpt["channels"],
                           **ckpt["model_kwargs"])
     model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval()
+    return model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).eval()
 
 
 def _run_dir(run: str | Path) -> Path:
@@ -47,10 +48,10 @@ def _run_dir(run: str | Path) -> Path:
 
 
 def _outputs(model: torch.nn.Module, ds: D.ImageSet, idx: np.ndarray, ckpt: dict, dev: torch.device,
-             stream: bool | None) -> tuple[torch.Tensor, torch.Tensor]:
+             stream: bool | None, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Model outputs and the dataset's own labels (regression targets unscaled) for ds[idx], in order."""
     loader = D.DeviceLoader(ds.images, ds.labels, index=idx, batch=256, device=dev, mean=ckpt["mean"],
-                            std=ckpt["std"], stream=stream)
+                            std=ckpt["std"], stream=stream, channels_last=channels_last)
     return E.infer(model, loader)
 
 
@@ -86,7 +87,8 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
     calibrate = cfg.eval.calibrate if calibrate is None else calibrate
     classes = ckpt["classes"]
     dev = pick_device(device)
-    model = _model_from_checkpoint(ckpt, dev)
+    channels_last = resolve_channels_last(cfg.train.channels_last, dev)[0]  # the run's layout: its fast one
+    model = _model_from_checkpoint(ckpt, dev, channels_last)
     if tta != "none":
         model = TTA(model, tta, task)
     split = json.loads((run_dir / "split.json").read_text())
@@ -101,7 +103,11 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
                               "evaluate against the original data, or score new data with data=OTHER")
     plots = out_dir / "plots"
     plots.mkdir(exist_ok=True)
-    outputs, labels = _outputs(model, ds, test_idx, ckpt, dev, cfg.data.stream)
+
+    def outputs_of(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return _outputs(model, ds, idx, ckpt, dev, cfg.data.stream, channels_last)
+
+    outputs, labels = outputs_of(test_idx)
     if task == "multilabel":  # thresholds from val, so the test split stays unseen until it is scored
         val_idx = np.asarray(split["val"], dtype=np.int64) if data is None else np.zeros(0, dtype=np.int64)
         saved = run_dir / "thresholds.json"
@@ -109,8 +115,7 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
             fitted = json.loads(saved.read_text())
             thresholds = [fitted.get(c, 0.5) for c in classes]
         else:
-            thresholds = fit_thresholds(*_outputs(model, ds, val_idx, ckpt, dev, cfg.data.stream)) if len(
-                val_idx) else [0.5] * len(classes)
+            thresholds = fit_thresholds(*outputs_of(val_idx)) if len(val_idx) else [0.5] * len(classes)
         metrics = multilabel_metrics(outputs, labels, classes, thresholds)
         metrics["thresholds_from"] = f"val ({len(val_idx)} images), best F1 per label" if len(val_idx) else "0.5"
         if data is None:
@@ -133,7 +138,7 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
         calibration = None
         if calibrate and data is None:
             val_idx = np.asarray(split["val"], dtype=np.int64)
-            calibration = _calibrate(run_dir, ckpt, *_outputs(model, ds, val_idx, ckpt, dev, cfg.data.stream), tta)
+            calibration = _calibrate(run_dir, ckpt, *outputs_of(val_idx), tta)
         elif ckpt.get("calibration"):  # fitted earlier: scores use the probabilities predict would give
             calibration = ckpt["calibration"]
         if calibration:
