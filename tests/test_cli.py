@@ -54,6 +54,15 @@ def test_models_command(capsys):
     assert code == 0 and "resnet18" in out and "lenet5" in out
 
 
+def test_a_command_freezes_the_heap_before_exit_but_a_python_caller_keeps_it():
+    """Frozen objects are skipped by the collections Python runs at shutdown; library callers keep collecting."""
+    code = ("import gc, sys; from cnnfit.cli import main; sys.argv = ['cnnfit', 'models']; main(); "
+            "print('frozen', gc.get_freeze_count() > 0); gc.unfreeze(); main(['models']); "
+            "print('frozen', gc.get_freeze_count() > 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert [line for line in out.splitlines() if line.startswith("frozen")] == ["frozen True", "frozen False"]
+
+
 def test_eval_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     code, _, err = _run(["eval", str(tmp_path)], capsys)
     assert code == 2 and "not a finished run directory" in err

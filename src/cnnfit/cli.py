@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -268,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         return 130
+    finally:
+        if argv is None:  # a command, about to exit: Python's shutdown would sweep the ~400k objects torch, sklearn
+            gc.freeze()  # and matplotlib leave several times over (0.9 s on 2 cores); frozen, they are skipped
 
 
 if __name__ == "__main__":
