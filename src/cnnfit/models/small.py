@@ -89,8 +89,9 @@ class FastNet(nn.Module):
     def __init__(self, *, num_classes: int, in_chans: int, width: float = 1.0, act: str = "gelu") -> None:
         super().__init__()
         c0, c1, c2, c3 = (width_of(c, width) for c in (32, 64, 256, 256))
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, c0, 3, padding=1, bias=False), nn.BatchNorm2d(c0),
-                                  make_act(act), nn.MaxPool2d(2))
+        # pool before BN and activation, as in ConvGroup: they run on a quarter of the pixels (~10% of a step)
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, c0, 3, padding=1, bias=False), nn.MaxPool2d(2),
+                                  nn.BatchNorm2d(c0), make_act(act))
         self.block1 = ConvGroup(c0, c1, act)
         self.block2 = ConvGroup(c1, c2, act)
         self.block3 = ConvGroup(c2, c3, act, pool=False)  # 3x3 maps at 28 px: one more pool would leave 1x1
