@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from cnnfit.models.layers import is_small, make_act, width_of
+from cnnfit.models.layers import Dropout, is_small, make_act, width_of
 from cnnfit.models.registry import register
 
 
@@ -36,8 +36,8 @@ class AlexNet(nn.Module):
         pooled, hidden = (1, 512) if small_input else (6, 4096)
         self.avgpool = nn.AdaptiveAvgPool2d(pooled)
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(c5 * pooled * pooled, hidden), make_act(act),
-            nn.Dropout(dropout), nn.Linear(hidden, hidden), make_act(act),
+            Dropout(dropout), nn.Linear(c5 * pooled * pooled, hidden), make_act(act),
+            Dropout(dropout), nn.Linear(hidden, hidden), make_act(act),
         )
         self.head = nn.Linear(hidden, num_classes)
         # torchvision leaves AlexNet at PyTorch's default (Kaiming-uniform) init, and so do we

@@ -62,7 +62,7 @@ import yaml
 
 from cnnfit.errors import CnnfitError
 from cnnfit.models import user_module
-from cnnfit.models.layers import ACTIVATIONS, make_act
+from cnnfit.models.layers import ACTIVATIONS, Dropout, make_act
 
 _REQUIRED = object()
 # type -> {argument: default}, in the order a user reads them; a scalar value sets the first argument
@@ -345,7 +345,7 @@ def _make(layer: _Layer, x: torch.Tensor, *, bias: bool, inplace: bool, src: str
     if kind == "gpool":
         return GlobalAvgPool()
     if kind == "dropout":
-        return nn.Dropout(a["p"])
+        return Dropout(a["p"])
     if kind == "flatten":
         return nn.Flatten()
     if kind == "dense":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from cnnfit.models.layers import is_small, make_act, width_of
+from cnnfit.models.layers import Dropout, is_small, make_act, width_of
 from cnnfit.models.registry import register
 
 # Inception modules in order, with the paper's table 1 columns:
@@ -72,7 +72,7 @@ class InceptionAux(nn.Module):
         self.conv = BasicConv2d(cin, 128, act, 1)
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
         self.act = make_act(act)
-        self.dropout = nn.Dropout(0.7)  # the paper's and torchvision's rate
+        self.dropout = Dropout(0.7)  # the paper's and torchvision's rate
         self.fc2 = nn.Linear(1024, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +110,7 @@ class GoogLeNet(nn.Module):
                 setattr(self, AUX_AFTER[name], InceptionAux(module.out_channels, num_classes, act))
             cin = module.out_channels
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.head = nn.Linear(cin, num_classes)
         for m in self.modules():  # torchvision's GoogLeNet init
             if isinstance(m, (nn.Conv2d, nn.Linear)):

@@ -1,7 +1,8 @@
-"""Building blocks shared by the model families: the activation choice and the stem rule."""
+"""Building blocks shared by the model families: the activation choice, dropout, and the stem rule."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from cnnfit.errors import CnnfitError
@@ -20,6 +21,19 @@ def make_act(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise CnnfitError(f"unknown activation '{name}'; choose from: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name](inplace=True) if name in _INPLACE else ACTIVATIONS[name]()
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout whose CPU mask comes from torch.rand: CPU bernoulli_ took 2.7x as long (4.9 vs 1.8 ms for a
+    (64, 64, 12, 12) batch on 2 cores), and simplecnn's whole step 9% longer. Same maths, no state to save."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu" or self.inplace:
+            return super().forward(x)
+        if self.p == 1:
+            return x * 0
+        mask = (torch.rand(x.shape, device=x.device) >= self.p).to(x.dtype).mul_(1 / (1 - self.p))
+        return x * mask  # the kept units scaled by 1/(1-p), so eval needs no rescaling
 
 
 def is_small(imgsz: int) -> bool:

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnfit.models.layers import make_act, width_of
+from cnnfit.models.layers import Dropout, make_act, width_of
 from cnnfit.models.registry import register
 
 
@@ -35,7 +35,7 @@ class LeNet5(nn.Module):
         self.fc1 = nn.Linear(c3 * 5 * 5, c5)  # C5
         self.fc2 = nn.Linear(c5, f6)  # F6
         self.act = make_act(act)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.head = nn.Linear(f6, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

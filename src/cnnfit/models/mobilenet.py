@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from cnnfit.models.layers import init_like_torchvision, is_small, make_act, width_of
+from cnnfit.models.layers import Dropout, init_like_torchvision, is_small, make_act, width_of
 from cnnfit.models.registry import register
 
 # inverted residual stages: (expansion t, output channels c, repeats n, first stride s), the paper's table 2
@@ -76,7 +76,7 @@ class MobileNetV2(nn.Module):
         features.append(_conv_bn_act(cin, last, act, 1))
         self.features = nn.Sequential(*features)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.head = nn.Linear(last, num_classes)
         init_like_torchvision(self)
 

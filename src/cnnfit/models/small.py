@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnfit.models.layers import make_act, width_of
+from cnnfit.models.layers import Dropout, make_act, width_of
 from cnnfit.models.registry import register
 
 
@@ -36,9 +36,9 @@ class SimpleCNN(nn.Module):
         self.conv2 = nn.Conv2d(c1, c2, 3, bias=not bn)
         self.bn2 = nn.BatchNorm2d(c2) if bn else nn.Identity()
         self.act = make_act(act)
-        self.drop1 = nn.Dropout(dropout / 2)  # the tutorials' 0.25 before the dense layer, 0.5 after it
+        self.drop1 = Dropout(dropout / 2)  # the tutorials' 0.25 before the dense layer, 0.5 after it
         self.fc = nn.Linear(c2 * self.grid * self.grid, hidden)
-        self.drop2 = nn.Dropout(dropout)
+        self.drop2 = Dropout(dropout)
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from cnnfit.models.layers import init_like_torchvision, is_small, make_act, width_of
+from cnnfit.models.layers import Dropout, init_like_torchvision, is_small, make_act, width_of
 from cnnfit.models.registry import register
 
 # conv output channels, "M" = 2x2 max-pool; the letters are the paper's table 1 columns
@@ -59,8 +59,8 @@ class VGG(nn.Module):
         pooled, hidden = (1, 512) if small_input else (7, 4096)
         self.avgpool = nn.AdaptiveAvgPool2d(pooled)
         self.classifier = nn.Sequential(
-            nn.Linear(channels * pooled * pooled, hidden), make_act(act), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), make_act(act), nn.Dropout(dropout),
+            nn.Linear(channels * pooled * pooled, hidden), make_act(act), Dropout(dropout),
+            nn.Linear(hidden, hidden), make_act(act), Dropout(dropout),
         )
         self.head = nn.Linear(hidden, num_classes)
         self.stage_names = tuple(f"features.{i}" for i, m in enumerate(features)
