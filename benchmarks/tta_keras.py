@@ -120,11 +120,10 @@ def conv_group(x: tf.Tensor, channels: int, pool: bool = True) -> tf.Tensor:
 
 
 def fastnet(width: float | None) -> keras.Model:
-    """stem (conv32, BN, GELU, pool) - group64 - group256 - group256 (no pool) - global max pool - head."""
+    """stem (conv32, pool, BN, GELU) - group64 - group256 - group256 (no pool) - global max pool - head."""
     c0, c1, c2, c3 = (width_of(c, width) for c in (32, 64, 256, 256))
     inputs = keras.Input((SIDE, SIDE, 1))
-    x = conv_bn_act(inputs, c0, pool=False)
-    x = layers.MaxPooling2D(2)(x)  # (14, 14, c0)
+    x = conv_bn_act(inputs, c0, pool=True)  # (14, 14, c0)
     x = conv_group(x, c1)  # (7, 7, c1)
     x = conv_group(x, c2)  # (3, 3, c2)
     x = conv_group(x, c3, pool=False)  # (3, 3, c3)
