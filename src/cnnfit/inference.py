@@ -8,8 +8,9 @@ import glob
 import json
 import re
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -40,6 +41,10 @@ def _model_from_checkpoint(ckpt: dict, device: torch.device, channels_last: bool
     return model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).eval()
 
 
+def _no_plots() -> None:
+    """Multilabel results have no plots of their own: thresholds.json and the report say it all."""
+
+
 def _run_dir(run: str | Path) -> Path:
     path = Path(run)
     if not (path / "best.pt").is_file():
@@ -68,7 +73,7 @@ def _label_sets(hits: np.ndarray, names: list[str]) -> list[str]:
 
 def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.ImageSet | None = None,
              extra: dict | None = None, device: str = "auto", data: str | None = None, tta: str | None = None,
-             calibrate: bool | None = None) -> dict[str, Any]:
+             calibrate: bool | None = None, more_plots: Callable[[], object] | None = None) -> dict[str, Any]:
     """Test-split metrics of a run's best.pt, by its task, and report.html over everything the run wrote.
 
     Writes metrics.json, predictions.csv and plots/ (classify: confusion counts and row-normalized, as CSV too,
@@ -76,7 +81,8 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
     regress: regression.png). `data=OTHER` scores the model on another dataset with the same class names
     (its test split if it has one, else every image) into RUN/eval_<name>/, leaving the run's own files alone.
     `tta` and `calibrate` default to the run's eval settings; calibration fits a temperature on the val split,
-    stores it in best.pt, and predict uses it."""
+    stores it in best.pt, and predict uses it. `more_plots` draws the caller's own figures (training curves)
+    after the headline is printed and before the report that shows them."""
     t0 = time.perf_counter()
     run_dir = _run_dir(run)
     console = console or Console()
@@ -108,6 +114,7 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
         return _outputs(model, ds, idx, ckpt, dev, cfg.data.stream, channels_last)
 
     outputs, labels = outputs_of(test_idx)
+    draw = _no_plots  # the task's plots, drawn once its headline is printed
     if task == "multilabel":  # thresholds from val, so the test split stays unseen until it is scored
         val_idx = np.asarray(split["val"], dtype=np.int64) if data is None else np.zeros(0, dtype=np.int64)
         saved = run_dir / "thresholds.json"
@@ -129,7 +136,7 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
     elif task == "regress":
         pred, true = _unscale(outputs, ckpt), labels.double()
         metrics = regression_metrics(pred, true)
-        plot_regression(true.numpy(), pred.numpy(), plots / "regression.png", name=classes[0])
+        draw = partial(plot_regression, true.numpy(), pred.numpy(), plots / "regression.png", name=classes[0])
         header = ["index", "file", "true", "pred", "error"]
         cells = [[f"{t:.6g}", f"{p:.6g}", f"{p - t:.6g}"] for t, p in zip(true.tolist(), pred.tolist())]
         summary = f"test MAE {metrics['mae']:.4g}  RMSE {metrics['rmse']:.4g}  R2 {metrics['r2']:.4f}"
@@ -148,7 +155,7 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
             before = classification_metrics(raw, labels, classes)
             metrics["calibration"] = {**calibration, "ece_before": before["ece"], "ece_after": metrics["ece"],
                                       "log_loss_before": before["log_loss"], "log_loss_after": metrics["log_loss"]}
-        _classify_files(out_dir, metrics, raw, outputs if calibration else None, labels, ds, test_idx)
+        draw = partial(_classify_files, out_dir, metrics, raw, outputs if calibration else None, labels, ds, test_idx)
         probs = outputs.softmax(1)  # (N, K): every class's probability, so any metric can be recomputed
         conf, pred = probs.max(1)
         header = ["index", "file", "true", "pred", "confidence", *(f"prob_{c}" for c in classes)]
@@ -158,6 +165,11 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
         if calibration:
             cal = metrics["calibration"]
             summary += f"  ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f} (T={cal['temperature']:.3f})"
+    # the number first: plots, predictions and the report take another 1-2 s
+    console.print(f"{summary}  ({len(labels)} images, best epoch {ckpt['epoch'] + 1})", highlight=False, soft_wrap=True)
+    draw()
+    if more_plots is not None:
+        more_plots()
     previous = json.loads((out_dir / "metrics.json").read_text()) if (out_dir / "metrics.json").exists() else {}
     kept = {k: v for k, v in previous.items() if k not in metrics}  # e.g. training timings survive a re-eval
     metrics.update({**kept, "task": task, "split": "test", "tta": tta, "best_epoch": ckpt["epoch"] + 1,
@@ -171,8 +183,7 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
         for idx, row in zip(test_idx.tolist(), cells):
             w.writerow([idx, ds.files[idx] if ds.files else "", *row])
     report = write_report(out_dir)
-    console.print(f"{summary}  ({len(labels)} images, best epoch {metrics['best_epoch']}) -> "
-                  f"{out_dir / 'metrics.json'}, {report}", highlight=False, soft_wrap=True)
+    console.print(f"metrics -> {out_dir / 'metrics.json'}, report -> {report}", highlight=False, soft_wrap=True)
     return metrics
 
 

@@ -430,7 +430,7 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     train_seconds = time.perf_counter() - t0 - setup_seconds
     if not ctx.main:  # rank 0 evaluates on the test split and writes the results
         return Run(run_dir, {}, state.history, {"setup_seconds": setup_seconds, "train_seconds": train_seconds})
-    if test:  # a tuning trial's curves are drawn from the study, all trials together; its history.csv stays
+    def training_plots() -> None:  # a tuning trial's curves are drawn from the study, all trials together
         plots = run_dir / "plots"
         plots.mkdir(exist_ok=True)
         chosen = C.Monitor(monitor, "auto", t.min_delta)  # the epoch best.pt holds, as Checkpointing chose it
@@ -440,6 +440,7 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
         steps_lrs = list(zip(*schedule_cb.trace)) or [[], []]
         plot_lr(*steps_lrs, plots / "lr.png", steps_per_epoch=per_epoch)
         write_samples(prep, plots, augment, t.seed)
+
     timings = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "cache_hit": cache_hit}
     if resumed:  # train_seconds counts from the resume; the steps before it ran in an earlier process
         timings["resumed_at_step"] = ckpt["train_state"]["step"]
@@ -454,7 +455,8 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
                    "timings": timings, "stop": state.stop}
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return Run(run_dir, metrics, state.history, timings)
-    metrics = evaluate(run_dir, console=console, dataset=ds, extra={"timings": timings, "stop": state.stop})
+    metrics = evaluate(run_dir, console=console, dataset=ds, extra={"timings": timings, "stop": state.stop},
+                       more_plots=training_plots)
     return Run(run_dir, metrics, state.history, timings)
 
 
