@@ -405,7 +405,8 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     if find_lr:
         return _range_test(model, train_loader, optimizer, loss_fn, amp_dtype, run_dir, console)
     setup_seconds = time.perf_counter() - t0
-    console.print(f"ready to train {setup_seconds:.2f} s after start ({'cache hit' if cache_hit else 'decoded'})")
+    how = "cache hit" if cache_hit else "decoded"
+    console.print(f"ready to train: data and model set up in {setup_seconds:.2f} s ({how})")
     try:
         state = E.fit(model, train_loader, val_loader, optimizer=optimizer, epochs=t.epochs, device=device,
                       task=task, loss_fn=loss_fn, callbacks=callbacks, amp_dtype=amp_dtype, mix=mix,
