@@ -431,7 +431,8 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     train_seconds = time.perf_counter() - t0 - setup_seconds
     if not ctx.main:  # rank 0 evaluates on the test split and writes the results
         return Run(run_dir, {}, state.history, {"setup_seconds": setup_seconds, "train_seconds": train_seconds})
-    def training_plots() -> None:  # a tuning trial's curves are drawn from the study, all trials together
+
+    def training_plots() -> None:  # drawn with the test metrics; a tuning trial's come from the study instead
         plots = run_dir / "plots"
         plots.mkdir(exist_ok=True)
         chosen = C.Monitor(monitor, "auto", t.min_delta)  # the epoch best.pt holds, as Checkpointing chose it
