@@ -82,6 +82,20 @@ def test_ranks_draw_their_own_augmentation():
     assert distributed.rank_seed(7, 0) == 7 and distributed.rank_seed(7, 1) == distributed.rank_seed(7, 1) != 7
 
 
+def test_what_differs_between_ranks_is_named_for_deterministic_runs():
+    """deterministic=true cannot make per-rank dropout, batch norm or augmentation equal one process's: the
+    run names them (an empty list is the promise that the numbers match)."""
+    simple = cnnfit.models.create("simplecnn", num_classes=10, in_chans=1, imgsz=16)
+    lenet = cnnfit.models.create("lenet5", num_classes=10, in_chans=1, imgsz=16)
+    assert distributed.per_rank_draws(lenet, augment=False, mixing=False, sync_bn=False) == []
+    assert distributed.per_rank_draws(lenet, augment=True, mixing=True, sync_bn=False) == ["augmentations",
+                                                                                          "mixup/cutmix draws"]
+    assert distributed.per_rank_draws(simple, augment=False, mixing=False, sync_bn=False) == ["dropout masks"]
+    fast = cnnfit.models.create("fastnet", num_classes=10, in_chans=1, imgsz=16)
+    assert distributed.per_rank_draws(fast, augment=False, mixing=False, sync_bn=False) == ["batch-norm statistics"]
+    assert distributed.per_rank_draws(fast, augment=False, mixing=False, sync_bn=True) == []
+
+
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory) -> Path:
     """The single-process run the 2-process runs are held to: the same recipe and global batch."""

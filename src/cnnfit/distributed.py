@@ -64,6 +64,17 @@ def rank_seed(seed: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+def per_rank_draws(model: torch.nn.Module, *, augment: bool, mixing: bool, sync_bn: bool) -> list[str]:
+    """What makes a data-parallel run differ from one process even with deterministic=true: each rank
+    draws its own dropout masks and augmentations and, without sync_bn, normalizes over its own share."""
+    mods = list(model.modules())
+    found = [("dropout masks", any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in mods)),
+             ("batch-norm statistics", not sync_bn and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                                           for m in mods)),
+             ("augmentations", augment), ("mixup/cutmix draws", mixing)]
+    return [name for name, on in found if on]
+
+
 def device_for(ctx: Dist, name: str) -> torch.device:
     """This rank's device: GPU number LOCAL_RANK under torchrun when CUDA is there (or asked for), else the CPU."""
     from cnnfit.device import pick_device

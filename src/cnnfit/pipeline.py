@@ -404,6 +404,11 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
         console.print(compile_why)
     if find_lr:
         return _range_test(model, train_loader, optimizer, loss_fn, amp_dtype, run_dir, console)
+    if ctx.active and t.deterministic and (draws := distributed.per_rank_draws(
+            model, augment=augment is not None, mixing=mix is not None, sync_bn=t.sync_bn)):
+        console.print(f"note: deterministic=true, but {', '.join(draws)} differ between ranks, so the numbers "
+                      "follow a 1-process run's only roughly; they are equal (to float rounding) for a model without "
+                      "dropout or batch norm (e.g. model=lenet5) and no augmentation")
     setup_seconds = time.perf_counter() - t0
     how = "cache hit" if cache_hit else "decoded"
     console.print(f"ready to train: data and model set up in {setup_seconds:.2f} s ({how})")
