@@ -39,6 +39,7 @@ commands:
 
 `cnnfit COMMAND --help` lists that command's keys and defaults."""
 
+_MODEL_KEYS = ("width", "dropout", "bn", "act", "aux", "crop")  # model.* options `summary` takes by short name
 _MODEL_OPTIONS = {
     "imgsz": ("32", "input side in pixels"), "in_chans": ("3", "input channels"),
     "classes": ("10", "number of classes"),
@@ -46,7 +47,7 @@ _MODEL_OPTIONS = {
 _OPTIONS = {
     "models": _MODEL_OPTIONS,
     "summary": {"model": ("simplecnn", "a registered model, a layers .yaml or pkg.mod:Class"), **_MODEL_OPTIONS,
-                **{k: ("auto", f"model.{k}") for k in ("width", "dropout", "bn", "act", "aux")}},
+                **{k: ("auto", f"model.{k}") for k in _MODEL_KEYS}},
     "eval": {"data": ("the run's", "another dataset with the same class names (its test split, else all of it)"),
              "tta": ("the run's", "none, flip or flip+shift: average over flipped (and shifted) copies"),
              "calibrate": ("the run's", "true: fit temperature scaling on the val split (stored in best.pt)"),
@@ -242,7 +243,7 @@ def _show_models(command: str, args: list[str], console: Console) -> None:
     from cnnfit.config import load_config
 
     name = options.pop("model", "simplecnn")
-    extra = {k: options[k] for k in ("width", "dropout", "bn", "act", "aux") if k in options}
+    extra = {k: options[k] for k in _MODEL_KEYS if k in options}
     opts = load_config([f"model.{k}={v}" for k, v in extra.items()]).model.model_dump(exclude={"name", "init"})
     model = models.create(name, num_classes=classes, in_chans=chans, imgsz=imgsz,
                           **{k: v for k, v in opts.items() if v is not None})

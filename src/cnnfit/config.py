@@ -55,6 +55,8 @@ class ModelConfig(_Group):
     act: Literal["relu", "relu6", "gelu", "elu", "tanh", "sigmoid", "silu"] | None = Field(
         None, description="activation; auto: the model's own")
     aux: bool | None = Field(None, description="googlenet auxiliary heads (their loss is added with weight 0.3)")
+    crop: int | None = Field(None, ge=0, description="fastnet: px cut from each edge before the first layer (2 keeps "
+                             "MNIST's centred 20x20 digits and takes a sixth off a step); auto: none")
     init: str | None = Field(None, description="start from weights: a torchvision/timm .pth, a .safetensors, "
                              "a cnnfit checkpoint or run directory; the head is replaced if the classes differ")
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnnfit.errors import CnnfitError
 from cnnfit.models.layers import Dropout, make_act, width_of
 from cnnfit.models.registry import register
 
@@ -86,8 +87,10 @@ class FastNet(nn.Module):
     tv_renames: dict[str, str] | None = None  # no torchvision counterpart
     stage_names: tuple[str, ...] = ("stem", "block1", "block2", "block3")
 
-    def __init__(self, *, num_classes: int, in_chans: int, width: float = 1.0, act: str = "gelu") -> None:
+    def __init__(self, *, num_classes: int, in_chans: int, width: float = 1.0, act: str = "gelu",
+                 crop: int = 0) -> None:
         super().__init__()
+        self.crop = crop  # px cut from each edge first: MNIST's digits sit in the central 20x20 of 28
         c0, c1, c2, c3 = (width_of(c, width) for c in (32, 64, 256, 256))
         # pool before BN and activation, as in ConvGroup: they run on a quarter of the pixels (~10% of a step)
         self.stem = nn.Sequential(nn.Conv2d(in_chans, c0, 3, padding=1, bias=False), nn.MaxPool2d(2),
@@ -99,6 +102,8 @@ class FastNet(nn.Module):
         self.head = nn.Linear(c3, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.crop:
+            x = x[..., self.crop:-self.crop, self.crop:-self.crop]  # (B, C, H - 2 crop, W - 2 crop)
         x = self.stem(x)  # (B, 32, H/2, W/2)
         x = self.block1(x)  # (B, 64, H/4, W/4)
         x = self.block2(x)  # (B, 256, H/8, W/8)
@@ -108,8 +113,12 @@ class FastNet(nn.Module):
 
 
 @register
-def fastnet(*, num_classes: int, in_chans: int = 3, width: float = 1.0, act: str = "gelu") -> nn.Module:
-    return FastNet(num_classes=num_classes, in_chans=in_chans, width=width, act=act)
+def fastnet(*, num_classes: int, in_chans: int = 3, width: float = 1.0, act: str = "gelu", crop: int = 0,
+            imgsz: int | None = None) -> nn.Module:
+    if imgsz is not None and imgsz - 2 * crop < fastnet.min_size:
+        raise CnnfitError(f"fastnet with crop={crop} leaves {imgsz - 2 * crop} px of a {imgsz} px input and needs "
+                          f"{fastnet.min_size}; use crop={max(0, (imgsz - fastnet.min_size) // 2)} or less")
+    return FastNet(num_classes=num_classes, in_chans=in_chans, width=width, act=act, crop=crop)
 
 
 fastnet.min_size = 8  # px: three 2x2 pools take 8 px to 1x1
