@@ -25,8 +25,9 @@ from rich.console import Console
 
 from cnnfit.config import SHORT_KEYS, Config, to_yaml
 from cnnfit.errors import CnnfitError
+from cnnfit.eval.html import CSS, data_table, esc, kv_table, note, tile, tile_grid
+from cnnfit.eval.report_numbers import format_metric
 from cnnfit.files import write_atomic
-from cnnfit.eval.report import _CSS, _esc, _kv, _note, _table, _tile, _tiles, format_metric
 
 if TYPE_CHECKING:
     import optuna
@@ -298,15 +299,15 @@ def _html(study: optuna.Study, trials: list[FrozenTrial], rows: list[dict], colu
         sections.append(("refit", "Refit of the best config", _refit_section(summary["refit"], tune_dir)))
     sections.append(("plots", "Plots", _plots_section(plots, summary["notes"], monitor, direction, tune_dir)))
     sections.append(("trials", "Trials", _trials_section(rows, columns, params, best, tune_dir)))
-    nav = "".join(f'<a href="#{sid}">{_esc(title)}</a>' for sid, title, _ in sections)
-    main = "".join(f'<section id="{sid}"><h2>{_esc(title)}</h2>{body}</section>' for sid, title, body in sections)
+    nav = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title, _ in sections)
+    main = "".join(f'<section id="{sid}"><h2>{esc(title)}</h2>{body}</section>' for sid, title, body in sections)
     name = study.study_name
     sub = f"{monitor} ({direction}) · {len(trials)} trials"
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_esc(name)} · cnnfit tune report</title><style>{_CSS}{_EXTRA_CSS}</style></head><body>"
-            f'<header><div class="wrap"><h1>cnnfit tune <code>{_esc(name)}</code></h1>'
-            f"<p>{_esc(sub)}</p></div></header>"
+            f"<title>{esc(name)} · cnnfit tune report</title><style>{CSS}{_EXTRA_CSS}</style></head><body>"
+            f'<header><div class="wrap"><h1>cnnfit tune <code>{esc(name)}</code></h1>'
+            f"<p>{esc(sub)}</p></div></header>"
             f'<nav aria-label="Sections"><div class="wrap">{nav}</div></nav>'
             f'<main class="wrap">{main}</main>'
             f'<footer class="wrap">Written by cnnfit from the Optuna study; the same rows are in trials.csv, the '
@@ -319,46 +320,46 @@ def _summary_section(study: optuna.Study, trials: list[FrozenTrial], best: Froze
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() if starts and ends else None
-    tiles = _tiles([
-        _tile(f"best {summary['monitor']}", _esc(format_metric(best.value)) if best else "none",
-              f"trial {best.number}" if best else "no trial completed"),
-        _tile("trials", _esc(f"{len(trials):,}"), _count_text(counts)),
-        _tile("time", _esc(_duration(wall if wall is not None else spent)),
-              f"{_duration(spent)} of training in all" if wall is not None else "training time in all"),
+    tiles = tile_grid([
+        tile(f"best {summary['monitor']}", esc(format_metric(best.value)) if best else "none",
+             f"trial {best.number}" if best else "no trial completed"),
+        tile("trials", esc(f"{len(trials):,}"), _count_text(counts)),
+        tile("time", esc(_duration(wall if wall is not None else spent)),
+             f"{_duration(spent)} of training in all" if wall is not None else "training time in all"),
     ])
     kind = lambda obj: type(obj).__name__ if obj is not None else ""  # noqa: E731
-    rows = [("study", _esc(study.study_name)), ("monitor", _esc(summary["monitor"])),
-            ("direction", _esc(summary["direction"])),
-            ("sampler", _esc(kind(getattr(study, "sampler", None)))),
-            ("pruner", _esc(kind(getattr(study, "pruner", None)))),
-            *((f"{_STATES[s]} trials", _esc(f"{n:,}")) for s, n in counts.items() if n or s == "COMPLETE"),
-            ("best", _esc(f"trial {best.number}: {format_metric(best.value)}") if best else "none"),
-            ("first trial started", _esc(_when(min(starts)) if starts else "")),
-            ("last trial ended", _esc(_when(max(ends)) if ends else "")),
-            ("wall time", _esc(_duration(wall) if wall is not None else "")),
-            ("training time, all trials", _esc(_duration(spent)))]
-    return tiles + _kv(rows)
+    rows = [("study", esc(study.study_name)), ("monitor", esc(summary["monitor"])),
+            ("direction", esc(summary["direction"])),
+            ("sampler", esc(kind(getattr(study, "sampler", None)))),
+            ("pruner", esc(kind(getattr(study, "pruner", None)))),
+            *((f"{_STATES[s]} trials", esc(f"{n:,}")) for s, n in counts.items() if n or s == "COMPLETE"),
+            ("best", esc(f"trial {best.number}: {format_metric(best.value)}") if best else "none"),
+            ("first trial started", esc(_when(min(starts)) if starts else "")),
+            ("last trial ended", esc(_when(max(ends)) if ends else "")),
+            ("wall time", esc(_duration(wall) if wall is not None else "")),
+            ("training time, all trials", esc(_duration(spent)))]
+    return tiles + kv_table(rows)
 
 
 def _best_section(best: FrozenTrial | None, base_config: Config, monitor: str, notes: list[str],
                   tune_dir: Path) -> str:
     if best is None:
-        return _note(next((n for n in notes if n.startswith("no best.yaml")), "no trial completed")
-                     + "; the best config is written once one does.")
+        return note(next((n for n in notes if n.startswith("no best.yaml")), "no trial completed")
+                    + "; the best config is written once one does.")
     base = base_config.model_dump(mode="json")
     rows = []
     for key in sorted(best.params):
         node: Any = base
         for part in SHORT_KEYS.get(key, key).split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        rows.append([f"<code>{_esc(key)}</code>", _esc(_value_text(best.params[key], 6)),
-                     _esc("auto" if node is None else _value_text(node, 6))])
+        rows.append([f"<code>{esc(key)}</code>", esc(_value_text(best.params[key], 6)),
+                     esc("auto" if node is None else _value_text(node, 6))])
     run = best.user_attrs.get("run_dir")
-    lead = (f"<p>Trial {best.number} scored {_esc(monitor)} = <b>{_esc(format_metric(best.value))}</b>"
-            f"{', best epoch ' + _esc(best.user_attrs['best_epoch']) if 'best_epoch' in best.user_attrs else ''}"
+    lead = (f"<p>Trial {best.number} scored {esc(monitor)} = <b>{esc(format_metric(best.value))}</b>"
+            f"{', best epoch ' + esc(best.user_attrs['best_epoch']) if 'best_epoch' in best.user_attrs else ''}"
             f"{' (run ' + _link(run, tune_dir) + ')' if run else ''}. Its config is in <code>best.yaml</code>; "
-            f"train it on its own with <code>cnnfit train config={_esc(tune_dir / 'best.yaml')}</code>.</p>")
-    table = _table(["setting", "best value", "base config"], rows) if rows else _note("no settings were searched")
+            f"train it on its own with <code>cnnfit train config={esc(tune_dir / 'best.yaml')}</code>.</p>")
+    table = data_table(["setting", "best value", "base config"], rows) if rows else note("no settings were searched")
     return lead + table
 
 
@@ -368,11 +369,11 @@ def _refit_section(refit: dict, tune_dir: Path) -> str:
         if key == "run_dir" and value:
             rows.append((key, _link(str(value), tune_dir)))
         elif isinstance(value, (dict, list)):
-            rows.append((key, f"<code>{_esc(json.dumps(_finite(value), default=str))}</code>"))
+            rows.append((key, f"<code>{esc(json.dumps(_finite(value), default=str))}</code>"))
         else:
-            rows.append((key, _esc(format_metric(value, key))))
-    lead = _note("The best config trained once more as an ordinary run; what that run reported:")
-    return lead + _kv(rows)
+            rows.append((key, esc(format_metric(value, key))))
+    lead = note("The best config trained once more as an ordinary run; what that run reported:")
+    return lead + kv_table(rows)
 
 
 def _plots_section(plots: list[str], notes: list[str], monitor: str, direction: str, tune_dir: Path) -> str:
@@ -385,19 +386,19 @@ def _plots_section(plots: list[str], notes: list[str], monitor: str, direction: 
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         title, how = captions[name]
         figures.append(f'<figure class="wide"><img src="{uri}" width="{width}" height="{height}" '
-                       f'alt="{_esc(title)}: {_esc(how)}"><figcaption><b>{_esc(title)}.</b> {_esc(how)}'
+                       f'alt="{esc(title)}: {esc(how)}"><figcaption><b>{esc(title)}.</b> {esc(how)}'
                        f"</figcaption></figure>")
-    skipped = "".join(_note(n) for n in notes if n.startswith("no ") and n.split(":")[0].endswith(".png"))
+    skipped = "".join(note(n) for n in notes if n.startswith("no ") and n.split(":")[0].endswith(".png"))
     return (f'<div class="figs">{"".join(figures)}</div>' if figures else "") + skipped
 
 
 def _trials_section(rows: list[dict], columns: list[str], params: list[str], best: FrozenTrial | None,
                     tune_dir: Path) -> str:
     if not rows:
-        return _note("no trials yet")
+        return note("no trials yet")
     numeric = {"number", "value", "best_epoch", "epochs_run", "seconds"}
     align = lambda c: ' class="n"' if c in numeric else ""  # noqa: E731
-    head = "".join(f'<th scope="col"{align(c)}>{_esc(c)}</th>' for c in columns)
+    head = "".join(f'<th scope="col"{align(c)}>{esc(c)}</th>' for c in columns)
     body = []
     for r in rows:
         cls = " ".join(filter(None, [r["state"].lower(), "best" if best and r["number"] == best.number else ""]))
@@ -407,18 +408,18 @@ def _trials_section(rows: list[dict], columns: list[str], params: list[str], bes
             if c == "run_dir" and v:
                 text = _link(str(v), tune_dir)
             elif c == "value":
-                text = _esc(format_metric(v)) if v is not None else ""
+                text = esc(format_metric(v)) if v is not None else ""
             elif c == "seconds":
-                text = _esc(f"{v:,.1f}") if isinstance(v, (int, float)) else _esc(v or "")
+                text = esc(f"{v:,.1f}") if isinstance(v, (int, float)) else esc(v or "")
             elif c in params:
-                text = _esc(_value_text(v, 4)) if v is not None else ""
+                text = esc(_value_text(v, 4)) if v is not None else ""
             else:
-                text = _esc("" if v is None else v)
+                text = esc("" if v is None else v)
             state = ' class="state"' if c == "state" else align(c)
             cells.append(f"<td{state}>{text}</td>")
         body.append(f'<tr class="{cls}">{"".join(cells)}</tr>')
-    legend = _note("The best trial is highlighted; pruned and failed trials are grey. Every column is also in "
-                   "trials.csv.")
+    legend = note("The best trial is highlighted; pruned and failed trials are grey. Every column is also in "
+                  "trials.csv.")
     return (legend + f'<div class="scroll"><table class="trials"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
@@ -429,12 +430,12 @@ def _link(run_dir: str, tune_dir: Path) -> str:
     """The run directory as text, linked to its report.html by a relative address when that file exists."""
     report = Path(run_dir) / "report.html"
     if not report.is_file():
-        return f'<code class="path">{_esc(run_dir)}</code>'
+        return f'<code class="path">{esc(run_dir)}</code>'
     try:
         rel = os.path.relpath(report.resolve(), tune_dir.resolve())
     except ValueError:  # another drive (Windows): no relative address exists
-        return f'<code class="path">{_esc(run_dir)}</code>'
-    return f'<a href="{_esc(quote(Path(rel).as_posix()))}"><code class="path">{_esc(run_dir)}</code></a>'
+        return f'<code class="path">{esc(run_dir)}</code>'
+    return f'<a href="{esc(quote(Path(rel).as_posix()))}"><code class="path">{esc(run_dir)}</code></a>'
 
 
 def _count_text(counts: dict[str, int]) -> str:

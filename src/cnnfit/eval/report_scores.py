@@ -1,0 +1,245 @@
+"""The report's sections on how well the model scores: summary, metrics, training curves, per class, confusion,
+ROC and PR, calibration and errors. Each is a function of the run returning its section's inner HTML, '' when
+it has nothing to show."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Callable
+
+from cnnfit.eval.html import data_table, esc, kv_table, note, tile, tile_grid
+from cnnfit.eval.report_numbers import Metrics, is_number, metric_label, plain_text, to_float
+from cnnfit.eval.report_run import Run, dig, figures
+
+
+def _summary(run: Run) -> str:
+    m, cfg = run.metrics, run.config or {}
+    source = m.get("dataset") or dig(cfg, "data", "source")
+    images = (run.data_report or {}).get("images")
+    data = esc(source) if source else ""
+    if images is not None:
+        data += f" ({plain_text(images)} images)" if data else f"{plain_text(images)} images"
+    model = m.get("model") or dig(cfg, "model", "name")
+    model_html = esc(model) if model else ""
+    if m.has("params"):
+        model_html += f" · {m.num('params')} parameters"
+    monitor = dig(cfg, "train", "monitor")
+    best = m.num("val", monitor) if isinstance(monitor, str) else ""
+    headline = {"classify": ("test accuracy", ("accuracy",)), "multilabel": ("test micro F1", ("micro", "f1")),
+                "regress": ("test R²", ("r2",))}.get(run.task, ("", ()))
+    epochs_run = len(run.history) if run.history else None
+    planned = dig(cfg, "train", "epochs")
+    epochs = ""
+    if m.has("best_epoch"):
+        epochs = m.num("best_epoch")
+        if epochs_run is not None or planned is not None:
+            epochs += " of " + plain_text(epochs_run if epochs_run is not None else planned)
+    stop = m.get("stop")
+    stop_text = esc(stop) if stop else ("ran every epoch" if m.has("stop") else "")
+    device = m.get("environment", "device") or dig(cfg, "train", "device")
+    gpu = m.get("environment", "gpu")
+    written = datetime.now().astimezone().isoformat(timespec="seconds")
+    tiles = [tile(headline[0], m.num(*headline[1])) if headline[1] else "",
+             tile(f"best {metric_label(monitor)}" if best else "", best, "the monitored score"),
+             tile("best epoch", epochs),
+             tile("train time (s)", m.num("timings", "train_seconds"),
+                  f"since the resume at step {resumed}" if (resumed := m.get("timings", "resumed_at_step")) else ""),
+             tile("test images", m.num("num_images"))]
+    rows = [("run", f"<code>{esc(run.dir.name)}</code>"), ("task", esc(run.task)), ("data", data),
+            ("model", model_html), ("stopped", stop_text),
+            ("device", esc(device) + (f" ({esc(gpu)})" if gpu else "") if device else ""),
+            ("report written", esc(written))]
+    problems = "".join(f'<p class="problem">Could not read {esc(p)}</p>' for p in run.problems)
+    if not m.data:
+        problems += note("No metrics.json: the run did not finish evaluating; the sections below show what it wrote.")
+    return problems + tile_grid(tiles) + kv_table(rows)
+
+
+def _numbers_of(m: Metrics, key: str, label: str) -> list[str]:
+    """Tiles for metrics[key]: one for a number, one per numeric entry for a dict (top_k, roc_auc, ...)."""
+    value = m.get(key)
+    if is_number(value) and m.has(key):
+        return [tile(label, m.num(key))]
+    if isinstance(value, dict):
+        return [tile(f"{label} {sub}" if key != "top_k" else f"top-{sub} accuracy", m.num(key, sub))
+                for sub, v in value.items() if is_number(v)]
+    return []
+
+
+_HEADLINES = {
+    "classify": [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("top_k", "top-k"),
+                 ("log_loss", "log loss"), ("loss", "loss"), ("ece", "ECE"), ("roc_auc", "ROC AUC"),
+                 ("pr_auc", "PR AUC"), ("num_images", "test images")],
+    "multilabel": [("subset_accuracy", "subset accuracy"), ("hamming_loss", "Hamming loss"),
+                   ("macro_roc_auc", "macro ROC AUC"), ("log_loss", "log loss"), ("loss", "loss"),
+                   ("num_images", "test images")],
+    "regress": [("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²"), ("max_error", "max error"),
+                ("num_images", "test images")],
+}
+_AVERAGES = ("micro", "macro", "weighted", "samples")
+_SHOWN = {"task", "split", "per_class", "per_label", "confusion_matrix", "confusion_normalized", "classes", "labels",
+          "calibration", "tta", "best_epoch", "val", "timings", "stop", "environment", "dataset", "model", "params",
+          "thresholds", "thresholds_from", "repeats", *_AVERAGES, *(k for v in _HEADLINES.values() for k, _ in v)}
+
+
+def _metrics(run: Run) -> str:
+    m = run.metrics
+    if not m.data:
+        return ""
+    tiles = [t for key, label in _HEADLINES.get(run.task, []) for t in _numbers_of(m, key, label)]
+    out = tile_grid(tiles) + figures(run, "regression.png")
+    notes = []
+    if m.get("split"):
+        notes.append(f"split: {m.get('split')}")
+    if m.get("dataset"):
+        notes.append(f"scored on another dataset: {m.get('dataset')}")
+    if m.get("tta"):
+        notes.append(f"test-time augmentation: {m.get('tta')}")
+    if m.get("thresholds_from"):
+        notes.append(f"label thresholds from {m.get('thresholds_from')}")
+    out += note("; ".join(notes)) if notes else ""
+    averages = [a for a in _AVERAGES if isinstance(m.get(a), dict)]
+    if averages:
+        cols = list(dict.fromkeys(k for a in averages for k, v in m.get(a).items() if is_number(v)))
+        rows = [[esc(a)] + [m.num(a, c) if m.has(a, c) else "" for c in cols] for a in averages]
+        out += "<h3>Averages</h3>" + data_table(["average"] + [esc(metric_label(c)) for c in cols], rows,
+                                                set(range(1, len(cols) + 1)))
+        out += note("micro: over every decision pooled; macro: the plain mean over classes; weighted: the mean "
+                    "weighted by each class's test images" + ("; samples: the mean over images"
+                                                                if "samples" in averages else "") + ".")
+    out += _calibration_table(m)
+    val = m.get("val")
+    if isinstance(val, dict):
+        # v == v: not nan
+        rows = [(metric_label(k), m.num("val", k)) for k, v in val.items() if is_number(v) and v == v]
+        scored = [v for k, v in val.items() if k.startswith("val_") and isinstance(v, float)]
+        unscored = bool(scored) and all(math.isnan(v) for v in scored)  # merge_val: val was trained on
+        out += "<h3>Validation at the best epoch</h3>" + (note(
+            "val not scored: its images were trained on (data.merge_val); the test split is the held-out measure.")
+            if unscored else "") + kv_table(rows)
+    other = [(k, v) for k, v in m.data.items() if k not in _SHOWN]
+    rows = [(metric_label(k), m.num(k)) for k, v in other if is_number(v)]
+    rows += [(f"{metric_label(k)} {sub}", m.num(k, sub)) for k, v in other if isinstance(v, dict)
+             for sub, x in v.items() if is_number(x)]
+    if rows:
+        out += "<h3>Other figures</h3>" + kv_table(rows)
+    return out
+
+
+def _calibration_table(m: Metrics) -> str:
+    cal = m.get("calibration")
+    if not isinstance(cal, dict):
+        return ""
+    rows = [[esc(label), m.num("calibration", f"{key}_before"), m.num("calibration", f"{key}_after")]
+            for key, label in (("ece", "ECE"), ("log_loss", "log loss"))
+            if f"{key}_before" in cal or f"{key}_after" in cal]
+    head = f"<h3>Calibration (temperature {m.num('calibration', 'temperature')}"
+    head += f", fitted on {esc(cal['fitted_on'])})</h3>" if cal.get("fitted_on") else ")</h3>"
+    return head + data_table(["", "before", "after"], rows, {1, 2})
+
+
+def _curves(run: Run) -> str:
+    out = figures(run, "curves.png", "lr.png")
+    if run.history:
+        cols = [c for c in run.history[0] if any(r.get(c, "") != "nan" for r in run.history)]  # unscored val: out
+        rows = [[plain_text(r.get(c, "")) for c in cols] for r in run.history]
+        attr = "" if out else " open"
+        out += (f"<details{attr}><summary>Per epoch, from history.csv ({len(rows)} epochs)</summary>"
+                + data_table([esc(metric_label(c)) for c in cols], rows, set(range(len(cols)))) + "</details>")
+    return out
+
+
+_PER_CLASS_COLS = ("precision", "recall", "f1", "support", "roc_auc", "pr_auc", "threshold")
+
+
+def _per_class(run: Run) -> str:
+    m = run.metrics
+    key = "per_label" if isinstance(m.get("per_label"), dict) else "per_class"
+    per = m.get(key)
+    out = ""
+    if isinstance(per, dict) and per:
+        found = {k for v in per.values() if isinstance(v, dict) for k, x in v.items() if is_number(x)}
+        cols = [c for c in _PER_CLASS_COLS if c in found] + sorted(found - set(_PER_CLASS_COLS))
+        rows = []
+        for name, v in per.items():
+            cells = [esc(name)]
+            for c in cols:
+                cell = m.num(key, name, c)
+                x = v.get(c) if isinstance(v, dict) else None
+                if c == "f1" and isinstance(x, (int, float)) and cell:  # a bar behind the number, length = F1
+                    cell = f'<span class="bar" style="--v:{max(0.0, min(1.0, float(x))):.3f}">{cell}</span>'
+                cells.append(cell)
+            rows.append(cells)
+        what = "label" if key == "per_label" else "class"
+        out += data_table([what] + [esc(metric_label(c)) for c in cols], rows, set(range(1, len(cols) + 1)),
+                          "perclass")
+        out += note(f"One row per {what}, on the test split; support is the number of test images "
+                    f"{'carrying the label' if what == 'label' else 'of the class'}.")
+    return out + figures(run, "per_class_f1.png")
+
+
+def _confusion(run: Run) -> str:
+    m = run.metrics
+    out = figures(run, "confusion.png", "confusion_normalized.png")
+    cm, classes = m.get("confusion_matrix"), m.get("classes")
+    if isinstance(cm, list) and cm and isinstance(classes, list) and len(classes) == len(cm) <= 20:
+        head = ["true \\ predicted"] + [esc(c) for c in classes]
+        rows = [[f"<b>{esc(classes[i])}</b>"] + [m.num("confusion_matrix", i, j) for j in range(len(row))]
+                for i, row in enumerate(cm) if isinstance(row, list)]
+        attr = "" if out else " open"
+        out += (f"<details{attr}><summary>The counts as a table (rows: true class)</summary>"
+                + data_table(head, rows, set(range(1, len(classes) + 1)), "cm") + "</details>")
+    return out
+
+
+def _roc(run: Run) -> str:
+    m = run.metrics
+    if not ({"roc.png", "pr.png"} & set(run.plots)):
+        return ""
+    tiles = _numbers_of(m, "roc_auc", "ROC AUC") + _numbers_of(m, "pr_auc", "PR AUC")
+    return tile_grid(tiles) + figures(run, "roc.png", "pr.png")
+
+
+def _calibration(run: Run) -> str:
+    m = run.metrics
+    cal = m.get("calibration")
+    if "reliability.png" not in run.plots and not isinstance(cal, dict):
+        return ""
+    out = tile_grid([tile("ECE", m.num("ece"), "expected calibration error, test split"),
+                     tile("temperature", m.num("calibration", "temperature"), "logits divided by it")])
+    if not isinstance(cal, dict):
+        out += note("No temperature was fitted (eval.calibrate=false): probabilities are the model's own.")
+    return out + figures(run, "reliability.png") + _calibration_table(m)
+
+
+def _errors(run: Run) -> str:
+    out = figures(run, "wrong.png")
+    rows = run.predictions or []
+    if run.task == "classify" and rows and {"true", "pred", "confidence"} <= set(rows[0]):
+        wrong = [r for r in rows if r["true"] != r["pred"]]
+        wrong.sort(key=lambda r: -to_float(r["confidence"]))
+        out += note(f"{len(wrong):,} of {len(rows):,} test images are wrong (predictions.csv)"
+                    + ("; the most confident of them:" if wrong else "."))
+        out += _prediction_table(wrong[:12], ["true", "pred", "confidence"], ["true", "predicted", "confidence"])
+    elif run.task == "regress" and rows and "error" in rows[0]:
+        worst = sorted(rows, key=lambda r: -abs(to_float(r["error"])))[:12]
+        out += note("The test images with the largest errors (predictions.csv):")
+        out += _prediction_table(worst, ["true", "pred", "error"], ["true", "predicted", "error"])
+    return out
+
+
+def _prediction_table(rows: list[dict[str, str]], keys: list[str], head: list[str]) -> str:
+    """Rows of predictions.csv: the image's index in the dataset, its file when it has one, then `keys`."""
+    with_files = any(r.get("file") for r in rows)
+    table = [[esc(r.get("index", ""))] + ([f'<span class="path">{esc(r.get("file", ""))}</span>'] if with_files
+                                           else []) + [plain_text(r.get(k, "")) for k in keys] for r in rows]
+    first = 2 if with_files else 1
+    return data_table(["index"] + ["file"] * with_files + head, table, {0} | set(range(first, first + len(keys))))
+
+
+RENDERERS: dict[str, Callable[[Run], str]] = {
+    "summary": _summary, "metrics": _metrics, "curves": _curves, "per-class": _per_class, "confusion": _confusion,
+    "roc": _roc, "calibration": _calibration, "errors": _errors}
+
+__all__ = ["RENDERERS"]
