@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from cnnfit import data as D
 from cnnfit import distributed
 from cnnfit import engine as E
 from cnnfit import models
-from cnnfit.config import Config, ResumeConfig, flatten, load_config, set_keys, to_yaml
+from cnnfit.config import Config, ResumeConfig, flatten, load_config, to_yaml
 from cnnfit.device import pick_device, resolve_amp, resolve_channels_last, seed_everything, set_deterministic
 from cnnfit.engine import callbacks as C
 from cnnfit.errors import CnnfitError, TrainingStopped
@@ -28,6 +27,8 @@ from cnnfit.files import write_atomic
 from cnnfit.eval.plots import plot_curves, plot_lr
 from cnnfit.inference import evaluate, predict
 from cnnfit.prepare import build_augment, new_run_dir, prepare, write_data_report, write_samples
+from cnnfit.repeats import repeat
+from cnnfit.run_resume import absolute, resume_config, split_changed
 from cnnfit.run_summary import finetune_text, loss_text, per_class_text, print_summary
 
 _AUTO_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
@@ -56,11 +57,6 @@ class Run:
         return self.metrics["r2"] if task == "regress" else self.metrics["accuracy"]
 
 
-def _absolute(source: str) -> str:
-    """Paths become absolute in config.yaml so eval and predict work from any folder; names stay names."""
-    return str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source
-
-
 def _class_weights(spec: str | dict[str, float], classes: list[str], counts: np.ndarray) -> torch.Tensor | None:
     if spec == "none":
         return None
@@ -70,13 +66,6 @@ def _class_weights(spec: str | dict[str, float], classes: list[str], counts: np.
     if unknown:
         raise CnnfitError(f"class_weight names unknown classes {unknown}; the classes are: {', '.join(classes)}")
     return torch.tensor([float(spec.get(c, 1.0)) for c in classes], dtype=torch.float32)
-
-
-# settings that change how a run is watched, or where its data is read from, never what it computes
-_RESUME_SAFE = {"train.device", "train.log_every", "train.time", "train.ckpt_every", "train.profile",
-                "train.tensorboard", "train.repeats", "train.devices", "train.dist_timeout", "data.workers",
-                "data.cache", "data.stream", "data.download",
-                "eval.calibrate", "eval.tta", "resume.run", "resume.force"}
 
 
 def _with_overrides(cfg: Config | None, overrides: dict[str, Any]) -> Config:
@@ -98,75 +87,14 @@ def train(cfg: Config | None = None, *, console: Console | None = None, callback
     cfg = _with_overrides(cfg, overrides)
     console = console or Console()
     if cfg.resume.run:
-        return _train(*_resume_config(cfg), console=console, extra_callbacks=callbacks, test=test)
+        return _train(*resume_config(cfg), console=console, extra_callbacks=callbacks, test=test)
     if cfg.train.repeats > 1:
         if distributed.from_env().active:
             raise CnnfitError("repeats=N trains its seeds one after another in one process; under torchrun or "
                               "devices= start one job per seed (seed=N)")
-        return _repeat(cfg, console)
+        parent, metrics = repeat(cfg, console, lambda one: _train(one, console=console))
+        return Run(parent, metrics, [], {})
     return _train(cfg, console=console, extra_callbacks=callbacks, test=test)
-
-
-def _resume_config(cfg: Config) -> tuple[Config, Path, dict]:
-    """The run's own config with the given keys on top; a key that would change the run is refused."""
-    run_dir = Path(cfg.resume.run)
-    if not (run_dir / "last.pt").is_file():
-        raise CnnfitError(f"'{run_dir}' has no last.pt to resume from; pass a run directory written by cnnfit train")
-    ckpt = E.load_checkpoint(run_dir / "last.pt")
-    if "train_state" not in ckpt:
-        raise CnnfitError(f"{run_dir / 'last.pt'} was written by an older cnnfit without resume state; "
-                          "start a new run")
-    saved = flatten(ckpt["config"])
-    given = {k: _absolute(v) if k in ("data.source", "model.init") and v else v for k, v in set_keys(cfg).items()}
-    changed = [k for k, v in given.items() if k not in _RESUME_SAFE and saved.get(k) != v]
-    if changed and not cfg.resume.force:
-        k = changed[0]
-        more = f" (and {', '.join(changed[1:])})" if len(changed) > 1 else ""
-        raise CnnfitError(f"resume: {k}={given[k]!r} differs from the run's {k}={saved.get(k)!r}{more} and would "
-                          "change the run; drop it, or add resume.force=true")
-    merged = {**saved, **given}
-    merged = load_config(**{k.replace(".", "__"): v for k, v in merged.items()})
-    return merged, run_dir, ckpt
-
-
-def _repeat(cfg: Config, console: Console) -> Run:
-    """The same recipe with seeds seed..seed+N-1, each its own run in project/name/; mean and std of each
-    test metric in repeats.json."""
-    parent = new_run_dir(cfg.project, cfg.name)
-    runs = []
-    for i in range(cfg.train.repeats):
-        seed = cfg.train.seed + i
-        console.print(f"[bold]repeat {i + 1}/{cfg.train.repeats}: seed {seed}[/]")
-        one = cfg.model_copy(update={"project": str(parent), "name": f"seed{seed}",
-                                     "train": cfg.train.model_copy(update={"seed": seed, "repeats": 1})})
-        runs.append(_train(one, console=console))
-    for r in runs:  # averages such as macro F1 are nested: flatten them to macro.f1
-        r.metrics.update({f"{k}.{m}": v for k, d in list(r.metrics.items()) if k in ("macro", "micro", "weighted", "roc_auc", "pr_auc", "top_k")
-                          and isinstance(d, dict) for m, v in d.items()})
-    numbers = {k for r in runs for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    summary: dict[str, Any] = {"runs": [str(r.dir) for r in runs], "seeds": [cfg.train.seed + i for i in range(len(runs))]}
-    for k in sorted(numbers):
-        values = np.array([r.metrics[k] for r in runs if k in r.metrics], dtype=float)
-        summary[k] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                      "values": values.tolist()}
-    (parent / "repeats.json").write_text(json.dumps(summary, indent=2))
-    table = Table(title=f"{len(runs)} seeds", box=None)
-    for col in ("metric", "mean", "std"):
-        table.add_column(col)
-    for k in sorted(numbers):
-        if k not in ("num_images", "best_epoch"):
-            table.add_row(k, f"{summary[k]['mean']:.4f}", f"{summary[k]['std']:.4f}")
-    console.print(table)
-    metrics = {k: summary[k]["mean"] for k in numbers} | {"repeats": summary}
-    return Run(parent, metrics, [], {})
-
-
-def _split_changed(run_dir: Path, parts: dict[str, np.ndarray]) -> str | None:
-    saved = json.loads((run_dir / "split.json").read_text())
-    for name, idx in parts.items():
-        if saved.get(name) != idx.tolist():
-            return f"its {name} split has {len(saved.get(name, []))} images, the data now gives {len(idx)}"
-    return None
 
 
 def lr_find(cfg: Config | None = None, *, console: Console | None = None, **overrides: Any) -> Run:
@@ -227,7 +155,7 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     prep = distributed.main_first(ctx, lambda: prepare(cfg, min_size=models.min_size(cfg.model.name)))
     ds, cache_hit, parts, split_how, mean, std = prep.ds, prep.cache_hit, prep.parts, prep.split_how, prep.mean, prep.std
     task = ds.task
-    if run_dir is not None and (why := _split_changed(run_dir, parts)):
+    if run_dir is not None and (why := split_changed(run_dir, parts)):
         raise CnnfitError(f"resume: the data of {run_dir} has changed ({why}); resume needs the same data")
     c, h, _ = ds.shape
     n_train = len(parts["train"])
@@ -272,10 +200,10 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     backbone_lr_mult = ft.backbone_lr_mult or (0.1 if ft.freeze_epochs else 1.0)
     gamma = cfg.schedule.gamma or (0.95 if cfg.schedule.name == "exponential" else 0.1)
     resolved = cfg.model_copy(update={
-        "data": d.model_copy(update={"imgsz": h, "channels": c, "source": _absolute(d.source), "task": task}),
+        "data": d.model_copy(update={"imgsz": h, "channels": c, "source": absolute(d.source), "task": task}),
         "optim": o.model_copy(update={"lr": base_lr, "weight_decay": wd}),
         "train": t.model_copy(update={"amp": amp_name, "channels_last": channels_last, "monitor": monitor}),
-        "model": cfg.model.model_copy(update={"init": _absolute(cfg.model.init) if cfg.model.init else None}),
+        "model": cfg.model.model_copy(update={"init": absolute(cfg.model.init) if cfg.model.init else None}),
         "finetune": ft.model_copy(update={"backbone_lr_mult": backbone_lr_mult}),
         "schedule": cfg.schedule.model_copy(update={"gamma": gamma}),
         "resume": ResumeConfig(),
@@ -479,8 +407,6 @@ def _range_test(model: torch.nn.Module, loader: D.DeviceLoader, optimizer: torch
     console.print(f"curve -> {run_dir / 'lr_find.png'}; train with lr={result.suggestion:.2g}", highlight=False,
                   soft_wrap=True)
     return Run(run_dir, metrics)
-
-
 
 
 __all__ = ["Run", "evaluate", "lr_find", "predict", "train"]

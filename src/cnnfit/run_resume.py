@@ -1,0 +1,56 @@
+"""What `resume=RUN` may continue: the run's own config with the given keys on top, refused when a key or the
+data would change what the run computes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cnnfit.config import Config, flatten, load_config, set_keys
+from cnnfit.engine.checkpoint import load_checkpoint
+from cnnfit.errors import CnnfitError
+
+# settings that change how a run is watched, or where its data is read from, never what it computes
+RESUME_SAFE = {"train.device", "train.log_every", "train.time", "train.ckpt_every", "train.profile",
+               "train.tensorboard", "train.repeats", "train.devices", "train.dist_timeout", "data.workers",
+               "data.cache", "data.stream", "data.download",
+               "eval.calibrate", "eval.tta", "resume.run", "resume.force"}
+
+
+def absolute(source: str) -> str:
+    """Paths become absolute in config.yaml so eval and predict work from any folder; names stay names."""
+    return str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source
+
+
+def resume_config(cfg: Config) -> tuple[Config, Path, dict]:
+    """The run's own config with the given keys on top, its directory and last.pt; a key that would change the
+    run is refused."""
+    run_dir = Path(cfg.resume.run)
+    if not (run_dir / "last.pt").is_file():
+        raise CnnfitError(f"'{run_dir}' has no last.pt to resume from; pass a run directory written by cnnfit train")
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    if "train_state" not in ckpt:
+        raise CnnfitError(f"{run_dir / 'last.pt'} was written by an older cnnfit without resume state; "
+                          "start a new run")
+    saved = flatten(ckpt["config"])
+    given = {k: absolute(v) if k in ("data.source", "model.init") and v else v for k, v in set_keys(cfg).items()}
+    changed = [k for k, v in given.items() if k not in RESUME_SAFE and saved.get(k) != v]
+    if changed and not cfg.resume.force:
+        k = changed[0]
+        more = f" (and {', '.join(changed[1:])})" if len(changed) > 1 else ""
+        raise CnnfitError(f"resume: {k}={given[k]!r} differs from the run's {k}={saved.get(k)!r}{more} and would "
+                          "change the run; drop it, or add resume.force=true")
+    merged = {**saved, **given}
+    merged = load_config(**{k.replace(".", "__"): v for k, v in merged.items()})
+    return merged, run_dir, ckpt
+
+
+def split_changed(run_dir: Path, parts: dict[str, np.ndarray]) -> str | None:
+    """Why the data's split no longer matches the run's split.json, or None when it does."""
+    saved = json.loads((run_dir / "split.json").read_text())
+    for name, idx in parts.items():
+        if saved.get(name) != idx.tolist():
+            return f"its {name} split has {len(saved.get(name, []))} images, the data now gives {len(idx)}"
+    return None
