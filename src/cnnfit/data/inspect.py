@@ -19,6 +19,7 @@ from PIL import Image
 
 from cnnfit.data.cache import remembered
 from cnnfit.data.decode import DecodeError, map_images, probe
+from cnnfit.data.exact_duplicates import pixel_keys, same_keys
 from cnnfit.data.imageset import SPLITS, ImageSet, class_counts, label_text
 from cnnfit.data.manifest import manifest_cell, manifest_header
 from cnnfit.data.near_duplicates import (MAX_COLOUR_SHIFT, MAX_EXAMINED, MAX_FOUND, MIN_NEAR_SIDE, MIN_SIMILARITY,
@@ -283,9 +284,9 @@ def inspect_dataset(ds: ImageSet, parts: dict[str, np.ndarray], *, near_threshol
     counts, imbalance = _counts(ds, parts, names, findings)
     counts |= {"aliases": aliases, "unassigned": int((split_of < 0).sum())}
 
-    # one read per file gives the sha256 for exact duplicates and the header for sizes and modes
-    files, keys = None, [None] * n
-    if ds.files is not None:
+    # exact duplicates: the same bytes (the same pixels without a file); one member of each searches for near ones
+    files = None
+    if ds.files is not None:  # one read per file gives the sha256 and the header for sizes and modes
         facts = _file_facts(ds.files, Path(source) if source is not None else None, workers)
         files = _size_stats(facts, ds.shape, findings)
         keys = [None if isinstance(f, DecodeError) else "file:" + f[0] for f in facts]
@@ -293,23 +294,21 @@ def inspect_dataset(ds: ImageSet, parts: dict[str, np.ndarray], *, near_threshol
             _add(findings, "warning", "unreadable", f"{len(bad)} files could not be reopened (moved since caching?); "
                  f"their decoded pixels are compared instead; {ds.files[bad[0]]}: {facts[bad[0]]}",
                  bad, [ds.files[i] for i in bad])
-    keys = [k or "pixels:" + hashlib.sha256(np.ascontiguousarray(ds.images[i]).tobytes()).hexdigest()
-            for i, k in enumerate(keys)]
+        same = same_keys(pixel_keys(ds.images, keys))
+    else:  # the pixels alone decide: remembered with the cache, so a new seed's split skips the hashing
+        same = remembered(ds, "pixels-sha256", "exact", lambda: same_keys(pixel_keys(ds.images, [None] * n)))
     skipped = [{"file": f, "reason": why} for f, why in ds.skipped]
     for s in skipped:
         _add(findings, "warning", "skipped", f"skipped {s['file']}: {s['reason']}", files=[s["file"]])
-
-    # exact duplicates: the same bytes (the same pixels without a file); one member of each searches for near ones
-    by_key: dict[str, list[int]] = {}
-    for i, k in enumerate(keys):
-        by_key.setdefault(k, []).append(i)
-    members = {g[0]: g for g in by_key.values() if len(g) > 1}
+    members = {g[0]: g for g in same}
     groups = [_entry(g, ds, names, split_of, near=False) for g in sorted(members.values())]
     for g in groups:
         _duplicate_findings(g, False, findings)
 
     # near duplicates: dHash within near_threshold bits, confirmed by thumbnails; pairs of groups pair all members
-    reps = np.array([g[0] for g in by_key.values()], dtype=np.int64)
+    copies = np.zeros(n, dtype=bool)
+    copies[[i for g in same for i in g[1:]]] = True
+    reps = np.flatnonzero(~copies).astype(np.int64)  # the first of each group of equal images, in index order
     pairs: list[dict] = []
     if min(ds.shape[1:]) < MIN_NEAR_SIDE:  # a 9x8 hash of an 8x8 image says nothing: digits all match
         reps = reps[:0]
