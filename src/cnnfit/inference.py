@@ -267,7 +267,8 @@ def _other_data(source: str, ckpt: dict, cfg: Config, run_dir: Path,
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     idx = idx[np.isin(ds.labels[idx], [ds.classes.index(c) for c in shared])]
     remap = np.array([position.get(c, -1) for c in ds.classes], dtype=np.int64)  # other's index -> model's
-    ds = D.ImageSet(ds.images, remap[ds.labels], list(model_classes), ds.files, ds.origin, ds.skipped, ds.task)
+    ds = D.ImageSet(ds.images, remap[ds.labels], list(model_classes), ds.files, ds.origin, ds.skipped, ds.task,
+                    ds.native)
     note = {"dataset": source, "dataset_split": "test" if use_test else "all", "unknown_classes": unknown,
             "absent_classes": missing}
     return ds, idx, _eval_dir(run_dir, source), note

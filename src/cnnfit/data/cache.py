@@ -20,7 +20,8 @@ from cnnfit.data.imageset import ImageSet, check_task
 from cnnfit.data.loader import channel_stats
 from cnnfit.data.sources import SourceRef, read
 
-CACHE_VERSION = 2  # bump when decoding or the entry format changes, so old entries are never reused (2: task)
+CACHE_VERSION = 3  # bump when decoding or the entry format changes, so old entries are never reused (2: task,
+#                   3: native size)
 
 
 def cache_root() -> Path:
@@ -43,7 +44,7 @@ def _load(entry: Path) -> ImageSet | None:
     except (OSError, ValueError, KeyError):
         return None
     return ImageSet(images, labels, meta["classes"], meta["files"], origin, [tuple(s) for s in meta["skipped"]],
-                    task=meta["task"])
+                    task=meta["task"], native=meta.get("native"))
 
 
 class NpyWriter:
@@ -85,7 +86,7 @@ def _store(entry: Path, tmp: Path, ds: ImageSet) -> None:
         np.save(tmp / "labels.npy", ds.labels)  # dtype and shape travel with the array: int64, uint8 (N, L), float32
         if ds.origin is not None:
             np.save(tmp / "origin.npy", ds.origin)
-        meta = {"classes": ds.classes, "files": ds.files, "skipped": ds.skipped, "task": ds.task,
+        meta = {"classes": ds.classes, "files": ds.files, "skipped": ds.skipped, "task": ds.task, "native": ds.native,
                 "version": CACHE_VERSION}
         (tmp / "meta.json").write_text(json.dumps(meta))
         os.rename(tmp, entry)

@@ -27,6 +27,7 @@ class ImageSet:
     origin: np.ndarray | None = None  # (N,) int8 index into SPLITS when the source is already split
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) never decoded
     task: str = "classify"  # one of TASKS
+    native: int | None = None  # px: the source's own side when its arrays were resized to this size (8: digits)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -310,10 +310,13 @@ def inspect_dataset(ds: ImageSet, parts: dict[str, np.ndarray], *, near_threshol
     copies[[i for g in same for i in g[1:]]] = True
     reps = np.flatnonzero(~copies).astype(np.int64)  # the first of each group of equal images, in index order
     pairs: list[dict] = []
-    if min(ds.shape[1:]) < MIN_NEAR_SIDE:  # a 9x8 hash of an 8x8 image says nothing: digits all match
+    side = min(ds.shape[1:]) if ds.native is None else min(ds.native, *ds.shape[1:])
+    if side < MIN_NEAR_SIDE:  # a 9x8 hash of an 8x8 image says nothing, upscaled or not: digits all match
         reps = reps[:0]
-        _add(findings, "info", "near_search_skipped", f"near duplicates not searched: images of {ds.shape[1]} px are "
-             f"under the {MIN_NEAR_SIDE} px a perceptual hash needs; exact duplicates are complete")
+        what = (f"the source's images are {ds.native} px (upscaled here to {ds.shape[1]})" if side < min(ds.shape[1:])
+                else f"images of {ds.shape[1]} px are")
+        _add(findings, "info", "near_search_skipped", f"near duplicates not searched: {what} under the "
+             f"{MIN_NEAR_SIDE} px a perceptual hash needs; exact duplicates are complete")
     # the search depends on the images alone, not the split: remembered with the cache, each new seed skips it
     near, complete = remembered(ds, np.concatenate([reps, [near_threshold, -1]]), "near",
                                 lambda: _near_pairs(ds.images, reps, near_threshold))

@@ -141,7 +141,8 @@ def _from_array(images: np.ndarray, labels: np.ndarray, classes: list[str], orig
 
         with ThreadPoolExecutor(os.cpu_count()) as pool:
             images = np.stack(list(pool.map(one, images, chunksize=256)))
-    return ImageSet(np.ascontiguousarray(images), labels.astype(np.int64), classes, origin=origin)
+    return ImageSet(np.ascontiguousarray(images), labels.astype(np.int64), classes, origin=origin,
+                    native=min(h, w) if (size, size) != (h, w) else None)
 
 
 def _read_digits(size, channels) -> ImageSet:
