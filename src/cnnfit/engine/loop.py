@@ -15,6 +15,7 @@ from cnnfit import distributed
 from cnnfit.distributed import Dist
 from cnnfit.engine import losses, scores
 from cnnfit.engine.callbacks import HOOKS, Callback
+from cnnfit.engine.ema import make_ema
 from cnnfit.engine.resume import restore
 from cnnfit.engine.state import State
 
@@ -104,8 +105,7 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
     if amp_dtype == torch.float16:
         state.scaler = torch.amp.GradScaler(device.type)
     if ema:
-        multi_avg = torch.optim.swa_utils.get_ema_multi_avg_fn(ema)
-        state.ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=multi_avg, use_buffers=True)
+        state.ema = make_ema(model, ema)
     if resume is not None:
         restore(state, resume, device)
     state.bad_step = torch.full((), -1, device=device, dtype=torch.long)
