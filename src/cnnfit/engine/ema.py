@@ -2,7 +2,7 @@
 
 torch's `get_ema_multi_avg_fn` starts the average at the weights after step 1 and keeps giving them
 decay**t of the total: at decay 0.999 that is still 24% after 1,400 steps, and a 3-epoch Fashion-MNIST run
-scored 0.24 on its averaged weights against 0.92 on its own. Dividing by 1 - decay**t, as Adam does for its
+scored 0.24 on its averaged weights (its own train accuracy: 0.92). Dividing by 1 - decay**t, as Adam does for its
 moments (Kingma & Ba, 2015), gives each step exactly the weight (1 - decay) * decay**age, normalized."""
 
 from __future__ import annotations
