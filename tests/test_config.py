@@ -63,12 +63,12 @@ def test_recipes_are_a_layer_under_the_config_file_and_the_command_line(tmp_path
 
     assert {"mnist-fast", "fmnist-fast", "fmnist-best"} <= set(recipes())
     for name in recipes():  # every shipped recipe is a valid config on its own
-        assert load_config([f"recipe={name}"]).data.source in ("mnist", "fashion-mnist")
+        assert load_config([f"recipe={name}"]).data.source in ("mnist", "fashion-mnist", "cifar10")
     cfg = load_config(["recipe=fmnist-fast"])
     assert (cfg.model.name, cfg.model.width, cfg.eval.tta, cfg.data.merge_val) == ("fastnet", 0.5, "flip", True)
     file = tmp_path / "mine.yaml"
     file.write_text("train:\n  epochs: 9\n  batch: 32\n")
     cfg = load_config([f"config={file}", "batch=16", "recipe=fmnist-fast"])  # order on the line does not matter
     assert (cfg.train.epochs, cfg.train.batch, cfg.model.width) == (9, 16, 0.5)
-    with pytest.raises(CnnfitError, match="unknown recipe 'fmnist-slow'; choose from: fmnist-best, fmnist-fast"):
+    with pytest.raises(CnnfitError, match="unknown recipe .fmnist-slow.; choose from: cifar10-speed, fmnist-best, fmnist-fast"):
         load_config(["recipe=fmnist-slow"])

@@ -32,7 +32,7 @@ def _logits(run_dir, split="test"):
     ds = load_imageset(resolve("digits"), None, None, "squash", None, True)[0]
     idx = np.asarray(json.loads((run_dir / "split.json").read_text())[split])
     model = inference._model_from_checkpoint(ckpt, torch.device("cpu"))
-    outputs, labels = inference._outputs(model, ds, idx, ckpt, torch.device("cpu"), None)
+    outputs, labels, _ = inference._outputs(model, ds, idx, ckpt, torch.device("cpu"), None)
     return outputs.double(), labels
 
 

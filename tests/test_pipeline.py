@@ -147,3 +147,16 @@ def test_model_options_reach_the_model_and_its_checkpoint(tmp_path):
     assert ckpt["model_kwargs"] == {"width": 0.5, "bn": True, "act": "gelu"}
     assert ckpt["state_dict"]["conv1.weight"].shape[0] == 16 and "bn1.running_mean" in ckpt["state_dict"]
     assert cnnfit.evaluate(run.dir)["accuracy"] == pytest.approx(run.accuracy)
+
+
+def test_the_cifar10_speed_recipe_trains_a_folder_of_classes(tmp_path):
+    """The GPU recipe on 2 CPU cores, as a user with a folder would run it: only data=, and the batch and epochs a
+    90-image folder allows (compile off: minutes of CPU compilation for seconds of training)."""
+    folder = make_folder(tmp_path / "photos", per_class=40)
+    run = cnnfit.train(recipe="cifar10-speed", data=str(folder), batch=32, epochs=6, compile=False, imgsz=32,
+                       project=str(tmp_path / "runs"))
+    assert run.accuracy > 0.9 and run.timings["init_seconds"] > 0
+    whiten = load_checkpoint(run.dir / "best.pt")["state_dict"]["whiten.weight"]  # (24, 3, 2, 2), set from the data
+    eye = torch.eye(12).reshape(12, 3, 2, 2)
+    assert whiten.shape == (24, 3, 2, 2) and not torch.allclose(whiten[:12], eye)
+    assert torch.equal(whiten[12:], -whiten[:12])

@@ -76,6 +76,10 @@ class OptimConfig(_Group):
     lr: float | None = Field(None, gt=0, description="peak learning rate; auto: 1e-3 (adam family), 0.05 (sgd)")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd and rmsprop momentum")
     nesterov: bool = Field(False, description="nesterov momentum (sgd)")
+    decoupled: bool = Field(False, description="sgd: lr is the step per 1024 images and weight_decay the shrink per "
+                            "1024 images, each independent of momentum, batch and the other (Page, 2019; airbench)")
+    norm_lr_mult: float = Field(1.0, gt=0, description="LR multiplier for batch-norm parameters; when not 1 they are "
+                                "decayed too, by weight_decay / norm_lr_mult, so they shrink per step as the weights do")
     weight_decay: float | None = Field(None, ge=0, description="L2 / decoupled decay; auto: 0.05 adamw, 5e-4 sgd, 0 else")
     l1: float = Field(0.0, ge=0, description="L1 penalty on weights (not biases or norms), added to the loss")
     lr_scale: Literal["none", "linear", "sqrt"] = Field(
@@ -84,9 +88,15 @@ class OptimConfig(_Group):
 
 
 class ScheduleConfig(_Group):
-    name: Literal["cosine", "onecycle", "step", "multistep", "exponential", "constant", "plateau"] = Field(
-        "cosine", description="LR schedule; plateau: constant, lowered by gamma when the monitor stalls")
-    warmup: float = Field(0.0, ge=0, description="linear warmup length in epochs (fractions allowed)")
+    name: Literal["cosine", "onecycle", "triangle", "step", "multistep", "exponential", "constant", "plateau"] = Field(
+        "cosine", description="LR schedule; triangle: linear up to the peak at warmup, then linear down; plateau: "
+        "constant, lowered by gamma when the monitor stalls")
+    warmup: float = Field(0.0, ge=0, description="linear warmup length in epochs (fractions allowed); onecycle and "
+                          "triangle: epochs to the peak (auto for 0: 30% of the run)")
+    start: float | None = Field(None, ge=0, le=1, description="onecycle and triangle: LR factor at the first step; "
+                                "auto: 0.04")
+    end: float | None = Field(None, ge=0, le=1, description="onecycle and triangle: LR factor at the last step; "
+                              "auto: 1e-4 (onecycle), 0 (triangle)")
     step_size: int = Field(10, gt=0, description="epochs between decays (step)")
     milestones: list[float] = Field([], description="epochs at which the LR is multiplied by gamma (multistep)")
     gamma: float | None = Field(None, gt=0, le=1, description="decay factor: per step_size (step), per milestone "
@@ -115,11 +125,17 @@ class TrainConfig(_Group):
         "auto", description="auto: ce (classify), bce (multilabel), mse (regress)")
     focal_gamma: float = Field(2.0, ge=0, description="focusing parameter of the focal loss")
     accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step: batch x accumulate images per step")
+    drop_last: bool = Field(False, description="leave out each epoch's last, partial batch (a different one each "
+                            "epoch): every step has the same shape, which compiled models and batch norm like")
+    lookahead: int = Field(0, ge=0, description="every N steps pull the weights toward a slow copy (Lookahead, Zhang et "
+                           "al., 2019) with a pull that grows over the run; the slow weights are the result; 0: off")
     clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
     clip_value: float | None = Field(None, gt=0, description="clip every gradient element to [-v, v]")
     ema: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving average of the weights with "
                               "this decay (e.g. 0.999); it is validated and saved as best.pt")
-    compile: bool = Field(False, description="torch.compile the model (checked against eager gradients first)")
+    compile: bool | Literal["reduce-overhead", "max-autotune"] = Field(
+        False, description="torch.compile the model (checked against eager gradients first); reduce-overhead also "
+        "replays each step as a CUDA graph: one launch instead of a hundred, for small models on fast GPUs")
     deterministic: bool = Field(False, description="deterministic kernels everywhere: bit-identical reruns; "
                                 "amp=auto then stays fp32, so results do not depend on how batches are split")
     time: float | None = Field(None, gt=0, description="time budget in minutes: the run ends cleanly when spent")
@@ -147,9 +163,12 @@ class ResumeConfig(_Group):
 
 
 class AugConfig(_Group):
-    hflip: bool = Field(False, description="random horizontal flip")
+    hflip: bool | Literal["alternate"] = Field(False, description="random horizontal flip; alternate: a random half "
+                                               "of the images flipped in even epochs, the other half in odd ones")
     vflip: bool = Field(False, description="random vertical flip")
     shift: float = Field(0.0, ge=0, le=0.5, description="random translation, fraction of the image size (pad + crop)")
+    fill_mode: Literal["constant", "reflect"] = Field("constant", description="what a shift moves in: constant (zeros) "
+                                                      "or reflect (the mirrored edge)")
     rotation: float = Field(0.0, ge=0, le=180, description="random rotation, up to this many degrees either way")
     zoom: float = Field(0.0, ge=0, lt=1, description="random zoom: scale in [1 - zoom, 1 + zoom]")
     shear: float = Field(0.0, ge=0, le=45, description="random shear, up to this many degrees")
@@ -171,6 +190,7 @@ class EvalConfig(_Group):
                             "(accuracy unchanged); stored in best.pt and used by predict")
     tta: Literal["none", "flip", "flip+shift"] = Field("none", description="test-time augmentation in eval and "
                                                        "predict: average over flipped (and shifted) copies")
+    tta_shift: int | None = Field(None, ge=1, description="pixels each flip+shift copy is moved; auto: 1/16 of the side")
 
 
 class TuneConfig(_Group):
@@ -215,6 +235,7 @@ SHORT_KEYS = {
     "profile": "train.profile", "tensorboard": "train.tensorboard", "repeats": "train.repeats",
     "resume": "resume.run", "l1": "optim.l1", "weight_decay": "optim.weight_decay", "lr_scale": "optim.lr_scale",
     "ckpt_every": "train.ckpt_every", "calibrate": "eval.calibrate", "tta": "eval.tta",
+    "lookahead": "train.lookahead", "drop_last": "train.drop_last",
     "space": "tune.space", "pruner": "tune.pruner", "trials": "tune.trials",
     "timeout": "tune.timeout", "storage": "tune.storage", "refit": "tune.refit", "workers": "tune.workers",
     "devices": "train.devices", "sync_bn": "train.sync_bn",

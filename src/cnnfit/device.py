@@ -48,6 +48,14 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a host clock measures what the device did (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -21,7 +21,7 @@ from cnnfit import engine as E
 from cnnfit import models
 from cnnfit.config import Config, ResumeConfig, flatten, load_config, to_yaml
 from cnnfit.device import (keep_freed_memory, pick_device, resolve_amp, resolve_channels_last, seed_everything,
-                           set_deterministic)
+                           set_deterministic, synchronize)
 from cnnfit.engine import callbacks as C
 from cnnfit.errors import CnnfitError, TrainingStopped
 from cnnfit.files import write_atomic
@@ -169,6 +169,11 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     base_lr = o.lr or _AUTO_LR[o.name]
     lr = E.scale_lr(base_lr, t.batch * t.accumulate, o.lr_scale, o.ref_batch)
     wd = o.weight_decay if o.weight_decay is not None else _AUTO_WD[o.name]
+    if o.decoupled and o.name != "sgd":
+        raise CnnfitError(f"optim.decoupled=true is for sgd (its lr and weight decay are per 1024 images); "
+                          f"drop it, or use optim={o.name} with plain lr and weight_decay")
+    step_lr, step_wd = (E.decoupled_sgd(lr, wd, momentum=o.momentum, batch=t.batch * t.accumulate)
+                        if o.decoupled else (lr, wd))
     amp_name = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[amp_dtype]
     monitor, monitor_why = t.monitor, "set"
     train_counts = prep.train_counts if task == "classify" else None
@@ -229,6 +234,9 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
         distributed.write_run_dir(ctx, run_dir)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if ctx.active and t.sync_bn:
+        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not m.affine and m.bias is not None
+               for m in model.modules()):  # torch's conversion keeps affine=True layers' parameters only
+            raise CnnfitError(f"sync_bn=true would drop the batch-norm shifts of {cfg.model.name}; drop sync_bn")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameters and state_dict keys
     n_params = sum(p.numel() for p in model.parameters())
     auto = lambda given, why: "set" if given is not None else why  # noqa: E731
@@ -260,9 +268,11 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
                      + (f", class weights {t.class_weight}" if t.class_weight != "none" else ""),
          f"monitor {monitor} ({monitor_why})" + (f", patience {t.patience}" if t.patience else "")),
         ("loss", loss_text(task, t), ""),
-        ("optimizer", f"{o.name} lr {lr:g} weight_decay {wd:g}" + (f" l1 {o.l1:g}" if o.l1 else "")
+        ("optimizer", f"{o.name} lr {lr:g} weight_decay {wd:g}"
+         + (f" per 1024 images (torch SGD: lr {step_lr:.4g}, weight_decay {step_wd:.4g})" if o.decoupled else "")
+         + (f", norm lr x{o.norm_lr_mult:g}" if o.norm_lr_mult != 1 else "") + (f" l1 {o.l1:g}" if o.l1 else "")
          + (f", clip_norm {t.clip_norm:g}" if t.clip_norm else "") + (f", clip_value {t.clip_value:g}" if t.clip_value else "")
-         + (f", ema {t.ema:g}" if t.ema else ""),
+         + (f", ema {t.ema:g}" if t.ema else "") + (f", lookahead every {t.lookahead} steps" if t.lookahead else ""),
          (f"{o.lr_scale} scaling of {base_lr:g} at batch {o.ref_batch}; " if o.lr_scale != "none" else "")
          + ("auto: defaults for " + o.name if o.lr is None or o.weight_decay is None else "set")),
         ("schedule", f"{cfg.schedule.name}" + (f", warmup {cfg.schedule.warmup:g} epochs" if cfg.schedule.warmup else ""), ""),
@@ -277,7 +287,8 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
                 if cfg.aug.only_minority and train_counts is not None else None)
     train_loader = D.DeviceLoader(ds.images, labels, index=parts["train"], augment=augment, shuffle=True, seed=t.seed,
                                   balanced=t.sampler == "balanced", augment_classes=minority, rank=ctx.rank,
-                                  world=ctx.world, augment_seed=distributed.rank_seed(t.seed, ctx.rank), **common)
+                                  world=ctx.world, augment_seed=distributed.rank_seed(t.seed, ctx.rank),
+                                  drop_last=t.drop_last, alternate_flip=cfg.aug.hflip == "alternate", **common)
     # each rank validates its own slice of val; the loop gathers the outputs in rank order. Val images that were
     # trained on (merge_val) would only score training: they are not validated (the val columns read nan)
     val_part = parts["val"][:0] if d.merge_val else np.array_split(parts["val"], ctx.world)[ctx.rank]
@@ -288,15 +299,16 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
             raise CnnfitError(f"mixup and cutmix are for single-label classification, not {task}; set aug.mixup=0 aug.cutmix=0")
         mix = lambda x, y: D.augment.mix(x, y, len(ds.classes), train_loader.generator,  # noqa: E731
                                          mixup=cfg.aug.mixup, cutmix=cfg.aug.cutmix)
-    groups = E.param_groups(model, wd, backbone=E.finetune.backbone_ids(model), backbone_lr_mult=backbone_lr_mult,
-                            head_lr_mult=ft.head_lr_mult)
-    optimizer = E.build_optimizer(o.name, model, lr=lr, weight_decay=wd, momentum=o.momentum, nesterov=o.nesterov,
-                                  groups=groups)
+    groups = E.param_groups(model, step_wd, backbone=E.finetune.backbone_ids(model),
+                            backbone_lr_mult=backbone_lr_mult, head_lr_mult=ft.head_lr_mult, norm_lr_mult=o.norm_lr_mult)
+    optimizer = E.build_optimizer(o.name, model, lr=step_lr, weight_decay=step_wd, momentum=o.momentum,
+                                  nesterov=o.nesterov, groups=groups)
     per_epoch = -(-len(train_loader) // t.accumulate)
     schedule = E.make_schedule(cfg.schedule.name, total=t.epochs * per_epoch,
                                warmup=round(cfg.schedule.warmup * per_epoch), every=(
                                    cfg.schedule.step_size * per_epoch if cfg.schedule.name == "step" else per_epoch),
-                               gamma=gamma, milestones=tuple(round(m * per_epoch) for m in cfg.schedule.milestones))
+                               gamma=gamma, milestones=tuple(round(m * per_epoch) for m in cfg.schedule.milestones),
+                               start=cfg.schedule.start, end=cfg.schedule.end)
     meta = {
         "model": cfg.model.name, "model_kwargs": model_kwargs, "classes": ds.classes, "imgsz": h, "channels": c,
         "resize": d.resize, "mean": mean, "std": std, "task": task, "target_scale": target_scale,
@@ -304,6 +316,8 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     }
     schedule_cb = C.LRSchedule(schedule)
     callbacks = [schedule_cb, C.Checkpointing(run_dir, meta, monitor, "auto", t.min_delta, t.ckpt_every, write=ctx.main)]
+    if t.lookahead:  # first: a checkpoint written at a step's end holds the weights after the sync
+        callbacks.insert(0, C.Lookahead(t.lookahead))
     if ctx.main:
         callbacks += [C.History(run_dir / "history.csv"), C.ProgressBar(console, every=t.log_every)]
     if t.patience:
@@ -329,9 +343,23 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
 
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                           find_unused_parameters=bool(frozen))  # frozen stages have no gradient
+    init_seconds = 0.0
+    if hasattr(model, "init_from_data") and ckpt is None and init is None:
+        t_init = time.perf_counter()
+        rng = np.random.default_rng(t.seed)  # a sample of every class: the split is often in class-folder order
+        sample = np.sort(rng.choice(parts["train"], min(5000, n_train), replace=False))
+        x, _ = next(iter(D.DeviceLoader(ds.images, labels, index=sample, **{**common, "batch": len(sample)})))
+        model.init_from_data(x)  # (N, C, H, W) normalized, unaugmented training images: airnet's whitening layer
+        synchronize(device)
+        init_seconds = time.perf_counter() - t_init
     if t.compile:
+        t_compile = time.perf_counter()
         x, y = next(iter(train_loader))
-        forward, compile_why = E.compile_checked(forward, x, y, loss_fn, amp_dtype)
+        mode = t.compile if isinstance(t.compile, str) else None
+        if mode == "reduce-overhead" and device.type != "cuda":
+            mode = None  # CUDA graphs are a CUDA feature; elsewhere this is the default compilation
+        forward, compile_why = E.compile_checked(forward, x, y, loss_fn, amp_dtype, mode)
+        compile_why += f" (first compile and check: {time.perf_counter() - t_compile:.1f} s)"
         console.print(compile_why)
     if find_lr:
         return _range_test(model, train_loader, optimizer, loss_fn, amp_dtype, run_dir, console)
@@ -379,7 +407,8 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
         plot_lr(*steps_lrs, plots / "lr.png", steps_per_epoch=per_epoch)
         write_samples(prep, plots, augment, t.seed)
 
-    timings = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "cache_hit": cache_hit}
+    timings = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "cache_hit": cache_hit,
+               "init_seconds": init_seconds}
     if resumed:  # train_seconds counts from the resume; the steps before it ran in an earlier process
         timings["resumed_at_step"] = ckpt["train_state"]["step"]
     if compile_why:

@@ -107,7 +107,8 @@ def pixels_module(ckpt: dict, device: torch.device | str = "cpu", *, tta: str = 
     task = ckpt.get("task", "classify")  # checkpoints from before other tasks existed are classifiers
     model = _model_from_checkpoint(ckpt, torch.device(device))
     if tta != "none":
-        model = TTA(model, tta, task)
+        shift = (ckpt.get("config") or {}).get("eval", {}).get("tta_shift")  # older runs: the default
+        model = TTA(model, tta, task, shift)
     temperature = (ckpt.get("calibration") or {}).get("temperature", 1.0) if task == "classify" else 1.0
     return Pixels(model, mean=ckpt["mean"], std=ckpt["std"], task=task, temperature=temperature,
                   target_scale=ckpt.get("target_scale"), layout=layout).to(device).eval()

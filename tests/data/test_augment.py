@@ -304,3 +304,14 @@ def test_flips_and_shift_folded_into_the_warp_stay_exact():
     moved = random_affine(0.0, 0.0, 0.0, shift=0.25)(square, g)  # whole-pixel shifts up to 3 px
     assert torch.allclose(moved.sum((1, 2, 3)), torch.full((32,), 4.0), atol=1e-4)
     assert ((moved > 1e-4) == (moved > 0.999)).all()  # no interpolation blur
+
+
+def test_shift_with_reflect_fill_moves_in_the_mirrored_edge():
+    x = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(1)) + 0.5  # no zeros anywhere
+    g = torch.Generator().manual_seed(0)
+    out = random_shift(0.25, "reflect")(x, g)
+    assert (out > 0).all()  # nothing filled with zeros
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(8):  # every output is an 8x8 window of the reflect-padded image
+        assert any(torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8]) for dy in range(5) for dx in range(5))
+    assert not torch.equal(out, x)

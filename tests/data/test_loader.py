@@ -118,3 +118,34 @@ def test_streamed_multi_hot_matches_in_memory(tmp_path):
     streamed = torch.cat([y for _, y in DeviceLoader(mm, hot, stream=True, **kw)])
     in_memory = torch.cat([y for _, y in DeviceLoader(mm, hot, stream=False, **kw)])
     assert streamed.shape == (40, 3) and torch.equal(streamed, in_memory)
+
+
+def test_drop_last_serves_only_full_batches_and_a_different_remainder_each_epoch():
+    images = np.zeros((100, 1, 2, 2), np.uint8)
+    loader = DeviceLoader(images, np.arange(100), batch=32, device=torch.device("cpu"), mean=[0.0], std=[1.0],
+                          shuffle=True, drop_last=True)
+    epochs = [[y for _, y in loader.iterate(loader.new_order(), epoch=e)] for e in range(2)]
+    assert len(loader) == 3 and loader.num_images == 96
+    assert all([len(y) for y in ys] == [32, 32, 32] for ys in epochs)
+    left_out = [set(range(100)) - set(torch.cat(ys).tolist()) for ys in epochs]
+    assert all(len(s) == 4 for s in left_out) and left_out[0] != left_out[1]
+
+
+def test_alternate_flip_shows_every_image_both_ways_over_two_epochs():
+    n = 200
+    images = np.zeros((n, 1, 1, 2), np.uint8)
+    images[:, 0, 0, 0] = 255  # a bright left pixel: flipped, it is on the right
+    loader = DeviceLoader(images, np.arange(n), batch=64, device=torch.device("cpu"), mean=[0.0], std=[1.0],
+                          shuffle=True, alternate_flip=True, seed=3)
+    flipped = []
+    for epoch in range(2):
+        seen = {}
+        for x, y in loader.iterate(loader.new_order(), epoch=epoch):
+            seen.update(zip(y.tolist(), (x[:, 0, 0, 1] > 0.5).tolist()))
+        flipped.append(torch.tensor([seen[i] for i in range(n)]))
+    assert torch.equal(flipped[0], ~flipped[1])  # each image mirrored in exactly one of the two epochs
+    assert 70 < int(flipped[0].sum()) < 130  # a random half, not a block
+    again = DeviceLoader(images, np.arange(n), batch=64, device=torch.device("cpu"), mean=[0.0], std=[1.0],
+                         alternate_flip=True, seed=3)
+    x, y = next(again.iterate(None, epoch=0))
+    assert torch.equal(x[:, 0, 0, 1] > 0.5, flipped[0][y])  # fixed by the seed: resume sees the same halves

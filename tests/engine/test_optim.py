@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cnnfit.engine.optim import build_optimizer, cosine, make_schedule, one_cycle, step_decay
+from cnnfit.engine.optim import build_optimizer, cosine, make_schedule, one_cycle, param_groups, step_decay
 
 
 def test_schedules_at_their_ends():
@@ -69,3 +69,49 @@ def test_plateau_lowers_the_lr_after_patience_epochs_without_improvement():
         state.epoch, state.metrics = epoch, {"val_loss": loss}
         cb.on_epoch_end(state)
     assert state.lr_scale == 0.25  # stalls at epochs 3-4 and 5-6
+
+
+def test_triangle_matches_linear_interpolation_through_its_three_points():
+    import numpy as np
+
+    f = make_schedule("triangle", total=476, warmup=109, start=0.2, end=0.07)
+    steps = [0, 50, 108, 109, 110, 300, 475, 476]
+    expected = np.interp(steps, [0, 109, 476], [0.2, 1.0, 0.07])  # airbench's schedule, as numpy draws it
+    assert [f(s) for s in steps] == pytest.approx(expected.tolist(), abs=1e-12)
+    assert make_schedule("triangle", total=100)(100) == 0.0  # auto end: down to nothing
+
+
+def test_decoupled_sgd_takes_the_step_of_a_summed_loss_at_airbenchs_numbers():
+    """airbench sums the loss over the batch and divides its per-1024 lr by 1024 * (1 + 1/(1 - m)); cnnfit averages
+    the loss: the torch hyperparameters decoupled_sgd gives must move the weights identically."""
+    from cnnfit.engine.optim import decoupled_sgd
+
+    lr, wd, m, batch = 11.5, 0.0153, 0.85, 256
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, 6), torch.randint(0, 3, (batch,))
+    nets = [torch.nn.Linear(6, 3) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    kilostep = 1024 * (1 + 1 / (1 - m))
+    ref = torch.optim.SGD(nets[0].parameters(), lr=lr / kilostep, weight_decay=wd * batch / kilostep / (lr / kilostep),
+                          momentum=m, nesterov=True)
+    step_lr, step_wd = decoupled_sgd(lr, wd, momentum=m, batch=batch)
+    ours = torch.optim.SGD(nets[1].parameters(), lr=step_lr, weight_decay=step_wd, momentum=m, nesterov=True)
+    for _ in range(3):
+        for net, opt, reduction in ((nets[0], ref, "sum"), (nets[1], ours, "mean")):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y, reduction=reduction).backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert step_lr == pytest.approx(11.5 * 256 / kilostep)
+
+
+def test_norm_lr_mult_gives_norm_layers_their_own_lr_and_a_matching_decay():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    opt = build_optimizer("sgd", model, lr=0.1, weight_decay=0.01, groups=param_groups(model, 0.01, norm_lr_mult=64))
+    by_lr = {round(g["lr"], 6): g for g in opt.param_groups}
+    norm = by_lr[6.4]
+    assert {id(p) for p in norm["params"]} == {id(p) for p in model[1].parameters()}
+    assert norm["weight_decay"] == pytest.approx(0.01 / 64)  # lr x decay per step: the weights' own
+    decayed = [g for g in opt.param_groups if g["weight_decay"] == 0.01]
+    assert len(decayed) == 1 and sorted(p.ndim for p in decayed[0]["params"]) == [2, 4]

@@ -39,3 +39,10 @@ def test_tta_averages_probabilities():
         regress = TTA(model, "flip", task="regress")(x)
     assert torch.allclose(got, expected, atol=1e-6)
     assert torch.allclose(regress, (model(x) + model(x.flip(-1))).detach() / 2, atol=1e-6)
+
+
+def test_flip_and_shift_by_a_chosen_number_of_pixels():
+    x = torch.arange(1 * 1 * 32 * 32, dtype=torch.float32).reshape(1, 1, 32, 32)
+    out = views(x, "flip+shift", shift=1)
+    assert torch.equal(out[2][..., 1:, 1:], x[..., :-1, :-1]) and torch.equal(out[3][..., :-1, :-1], x[..., 1:, 1:])
+    assert torch.equal(out[4][..., 1:, 1:], x.flip(-1)[..., :-1, :-1])

@@ -58,16 +58,16 @@ def random_vflip(x: Tensor, g: torch.Generator) -> Tensor:
     return _pick(_coin(x, g), x.flip(-2), x)
 
 
-def random_shift(fraction: float) -> Augment:
-    """Random translation by up to `fraction` of the size, zero fill (pad + random crop): exact
-    integer pixels, no interpolation blur."""
+def random_shift(fraction: float, fill_mode: str = "constant") -> Augment:
+    """Random translation by up to `fraction` of the size (pad + random crop): exact integer pixels, no
+    interpolation blur. `fill_mode` reflect fills the uncovered edge with its mirror image, not zeros."""
 
     def apply(x: Tensor, g: torch.Generator) -> Tensor:
         b, c, h, w = x.shape
         ph, pw = round(fraction * h), round(fraction * w)
         if ph == 0 and pw == 0:
             return x
-        padded = F.pad(x, (pw, pw, ph, ph))  # (B, C, H+2ph, W+2pw)
+        padded = F.pad(x, (pw, pw, ph, ph), mode=fill_mode)  # (B, C, H+2ph, W+2pw)
         dy = torch.randint(0, 2 * ph + 1, (b, 1), generator=g, device=x.device)
         dx = torch.randint(0, 2 * pw + 1, (b, 1), generator=g, device=x.device)
         rows = torch.arange(h, device=x.device) + dy  # (B, H)
@@ -103,8 +103,8 @@ def _affine_grid(theta: Tensor, h: int, w: int) -> Tensor:
     return grid.permute(0, 2, 3, 1)  # (B, H, W, 2)
 
 
-def _warp(x: Tensor, m: Tensor) -> Tensor:
-    """Apply per-sample forward maps m (B, 2, 3) in one bilinear grid_sample, zero outside."""
+def _warp(x: Tensor, m: Tensor, fill_mode: str = "constant") -> Tensor:
+    """Apply per-sample forward maps m (B, 2, 3) in one bilinear grid_sample, zero (or mirrored) outside."""
     b, c, h, w = x.shape
     a, bb, tx, cc, d, ty = m.flatten(1).unbind(1)  # each (B,): rows [a, b, tx], [c, d, ty]
     det = a * d - bb * cc
@@ -114,7 +114,8 @@ def _warp(x: Tensor, m: Tensor) -> Tensor:
     theta = torch.stack([ia, ib * h / w, -(ia * tx + ib * ty) / (w / 2),
                          ic * w / h, id_, -(ic * tx + id_ * ty) / (h / 2)], -1).view(b, 2, 3).to(x.dtype)
     grid = _affine_grid(theta, h, w)  # (B, H, W, 2)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    padding = "reflection" if fill_mode == "reflect" else "zeros"
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
 def affine(x: Tensor, angle: Tensor | float = 0.0, scale: Tensor | float = 1.0, shear: Tensor | float = 0.0) -> Tensor:
@@ -124,7 +125,7 @@ def affine(x: Tensor, angle: Tensor | float = 0.0, scale: Tensor | float = 1.0, 
 
 
 def random_affine(rotation: float = 0.0, zoom: float = 0.0, shear: float = 0.0, *, hflip: bool = False,
-                  vflip: bool = False, shift: float = 0.0) -> Augment:
+                  vflip: bool = False, shift: float = 0.0, fill_mode: str = "constant") -> Augment:
     """Rotation in [-r, r] degrees, isotropic scale in [1-z, 1+z], shear in [-s, s] degrees, all in
     ONE interpolation: chaining three warps would blur three times. Flips and whole-pixel shifts
     ride along in the same matrix when asked: one resampling pass instead of three (1.8x faster)."""
@@ -143,7 +144,7 @@ def random_affine(rotation: float = 0.0, zoom: float = 0.0, shear: float = 0.0, 
             if on:  # mirror the input first: negate the column that reads x (or y)
                 sign = torch.where(torch.rand(b, generator=g, device=x.device) < 0.5, -1.0, 1.0)
                 m[:, :, column] = m[:, :, column] * sign.to(m.dtype)[:, None]
-        return _warp(x, m)
+        return _warp(x, m, fill_mode)
 
     return apply
 
@@ -335,12 +336,16 @@ def _check(name: str, value: float, lo: float, hi: float, hi_open: bool = False)
         raise ValueError(f"aug.{name}={value} is out of range; use a value in [{lo}, {hi}{')' if hi_open else ']'}")
 
 
-def build(*, hflip: bool = False, vflip: bool = False, shift: float = 0.0, rotation: float = 0.0, zoom: float = 0.0,
-          shear: float = 0.0, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
-          hue: float = 0.0, noise: float = 0.0, erasing: float = 0.0, randaugment: int = 0,
-          magnitude: int = 9) -> Augment | None:
+def build(*, hflip: bool | str = False, vflip: bool = False, shift: float = 0.0, fill_mode: str = "constant",
+          rotation: float = 0.0, zoom: float = 0.0, shear: float = 0.0, brightness: float = 0.0,
+          contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0, noise: float = 0.0, erasing: float = 0.0,
+          randaugment: int = 0, magnitude: int = 9) -> Augment | None:
     """The training augmentation from plain switches; None when nothing is switched on. Order, as
-    timm's train transform: flips, shift, one affine warp, colour jitter, RandAugment, noise, erasing."""
+    timm's train transform: flips, shift, one affine warp, colour jitter, RandAugment, noise, erasing.
+    hflip="alternate" is the loader's (it knows each image and the epoch), so it is left out here."""
+    if fill_mode not in ("constant", "reflect"):
+        raise ValueError(f"fill_mode={fill_mode!r}; choose constant or reflect")
+    hflip = hflip is True
     for name, value, lo, hi, open_ in (("shift", shift, 0, 0.5, False), ("rotation", rotation, 0, 180, False),
                                        ("zoom", zoom, 0, 1, True), ("shear", shear, 0, 90, True),
                                        ("brightness", brightness, 0, math.inf, False),
@@ -351,11 +356,12 @@ def build(*, hflip: bool = False, vflip: bool = False, shift: float = 0.0, rotat
                                        ("magnitude", magnitude, 0, 30, False)):
         _check(name, value, lo, hi, open_)
     if rotation > 0 or zoom > 0 or shear > 0:  # flips and shift fold into the one warp
-        chain = [random_affine(rotation, zoom, shear, hflip=hflip, vflip=vflip, shift=shift)]
+        chain = [random_affine(rotation, zoom, shear, hflip=hflip, vflip=vflip, shift=shift,
+                               fill_mode=fill_mode)]
     else:
         chain = [a for on, a in ((hflip, random_hflip), (vflip, random_vflip)) if on]
         if shift > 0:
-            chain.append(random_shift(shift))
+            chain.append(random_shift(shift, fill_mode))
     if brightness > 0 or contrast > 0 or saturation > 0 or hue > 0:
         chain.append(color_jitter(brightness, contrast, saturation, hue))
     if randaugment > 0:

@@ -105,13 +105,16 @@ class DeviceLoader:
                  seed: int = 0, channels_last: bool = False, balanced: bool = False,
                  augment_classes: list[int] | None = None, index: np.ndarray | None = None,
                  stream: bool | None = None, prefetch: int = 4, rank: int = 0, world: int = 1,
-                 augment_seed: int | None = None) -> None:
+                 augment_seed: int | None = None, drop_last: bool = False, alternate_flip: bool = False) -> None:
         """`index` picks the rows of images/labels to serve (default all). `stream=None` streams from
         disk only when the rows would take more than half the free memory of the device.
         With `world` > 1 `batch` is the global batch: every rank draws the same order (from `seed`) and takes
         every world-th image of each batch from position `rank`, so together the ranks see what one process
         would; augmentation draws from `augment_seed` (per rank). A last batch with fewer images than ranks
-        is dropped.
+        is dropped; `drop_last` drops every epoch's partial last batch (a different one each epoch, when shuffled).
+        `alternate_flip` mirrors a fixed random half of the images (drawn from `seed`) in even epochs and the other
+        half in odd ones: every image is seen both ways within two epochs, where random flips leave a quarter of
+        them one way (airbench's alternating flip).
         Labels are served as given: (B,) int64 classes, (B, L) float multi-hot, or (B,) float32 targets;
         `balanced` and `augment_classes` draw by class, so they are for class labels only."""
         self.index = np.arange(len(labels)) if index is None else np.asarray(index, dtype=np.int64)
@@ -140,7 +143,13 @@ class DeviceLoader:
         self.generator = torch.Generator(device=device)  # augmentation and mixing: this rank's own stream
         self.generator.manual_seed(seed if augment_seed is None else augment_seed)
         n, tail = len(self.y), len(self.y) % batch
-        self.n = n - tail if world > 1 and 0 < tail < world else n  # images served per epoch, over all ranks
+        drop = (drop_last and n > tail) or (world > 1 and 0 < tail < world)
+        self.n = n - tail if drop else n  # images served per epoch, over all ranks
+        self.flip_half = None
+        if alternate_flip:
+            flips = torch.Generator(device=device)
+            flips.manual_seed(seed + 1)
+            self.flip_half = torch.rand(n, generator=flips, device=device) < 0.5  # (N,) flipped in even epochs
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.sample_weights = None
         if balanced:  # each class drawn equally often: weight 1/count per image, with replacement
@@ -164,7 +173,15 @@ class DeviceLoader:
             return torch.multinomial(self.sample_weights, n, replacement=True, generator=self.order_generator)
         return torch.randperm(n, generator=self.order_generator, device=self.device) if self.shuffle else None
 
-    def _batches(self, order: torch.Tensor | None, first: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _flip(self, x: torch.Tensor, idx: torch.Tensor | slice, epoch: int) -> torch.Tensor:
+        """Alternating flip of a uint8 batch: the images of this epoch's half, mirrored."""
+        if self.flip_half is None:
+            return x
+        flip = self.flip_half[idx] ^ bool(epoch % 2)  # (B,)
+        return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+    def _batches(self, order: torch.Tensor | None, first: int = 0,
+                 epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """uint8 (B, C, H, W) and labels per batch from batch number `first` on: gathered on the device,
         or read from disk ahead."""
         n, step = self.n, self.world
@@ -172,7 +189,7 @@ class DeviceLoader:
             for start in range(first * self.batch, n, self.batch):
                 mine = slice(start + self.rank, min(start + self.batch, n), step)  # this rank's share of the batch
                 idx = order[mine] if order is not None else mine
-                yield self.x[idx], self.y[idx]
+                yield self._flip(self.x[idx], idx, epoch), self.y[idx]
             return
         positions = order.cpu().numpy() if order is not None else np.arange(n)
         ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
@@ -199,7 +216,8 @@ class DeviceLoader:
                 if isinstance(item, BaseException):
                     raise item
                 x, pos = item
-                yield x.to(self.device, non_blocking=True), self.y[torch.from_numpy(pos).to(self.y.device)]
+                idx = torch.from_numpy(pos).to(self.y.device)
+                yield self._flip(x.to(self.device, non_blocking=True), idx, epoch), self.y[idx]
         finally:
             stop.set()
             while thread.is_alive():  # let the reader see the stop flag even if the queue is full
@@ -215,10 +233,12 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.iterate(self._order())
 
-    def iterate(self, order: torch.Tensor | None, first: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of one epoch in `order`, from batch number `first` on: with the generator state saved
-        alongside, a resumed epoch sees exactly the images and augmentations the interrupted one would have."""
-        for xb, y in self._batches(order, first):
+    def iterate(self, order: torch.Tensor | None, first: int = 0,
+                epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of epoch `epoch` (0-based) in `order`, from batch number `first` on: with the generator
+        state saved alongside, a resumed epoch sees exactly the images and augmentations the interrupted one
+        would have."""
+        for xb, y in self._batches(order, first, epoch):
             x = xb.float().div_(255.0)  # (B, C, H, W) in [0, 1]
             if self.augment is not None:
                 if self.augment_mask is None:

@@ -31,17 +31,31 @@ def _grads(forward: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     return grads
 
 
+def _worst(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """The largest relative difference between two sets of gradients, parameter by parameter."""
+    return max((((p - q).norm() / p.norm().clamp(min=1e-12)).item() for p, q in zip(a, b) if p.norm() > 0),
+               default=0.0)
+
+
 def compile_checked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
-                    amp_dtype: torch.dtype | None = None) -> tuple[Any, str]:
-    """(the compiled model, or the model itself if compiled gradients differ; a sentence saying which)."""
+                    amp_dtype: torch.dtype | None = None, mode: str | None = None) -> tuple[Any, str]:
+    """(the compiled model, or the model itself if compiled gradients differ; a sentence saying which).
+
+    Under autocast, eager and compiled code round differently, and by as much as bf16 itself moves the gradients
+    from fp32 (airnet, H100: 8% on its smallest ones): the allowance is then twice that eager fp32-to-amp gap."""
     saved = copy.deepcopy(model.state_dict())  # batch-norm statistics move in train mode: put them back
-    compiled = torch.compile(model)
+    compiled = torch.compile(model, mode=mode)
     eager = _grads(model, model, x, y, loss_fn, amp_dtype)
     model.load_state_dict(saved)
+    tolerance = TOLERANCE
+    if amp_dtype is not None:
+        exact = _grads(model, model, x, y, loss_fn, None)
+        model.load_state_dict(saved)
+        tolerance = max(TOLERANCE, 2 * _worst(exact, eager))
     fast = _grads(compiled, model, x, y, loss_fn, amp_dtype)
     model.load_state_dict(saved)
-    worst = max(((a - b).norm() / a.norm().clamp(min=1e-12)).item() for a, b in zip(eager, fast) if a.norm() > 0)
-    if worst > TOLERANCE:
+    worst = _worst(eager, fast)
+    if worst > tolerance:
         return model, (f"compile: torch.compile gave different gradients from eager mode on this model and device "
-                       f"(relative difference {worst:.2g}); training in eager mode")
-    return compiled, f"compile: gradients match eager mode (relative difference {worst:.1g})"
+                       f"(relative difference {worst:.2g}, allowed {tolerance:.2g}); training in eager mode")
+    return compiled, f"compile: gradients match eager mode (relative difference {worst:.1g}, allowed {tolerance:.1g})"

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from cnnfit import distributed
+from cnnfit.device import synchronize
 from cnnfit.distributed import Dist
 from cnnfit.engine import losses, scores
 from cnnfit.engine.callbacks import HOOKS, Callback
@@ -95,6 +96,7 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
     gradient is the global batch's, and sums and outputs are combined so every rank computes the numbers a
     single process would."""
     forward = forward if forward is not None else model  # a compiled module has no truth value
+    graphs = device.type == "cuda" and forward is not model  # compiled: perhaps CUDA graphs (compile=reduce-overhead)
     loss_fn = loss_fn or losses.make_loss(task)
     score_fn = score_fn or partial(scores.epoch_scores, task, loss=loss_fn)
     correct_fn = partial(scores.train_correct, task) if task == "classify" else None
@@ -124,17 +126,22 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
             state.seen = 0
             state.order = train.new_order() if exact else None
         model.train()
-        t0 = time.perf_counter()
+        if hasattr(model, "set_epoch"):  # a model whose trainable parts change with the epoch (airnet)
+            model.set_epoch(epoch)
         _call(callbacks, "on_epoch_start", state)
+        synchronize(device)  # the epoch's clock starts on an idle device and stops on one (GPU work is queued)
+        t0 = time.perf_counter()
         interrupted = None
         first = state.epoch_step * accumulate  # micro-batch to start from (non-zero only when resuming)
-        batches = train.iterate(state.order, first) if exact else iter(train)
+        batches = train.iterate(state.order, first, epoch) if exact else iter(train)
         for i, (x, y) in enumerate(batches, start=first):
             group = i // accumulate  # the optimizer step this micro-batch belongs to
             in_group = min(step_images, n_images - group * step_images) if n_images else len(y) * accumulate
             x, target = mix(x, y) if mix is not None else (x, y)  # mixup/cutmix: soft targets (B, classes)
             last_micro = not ((i + 1) % accumulate and i + 1 < micro_batches)
             # gradients are averaged over ranks once per optimizer step, not after every micro-batch
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()  # a new step: the last replay's outputs may be reused
             with forward.no_sync() if dist.active and not last_micro else contextlib.nullcontext():
                 with _autocast(device, amp_dtype):
                     out = forward(x)  # (B, outputs), or a tuple (logits, *auxiliary logits) from models with aux heads
@@ -183,6 +190,7 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
                 break  # ranks leave together: a stop a hook sets on one rank is agreed at the next step
         if interrupted or not state.check_finite():
             break  # interrupted mid-epoch (last.pt holds the exact step) or diverged: no validation
+        synchronize(device)
         train_seconds = time.perf_counter() - t0
         outputs, targets = distributed.gather(dist, *infer(state.eval_model, val, amp_dtype=amp_dtype))
         loss_sum, correct, seen = distributed.sum_(dist, state.loss_sum, state.correct,

@@ -11,19 +11,30 @@ import torch._dynamo  # noqa: F401  torch.optim imports it on the first optimize
 import torch.nn as nn
 
 
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
 def param_groups(model: nn.Module, weight_decay: float, *, backbone: set[int] | None = None,
-                 backbone_lr_mult: float = 1.0, head_lr_mult: float = 1.0) -> list[dict]:
+                 backbone_lr_mult: float = 1.0, head_lr_mult: float = 1.0, norm_lr_mult: float = 1.0) -> list[dict]:
     """No decay on biases and norm weights (1-d tensors): decaying them only hurts (Goyal et al., 2017).
     With `backbone` (parameter ids), backbone and head get their own LR multipliers, as fine-tuning wants.
+    `norm_lr_mult` != 1 gives normalization layers' parameters their own LR, and decays them by
+    weight_decay / norm_lr_mult, so each step shrinks them as much as the weights (airbench's BN biases: x64).
     Frozen parameters are included: without gradients the optimizer skips them until they are unfrozen."""
     backbone = backbone or set()
+    norms = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)}
+    norms = norms if norm_lr_mult != 1.0 else set()
     groups = []
     for part, mult in (("backbone", backbone_lr_mult), ("head", head_lr_mult)):
         params = [p for p in model.parameters() if (id(p) in backbone) == (part == "backbone")]
         for decayed in (True, False):
-            chosen = [p for p in params if (p.ndim > 1) == decayed]
+            chosen = [p for p in params if (p.ndim > 1) == decayed and id(p) not in norms]
             if chosen:
                 groups.append({"params": chosen, "weight_decay": weight_decay if decayed else 0.0, "lr_mult": mult})
+        chosen = [p for p in params if id(p) in norms]
+        if chosen:
+            groups.append({"params": chosen, "weight_decay": weight_decay / norm_lr_mult,
+                           "lr_mult": mult * norm_lr_mult})
     return groups
 
 
@@ -72,6 +83,14 @@ def exponential(step: int, *, total: int, every: int, gamma: float = 0.95) -> fl
     return gamma ** (step / max(every, 1))
 
 
+def triangle(step: int, *, total: int, rise: float = 0.3, start: float = 0.04, end: float = 0.0) -> float:
+    """Linear from `start` up to the peak at `rise` of the run, then linear down to `end` (airbench)."""
+    top = max(int(rise * total), 1)
+    if step < top:
+        return start + (1 - start) * step / top
+    return 1 + (end - 1) * min((step - top) / max(total - top, 1), 1.0)
+
+
 def one_cycle(step: int, *, total: int, rise: float = 0.3, start: float = 0.04, end: float = 1e-4) -> float:
     """Linear rise to the peak over `rise` of the run, then cosine down to `end` (Smith, 2018)."""
     top = max(int(rise * total), 1)
@@ -92,18 +111,30 @@ def with_warmup(fn: Callable[..., float], warmup: int, total: int, **kw) -> Call
 
 
 def make_schedule(name: str, *, total: int, warmup: int = 0, every: int = 1, gamma: float = 0.1,
-                  milestones: tuple[int, ...] = ()) -> Callable[[int], float]:
+                  milestones: tuple[int, ...] = (), start: float | None = None,
+                  end: float | None = None) -> Callable[[int], float]:
     """The LR factor as a pure function of the optimizer step. `every` is the step decay period (step) or the
-    steps per epoch (exponential); `milestones` are steps (multistep). "plateau" is constant here: the
-    ReduceLROnPlateau callback scales it."""
-    if name == "onecycle":
-        return partial(one_cycle, total=total, rise=warmup / total if warmup else 0.3)
+    steps per epoch (exponential); `milestones` are steps (multistep); `start` and `end` the factors at the ends
+    of onecycle and triangle. "plateau" is constant here: the ReduceLROnPlateau callback scales it."""
+    if name in ("onecycle", "triangle"):
+        fn = one_cycle if name == "onecycle" else triangle
+        ends = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+        return partial(fn, total=total, rise=warmup / total if warmup else 0.3, **ends)
     fns = {"cosine": (cosine, {}), "constant": (constant, {}), "plateau": (constant, {}),
            "step": (step_decay, {"every": every, "gamma": gamma}),
            "multistep": (multistep, {"milestones": tuple(milestones), "gamma": gamma}),
            "exponential": (exponential, {"every": every, "gamma": gamma})}
     fn, kw = fns[name]
     return with_warmup(fn, warmup, total, **kw)
+
+
+def decoupled_sgd(lr: float, weight_decay: float, *, momentum: float, batch: int) -> tuple[float, float]:
+    """torch SGD's (lr, weight_decay) for hyperparameters given per 1024 images and free of momentum (airbench,
+    after Page, 2019): with steady gradients Nesterov momentum m makes each step 1 + 1/(1 - m) times the
+    gradient, so that factor is divided out; the decay is the fraction of a weight removed per 1024 images,
+    whatever the LR. Changing momentum, batch or lr then leaves the others' meaning alone."""
+    per_image = batch / (1024 * (1 + 1 / (1 - momentum)))
+    return lr * per_image, weight_decay / lr
 
 
 def scale_lr(lr: float, batch: int, rule: str, ref_batch: int) -> float:

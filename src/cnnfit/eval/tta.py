@@ -18,16 +18,16 @@ def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[..., top:top + h, left:left + w]
 
 
-def views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
+def views(x: torch.Tensor, mode: str, shift: int | None = None) -> list[torch.Tensor]:
     """The batches the model sees for one batch `x`: flip adds the mirror image; flip+shift adds, for both, a
-    shift of 1/16 of the side (2 px at 32 px) down-right and up-left."""
+    shift of `shift` px (default 1/16 of the side: 2 px at 32 px) down-right and up-left."""
     if mode not in MODES:
         raise ValueError(f"tta={mode!r} is not a mode; choose from: {', '.join(MODES)}")
     out = [x]
     if mode in ("flip", "flip+shift"):
         out.append(x.flip(-1))
     if mode == "flip+shift":
-        s = max(1, round(x.shape[-1] / 16))
+        s = shift or max(1, round(x.shape[-1] / 16))
         out += [_shift(v, d, d) for v in out[:2] for d in (s, -s)]
     return out
 
@@ -36,13 +36,13 @@ class TTA(nn.Module):
     """Averages probabilities over `views` and returns them in the model's own output space: log-probabilities
     for classify (softmax gives the mean back), logits of the mean sigmoid for multilabel, the mean for regress."""
 
-    def __init__(self, model: nn.Module, mode: str, task: str = "classify") -> None:
+    def __init__(self, model: nn.Module, mode: str, task: str = "classify", shift: int | None = None) -> None:
         super().__init__()
         views(torch.zeros(1, 1, 2, 2), mode)  # refuse an unknown mode now, not at the first batch
-        self.model, self.mode, self.task = model, mode, task
+        self.model, self.mode, self.task, self.shift = model, mode, task, shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [self.model(v).float() for v in views(x, self.mode)]
+        outs = [self.model(v).float() for v in views(x, self.mode, self.shift)]
         if len(outs) == 1:
             return outs[0]
         stacked = torch.stack(outs)  # (V, B, K)

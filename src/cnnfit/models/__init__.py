@@ -1,6 +1,6 @@
 """The model zoo. Importing this package registers every family."""
 
-from cnnfit.models import alexnet, inception, lenet, mobilenet, resnet, small, vgg  # noqa: F401  (registration)
+from cnnfit.models import airnet, alexnet, inception, lenet, mobilenet, resnet, small, vgg  # noqa: F401  (registration)
 from cnnfit.models.weights import InitReport, load_pretrained, read_state_dict
 from cnnfit.models.registry import builder_kwargs, check_name, create, list_models, min_size, options_of, register
 

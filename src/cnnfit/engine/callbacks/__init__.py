@@ -5,6 +5,7 @@ from cnnfit.engine.callbacks.checkpointing import Checkpointing
 from cnnfit.engine.callbacks.early_stopping import EarlyStopping
 from cnnfit.engine.callbacks.freeze import Freeze
 from cnnfit.engine.callbacks.history import History
+from cnnfit.engine.callbacks.lookahead import Lookahead
 from cnnfit.engine.callbacks.lr_schedule import LRSchedule
 from cnnfit.engine.callbacks.plateau import ReduceLROnPlateau
 from cnnfit.engine.callbacks.profiler import Profile
@@ -13,5 +14,5 @@ from cnnfit.engine.callbacks.signals import CatchSignals
 from cnnfit.engine.callbacks.tensorboard import TensorBoard
 from cnnfit.engine.callbacks.time_budget import TimeBudget
 
-__all__ = ["HOOKS", "Callback", "CatchSignals", "Checkpointing", "EarlyStopping", "Freeze", "History", "LRSchedule",
+__all__ = ["HOOKS", "Callback", "CatchSignals", "Checkpointing", "EarlyStopping", "Freeze", "History", "Lookahead", "LRSchedule",
            "Monitor", "Profile", "ProgressBar", "ReduceLROnPlateau", "TensorBoard", "TimeBudget"]
