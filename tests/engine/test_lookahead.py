@@ -39,21 +39,21 @@ def test_slow_copy_follows_the_schedule_and_the_run_ends_on_it():
 
 
 def test_a_run_with_lookahead_alternate_flips_and_drop_last_resumes_bit_identical(tmp_path, monkeypatch):
-    recipe = dict(data="digits", model="simplecnn", epochs=3, batch=64, deterministic=True, seed=0, lookahead=3,
+    recipe = dict(data="digits", model="simplecnn", epochs=2, batch=64, deterministic=True, seed=0, lookahead=3,
                   drop_last=True, aug__hflip="alternate", aug__shift=0.1, aug__fill_mode="reflect")
     ref = cnnfit.train(**recipe, project=str(tmp_path), name="ref")
-    assert ref.accuracy > 0.7  # digits mirrored half the time: a sanity bar, not a result
+    assert ref.history[-1]["train_loss"] < ref.history[0]["train_loss"]
     from cnnfit.engine.callbacks import progress
 
     real = progress.ProgressBar.on_step_end
 
-    def sigterm_at_22(self, state):  # mid-epoch 2, and between two lookahead syncs
+    def sigterm_at_31(self, state):  # mid-epoch 2 of 23 full batches each, and between two lookahead syncs
         real(self, state)
-        if state.step == 22:
+        if state.step == 31:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(progress.ProgressBar, "on_step_end", sigterm_at_22)
-    with pytest.raises(TrainingStopped, match="interrupted by SIGTERM at step 23"):
+    monkeypatch.setattr(progress.ProgressBar, "on_step_end", sigterm_at_31)
+    with pytest.raises(TrainingStopped, match="interrupted by SIGTERM at step 32"):
         cnnfit.train(**recipe, project=str(tmp_path), name="cut")
     monkeypatch.undo()
     cnnfit.train(resume=str(tmp_path / "cut"))
