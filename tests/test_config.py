@@ -40,10 +40,21 @@ def test_auto_means_none():
     ("epochs=ten", "valid integer"),
     ("data.resize=stretch", "'squash', 'crop' or 'pad'"),
     ("novalue", "expected key=value"),
+    ("compile=fast", "train.compile='fast' is invalid"),
+    ("aug.hflip=sometimes", "aug.hflip='sometimes' is invalid"),
+    ("aug.fill_mode=wrap", "'constant' or 'reflect'"),
 ])
 def test_bad_input_names_the_problem(arg, fragment):
     with pytest.raises(CnnfitError, match=fragment):
         load_config([arg])
+
+
+def test_switches_that_also_take_a_mode():
+    cfg = load_config(["compile=reduce-overhead", "aug.hflip=alternate", "lookahead=5", "drop_last=true"])
+    assert (cfg.train.compile, cfg.aug.hflip, cfg.train.lookahead, cfg.train.drop_last) == (
+        "reduce-overhead", "alternate", 5, True)
+    assert load_config(["compile=true", "aug.hflip=yes"]).train.compile is True
+    assert load_config(["aug.hflip=true"]).aug.hflip is True
 
 
 def test_config_is_frozen():

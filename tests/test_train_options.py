@@ -81,3 +81,9 @@ def test_merge_val_trains_on_val_and_does_not_score_it(tmp_path):
     assert "val not scored: its images were trained on" in page and ">nan<" not in page
     report = json.loads((run.dir / "data_report.json").read_text())  # val inside train is by design, no error
     assert "split_overlap" not in {f["kind"] for f in report["findings"]} and "val" not in report["counts"]["per_split"]
+
+
+def test_decoupled_hyperparameters_are_for_sgd_and_refused_elsewhere_before_any_file(tmp_path, capsys):
+    code = main(["train", "data=digits", "optim=adamw", "optim.decoupled=true", f"project={tmp_path}"])
+    assert code == 2 and "optim.decoupled=true is for sgd" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # no run directory left behind
