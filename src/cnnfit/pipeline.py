@@ -21,13 +21,13 @@ from cnnfit import engine as E
 from cnnfit import models
 from cnnfit.config import Config, ResumeConfig, flatten, load_config, to_yaml
 from cnnfit.device import (keep_freed_memory, pick_device, resolve_amp, resolve_channels_last, seed_everything,
-                           set_deterministic, synchronize)
+                           set_deterministic)
 from cnnfit.engine import callbacks as C
 from cnnfit.errors import CnnfitError, TrainingStopped
 from cnnfit.files import write_atomic
 from cnnfit.eval.plots import plot_curves, plot_lr
 from cnnfit.inference import evaluate, predict
-from cnnfit.prepare import build_augment, new_run_dir, prepare, write_data_report, write_samples
+from cnnfit.prepare import build_augment, init_from_data, new_run_dir, prepare, write_data_report, write_samples
 from cnnfit.repeats import repeat
 from cnnfit.run_resume import absolute, resume_config, split_changed
 from cnnfit.run_summary import finetune_text, loss_text, per_class_text, print_summary
@@ -56,17 +56,6 @@ class Run:
         if task == "multilabel":
             return self.metrics["micro"]["f1"]
         return self.metrics["r2"] if task == "regress" else self.metrics["accuracy"]
-
-
-def _class_weights(spec: str | dict[str, float], classes: list[str], counts: np.ndarray) -> torch.Tensor | None:
-    if spec == "none":
-        return None
-    if spec == "balanced":  # scikit-learn's rule: n_samples / (n_classes * count)
-        return torch.tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
-    unknown = sorted(set(spec) - set(classes))
-    if unknown:
-        raise CnnfitError(f"class_weight names unknown classes {unknown}; the classes are: {', '.join(classes)}")
-    return torch.tensor([float(spec.get(c, 1.0)) for c in classes], dtype=torch.float32)
 
 
 def _with_overrides(cfg: Config | None, overrides: dict[str, Any]) -> Config:
@@ -185,7 +174,7 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
         monitor, monitor_why = E.scores.MONITORS[task], f"auto: {task}"
     if d.merge_val:  # val was trained on: it cannot pick the epoch, so best.pt follows the last one
         monitor, monitor_why = "epoch", "merge_val: the last epoch"
-    class_weight = _class_weights(t.class_weight, ds.classes, train_counts) if task == "classify" else None
+    class_weight = E.losses.class_weights(t.class_weight, ds.classes, train_counts) if task == "classify" else None
     loss_fn = E.losses.make_loss(task, t.loss, label_smoothing=t.label_smoothing, focal_gamma=t.focal_gamma,
                                  class_weight=None if class_weight is None else class_weight.to(device))
     val_loss = E.losses.make_loss(task)  # the task's plain loss, unsmoothed and unweighted: comparable across runs
@@ -343,15 +332,8 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
 
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                           find_unused_parameters=bool(frozen))  # frozen stages have no gradient
-    init_seconds = 0.0
-    if hasattr(model, "init_from_data") and ckpt is None and init is None:
-        t_init = time.perf_counter()
-        rng = np.random.default_rng(t.seed)  # a sample of every class: the split is often in class-folder order
-        sample = np.sort(rng.choice(parts["train"], min(5000, n_train), replace=False))
-        x, _ = next(iter(D.DeviceLoader(ds.images, labels, index=sample, **{**common, "batch": len(sample)})))
-        model.init_from_data(x)  # (N, C, H, W) normalized, unaugmented training images: airnet's whitening layer
-        synchronize(device)
-        init_seconds = time.perf_counter() - t_init
+    fresh = ckpt is None and init is None  # a resumed or init= model keeps its weights
+    init_seconds = init_from_data(model, ds.images, labels, parts["train"], t.seed, common) if fresh else 0.0
     if t.compile:
         t_compile = time.perf_counter()
         x, y = next(iter(train_loader))

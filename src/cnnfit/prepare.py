@@ -4,15 +4,18 @@ normalization statistics, and the data report with its augmented-samples grid.""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.console import Console
 
 from cnnfit import data as D
 from cnnfit.config import Config
+from cnnfit.device import synchronize
 from cnnfit.errors import CnnfitError
 
 
@@ -144,6 +147,21 @@ def new_run_dir(project: str, name: str) -> Path:
         except FileExistsError:
             continue
     raise CnnfitError(f"no free run name for '{name}' in {parent}; pick another name=")
+
+
+def init_from_data(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, train: np.ndarray, seed: int,
+                   loader_args: dict, sample: int = 5000) -> float:
+    """Give a model that sets weights from the data (airnet's whitening layer) a seeded sample of `sample` normalized,
+    unaugmented training images; the seconds it took, synchronized (0 for other models)."""
+    if not hasattr(model, "init_from_data"):
+        return 0.0
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)  # a sample of every class: a split is often in class-folder order
+    rows = np.sort(rng.choice(train, min(sample, len(train)), replace=False))
+    x, _ = next(iter(D.DeviceLoader(images, labels, index=rows, **{**loader_args, "batch": len(rows)})))
+    model.init_from_data(x)  # (N, C, H, W)
+    synchronize(loader_args["device"])
+    return time.perf_counter() - t0
 
 
 def build_augment(cfg: Config) -> D.augment.Augment | None:

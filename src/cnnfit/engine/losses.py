@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,6 +20,18 @@ _AUTO = {"classify": "ce", "multilabel": "bce", "regress": "mse"}
 HUBER_DELTA = 1.0  # in target standard deviations: targets reach the loss standardized
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def class_weights(spec: str | dict[str, float], classes: list[str], counts: np.ndarray) -> torch.Tensor | None:
+    """The loss weight per class from `class_weight=`: none, balanced, or {class name: weight}."""
+    if spec == "none":
+        return None
+    if spec == "balanced":  # scikit-learn's rule: n_samples / (n_classes * count)
+        return torch.tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
+    unknown = sorted(set(spec) - set(classes))
+    if unknown:
+        raise CnnfitError(f"class_weight names unknown classes {unknown}; the classes are: {', '.join(classes)}")
+    return torch.tensor([float(spec.get(c, 1.0)) for c in classes], dtype=torch.float32)
 
 
 def make_loss(task: str, name: str = "auto", *, label_smoothing: float = 0.0,
