@@ -160,3 +160,12 @@ def test_the_cifar10_speed_recipe_trains_a_folder_of_classes(tmp_path):
     eye = torch.eye(12).reshape(12, 3, 2, 2)
     assert whiten.shape == (24, 3, 2, 2) and not torch.allclose(whiten[:12], eye)
     assert torch.equal(whiten[12:], -whiten[:12])
+
+
+def test_report_false_skips_plots_and_page_and_eval_can_draw_them_later(tmp_path):
+    run = cnnfit.train(data="digits", epochs=1, eval__report=False, project=str(tmp_path))
+    assert (run.dir / "metrics.json").exists() and (run.dir / "predictions.csv").exists()
+    assert not (run.dir / "report.html").exists() and not list((run.dir / "plots").glob("*.png"))
+    again = cnnfit.evaluate(run.dir, report=True)
+    assert again["accuracy"] == run.accuracy
+    assert (run.dir / "report.html").exists() and (run.dir / "plots" / "confusion.png").exists()

@@ -51,6 +51,7 @@ _OPTIONS = {
     "eval": {"data": ("the run's", "another dataset with the same class names (its test split, else all of it)"),
              "tta": ("the run's", "none, flip or flip+shift: average over flipped (and shifted) copies"),
              "calibrate": ("the run's", "true: fit temperature scaling on the val split (stored in best.pt)"),
+             "report": ("the run's", "false: metrics.json and predictions.csv only, no plots or report.html"),
              "device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
     "predict": {"topk": ("5", "classes per image"), "out": ("RUN/predict.csv", "file to write"),
                 "format": ("csv", "csv, or json: a list of objects"),
@@ -161,7 +162,7 @@ def _run(argv: list[str], console: Console) -> int:
                 raise CnnfitError(f"cnnfit eval takes one run directory, got {len(positional)} paths")
             pipeline.evaluate(positional[0], console=console, device=options.get("device", "auto"),
                               data=options.get("data"), tta=_tta_option(options),
-                              calibrate=_bool_option(options, "calibrate"))
+                              calibrate=_bool_option(options, "calibrate"), report=_bool_option(options, "report"))
         elif command == "serve":
             from cnnfit.serve import serve
 

@@ -78,7 +78,8 @@ def _label_sets(hits: np.ndarray, names: list[str]) -> list[str]:
 
 def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.ImageSet | None = None,
              extra: dict | None = None, device: str = "auto", data: str | None = None, tta: str | None = None,
-             calibrate: bool | None = None, more_plots: Callable[[], object] | None = None) -> dict[str, Any]:
+             calibrate: bool | None = None, more_plots: Callable[[], object] | None = None,
+             report: bool | None = None) -> dict[str, Any]:
     """Test-split metrics of a run's best.pt, by its task, and report.html over everything the run wrote.
 
     Writes metrics.json, predictions.csv and plots/ (classify: confusion counts and row-normalized, as CSV too,
@@ -96,6 +97,7 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
     cfg = Config.model_validate(ckpt["config"])
     tta = tta or cfg.eval.tta
     calibrate = cfg.eval.calibrate if calibrate is None else calibrate
+    report = cfg.eval.report if report is None else report
     classes = ckpt["classes"]
     dev = pick_device(device)
     channels_last = resolve_channels_last(cfg.train.channels_last, dev)[0]  # the run's layout: its fast one
@@ -172,9 +174,10 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
             summary += f"  ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f} (T={cal['temperature']:.3f})"
     # the number first: plots, predictions and the report take another 1-2 s
     console.print(f"{summary}  ({len(labels)} images, best epoch {ckpt['epoch'] + 1})", highlight=False, soft_wrap=True)
-    draw()
-    if more_plots is not None:
-        more_plots()
+    if report:
+        draw()
+        if more_plots is not None:
+            more_plots()
     previous = json.loads((out_dir / "metrics.json").read_text()) if (out_dir / "metrics.json").exists() else {}
     kept = {k: v for k, v in previous.items() if k not in metrics}  # e.g. training timings survive a re-eval
     metrics.update({**kept, "task": task, "split": "test", "tta": tta, "best_epoch": ckpt["epoch"] + 1,
@@ -187,8 +190,8 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
         w.writerow(header)
         for idx, row in zip(test_idx.tolist(), cells):
             w.writerow([idx, ds.files[idx] if ds.files else "", *row])
-    report = write_report(out_dir)
-    console.print(f"metrics -> {out_dir / 'metrics.json'}, report -> {report}", highlight=False, soft_wrap=True)
+    page = write_report(out_dir) if report else "none (eval.report=false)"
+    console.print(f"metrics -> {out_dir / 'metrics.json'}, report -> {page}", highlight=False, soft_wrap=True)
     return metrics
 
 

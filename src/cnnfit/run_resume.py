@@ -16,7 +16,7 @@ from cnnfit.errors import CnnfitError
 RESUME_SAFE = {"train.device", "train.log_every", "train.time", "train.ckpt_every", "train.profile",
                "train.tensorboard", "train.repeats", "train.devices", "train.dist_timeout", "data.workers",
                "data.cache", "data.stream", "data.download",
-               "eval.calibrate", "eval.tta", "resume.run", "resume.force"}
+               "eval.calibrate", "eval.tta", "eval.tta_shift", "eval.report", "resume.run", "resume.force"}
 
 
 def absolute(source: str) -> str:
