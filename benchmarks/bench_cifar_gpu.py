@@ -364,7 +364,8 @@ def main() -> None:
         raise SystemExit(f"airbench is not installed; pip install airbench=={AIRBENCH} (it needs torchvision), "
                          "or run --only cnnfit")
     try:  # the recipe and every override checked before any work
-        cfg = cnnfit.load_config([f"recipe={args.recipe}", *args.overrides, f"data={data}"])
+        # no plots or report.html per run (seconds each, outside the timed region); an override turns them back on
+        cfg = cnnfit.load_config([f"recipe={args.recipe}", "eval.report=false", *args.overrides, f"data={data}"])
     except cnnfit.CnnfitError as exc:
         raise SystemExit(f"cnnfit: {exc}") from None
 
