@@ -406,7 +406,11 @@ def run_recipes(args: argparse.Namespace, ways: list[str], ctx: dict) -> None:
     for recipe in recipes:
         results: dict[str, list[dict]] = {w: [] for w in ways}
         for seed in range(args.seeds):  # seeds outside, ways inside: a slow phase of the machine hits every way
-            for way in ways:
+            order = list(ways)
+            if seed % 2 and {"cnnfit", "raw"} <= set(order):  # the two closest ways take turns going first
+                i, j = order.index("cnnfit"), order.index("raw")
+                order[i], order[j] = order[j], order[i]
+            for way in order:
                 spec = specs[recipe, seed]
                 if way == "tutorial":  # its own model and optimizer; stopped at the target, or at the cap
                     cnnfit_walls = [r["wall"] for r in results.get("cnnfit", [])]
