@@ -139,9 +139,9 @@ def fit(model: nn.Module, train: Any, val: Iterable, *, optimizer: torch.optim.O
             in_group = min(step_images, n_images - group * step_images) if n_images else len(y) * accumulate
             x, target = mix(x, y) if mix is not None else (x, y)  # mixup/cutmix: soft targets (B, classes)
             last_micro = not ((i + 1) % accumulate and i + 1 < micro_batches)
-            # gradients are averaged over ranks once per optimizer step, not after every micro-batch
             if graphs:
                 torch.compiler.cudagraph_mark_step_begin()  # a new step: the last replay's outputs may be reused
+            # gradients are averaged over ranks once per optimizer step, not after every micro-batch
             with forward.no_sync() if dist.active and not last_micro else contextlib.nullcontext():
                 with _autocast(device, amp_dtype):
                     out = forward(x)  # (B, outputs), or a tuple (logits, *auxiliary logits) from models with aux heads
