@@ -14,7 +14,8 @@
                    at the first epoch that reaches spec["target"] (a user would not know when to stop: this favours
                    it), after 14 epochs (the example's default), or at spec["cap_s"] seconds, and says which
 
-raw and loader build the recipe's model with cnnfit.models.create, so the architecture is the one cnnfit trains.
+raw and loader build the recipe's model with cnnfit.models.create, so the architecture is the one cnnfit trains;
+importing cnnfit.models costs what defining the model here would (torch and the model classes, not cnnfit's pipeline).
 All read the official idx files from CNNFIT_DATA/<data>/ with numpy. The spec comes from bench_tta.py:
 
     python benchmarks/tta_torch.py --mode raw --spec '{"data": "fashion-mnist", "model": "fastnet", ...}'
@@ -39,7 +40,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from cnnfit import models  # noqa: E402  (imports the cnnfit package: its __init__ loads the pipeline too)
+from cnnfit import models  # noqa: E402  (the model classes only: cnnfit's __init__ loads its pipeline on first use)
 from idx_data import load_split  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _T0

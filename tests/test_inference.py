@@ -26,26 +26,28 @@ def calibrated_run(tmp_path_factory):
                         name="cal", console=Console(file=io.StringIO()))
 
 
-def _logits(run_dir, split="test"):
-    """Outputs of best.pt on a split, recomputed here, and the labels."""
+def _logits(run_dir, split="test", as_evaluated=False):
+    """Outputs of best.pt on a split, recomputed here, and the labels: in fp32 as predict gives them, or in the
+    precision the run trained in, as evaluate scores them."""
     ckpt = load_checkpoint(run_dir / "best.pt")
     ds = load_imageset(resolve("digits"), None, None, "squash", None, True)[0]
     idx = np.asarray(json.loads((run_dir / "split.json").read_text())[split])
     model = inference._model_from_checkpoint(ckpt, torch.device("cpu"))
-    outputs, labels, _ = inference._outputs(model, ds, idx, ckpt, torch.device("cpu"), None)
+    amp = inference.eval_amp(ckpt["config"]["train"]["amp"], torch.device("cpu")) if as_evaluated else None
+    outputs, labels, _ = inference._outputs(model, ds, idx, ckpt, torch.device("cpu"), None, amp_dtype=amp)
     return outputs.double(), labels
 
 
-def _test_probs(run_dir):
+def _test_probs(run_dir, as_evaluated=False):
     """Softmax of best.pt's test outputs with the stored temperature applied, and the labels."""
-    outputs, labels = _logits(run_dir)
+    outputs, labels = _logits(run_dir, as_evaluated=as_evaluated)
     t = load_checkpoint(run_dir / "best.pt")["calibration"]["temperature"]
     return (outputs / t).softmax(1).numpy(), labels.numpy()
 
 
 def test_metrics_of_a_real_run_equal_scikit_learn(calibrated_run):
     metrics = json.loads((calibrated_run.dir / "metrics.json").read_text())
-    probs, y = _test_probs(calibrated_run.dir)
+    probs, y = _test_probs(calibrated_run.dir, as_evaluated=True)
     classes = metrics["classes"]
     p, r, f, s = precision_recall_fscore_support(y, probs.argmax(1), labels=range(len(classes)), zero_division=0)
     for k, c in enumerate(classes):
@@ -68,7 +70,7 @@ def test_calibration_is_stored_lowers_ece_on_val_fit_and_predict_uses_it(calibra
     assert cal["ece_after"] == metrics["ece"] and cal["log_loss_after"] == metrics["log_loss"]
     # on the split it was fitted on, the temperature can only lower the log loss (test-split gains are measured
     # on Fashion-MNIST in the benchmarks: 269 val images of digits say little about the test split)
-    val, y = _logits(calibrated_run.dir, "val")
+    val, y = _logits(calibrated_run.dir, "val", as_evaluated=True)
     nll = lambda t: float(torch.nn.functional.cross_entropy(val / t, y))  # noqa: E731
     assert nll(cal["temperature"]) < nll(1.0)
     # predict on the test images saved as files gives the calibrated probabilities
@@ -88,6 +90,23 @@ def test_eval_with_tta_reports_the_mode(calibrated_run, tmp_path):
     saved = json.loads((calibrated_run.dir / "metrics.json").read_text())
     assert saved["tta"] == "flip" and saved["accuracy"] == m["accuracy"]
     assert main(["eval", str(calibrated_run.dir), "tta=rotate"]) == 2
+
+
+def test_eval_scores_in_the_precision_the_run_trained_in_unless_told(tmp_path):
+    run = cnnfit.train(data="digits", epochs=2, amp="bf16", project=str(tmp_path), name="bf16",
+                       console=Console(file=io.StringIO()), **{"eval.report": False})
+    trained = json.loads((run.dir / "metrics.json").read_text())
+    native = inference.cpu_has_bf16()
+    assert trained["amp"] == ("bf16" if native else "off")  # a CPU without bf16 scores in fp32
+    assert main(["eval", str(run.dir), "amp=off"]) == 0
+    fp32 = json.loads((run.dir / "metrics.json").read_text())
+    assert fp32["amp"] == "off" and abs(fp32["accuracy"] - trained["accuracy"]) <= 0.01
+    assert main(["eval", str(run.dir), "amp=fp8"]) == 2
+    cpu = torch.device("cpu")
+    assert inference.eval_amp("off", cpu) is None and inference.eval_amp("fp16", cpu) is None
+    assert inference.eval_amp("bf16", cpu, "off") is None
+    assert inference.eval_amp("bf16", torch.device("cuda")) is torch.bfloat16
+    assert inference.eval_amp("bf16", torch.device("cuda"), task="regress") is None  # the numbers themselves
 
 
 def test_eval_on_another_dataset_matches_classes_by_name(tmp_path, capsys):

@@ -5,9 +5,33 @@
     run.accuracy, run.dir
 """
 
-from cnnfit.config import Config, load_config
-from cnnfit.errors import CnnfitError
-from cnnfit.pipeline import Run, evaluate, predict, train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cnnfit.config import Config, load_config
+    from cnnfit.errors import CnnfitError
+    from cnnfit.pipeline import Run, evaluate, predict, train
 
 __all__ = ["CnnfitError", "Config", "Run", "evaluate", "load_config", "predict", "train"]
 __version__ = "0.1.0"
+
+# loaded on first use: `import cnnfit.models` alone should not pay for the pipeline, scikit-learn and pydantic
+# (about 2 s on 2 cores)
+_HOME = {"CnnfitError": "cnnfit.errors", "Config": "cnnfit.config", "load_config": "cnnfit.config",
+         "Run": "cnnfit.pipeline", "evaluate": "cnnfit.pipeline", "predict": "cnnfit.pipeline",
+         "train": "cnnfit.pipeline"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnfit' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

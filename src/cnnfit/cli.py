@@ -52,6 +52,7 @@ _OPTIONS = {
              "tta": ("the run's", "none, flip or flip+shift: average over flipped (and shifted) copies"),
              "calibrate": ("the run's", "true: fit temperature scaling on the val split (stored in best.pt)"),
              "report": ("the run's", "false: metrics.json and predictions.csv only, no plots or report.html"),
+             "amp": ("the run's", "auto, bf16, fp16 or off (fp32): the precision to score in"),
              "device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
     "predict": {"topk": ("5", "classes per image"), "out": ("RUN/predict.csv", "file to write"),
                 "format": ("csv", "csv, or json: a list of objects"),
@@ -162,7 +163,8 @@ def _run(argv: list[str], console: Console) -> int:
                 raise CnnfitError(f"cnnfit eval takes one run directory, got {len(positional)} paths")
             pipeline.evaluate(positional[0], console=console, device=options.get("device", "auto"),
                               data=options.get("data"), tta=_tta_option(options),
-                              calibrate=_bool_option(options, "calibrate"), report=_bool_option(options, "report"))
+                              calibrate=_bool_option(options, "calibrate"), report=_bool_option(options, "report"),
+                              amp=_amp_option(options))
         elif command == "serve":
             from cnnfit.serve import serve
 
@@ -200,6 +202,13 @@ def _tta_option(options: dict[str, str]) -> str | None:
     if tta is not None and tta not in MODES:
         raise CnnfitError(f"tta={tta!r} is not a mode; choose from: {', '.join(MODES)}")
     return tta
+
+
+def _amp_option(options: dict[str, str]) -> str | None:
+    value = options.get("amp")
+    if value is not None and value not in ("auto", "bf16", "fp16", "off"):
+        raise CnnfitError(f"amp={value!r} is invalid: use amp=auto, bf16, fp16 or off")
+    return value
 
 
 def _bool_option(options: dict[str, str], key: str) -> bool | None:
