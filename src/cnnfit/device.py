@@ -105,6 +105,11 @@ def resolve_amp(amp: str, device: torch.device, deterministic: bool = False) -> 
     return None, f"auto: fp32 on {device.type}"
 
 
+def amp_name(dtype: torch.dtype | None) -> str:
+    """An autocast dtype as train.amp spells it: what checkpoints and metrics.json record."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[dtype]
+
+
 def resolve_channels_last(flag: bool | None, device: torch.device) -> tuple[bool, str]:
     if flag is not None:
         return flag, "set"

@@ -20,7 +20,7 @@ from cnnfit import data as D
 from cnnfit import engine as E
 from cnnfit import models
 from cnnfit.config import Config
-from cnnfit.device import cpu_has_bf16, pick_device, resolve_amp, resolve_channels_last, synchronize
+from cnnfit.device import amp_name, cpu_has_bf16, pick_device, resolve_amp, resolve_channels_last, synchronize
 from cnnfit.errors import CnnfitError
 from cnnfit.files import write_atomic
 from cnnfit.eval import classification_metrics, fit_thresholds, multilabel_metrics, regression_metrics
@@ -202,7 +202,7 @@ def evaluate(run: str | Path, *, console: Console | None = None, dataset: D.Imag
     previous = json.loads((out_dir / "metrics.json").read_text()) if (out_dir / "metrics.json").exists() else {}
     kept = {k: v for k, v in previous.items() if k not in metrics}  # e.g. training timings survive a re-eval
     metrics.update({**kept, "task": task, "split": "test", "tta": tta,
-                    "amp": {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[amp_dtype],
+                    "amp": amp_name(amp_dtype),
                     "best_epoch": ckpt["epoch"] + 1,
                     "val": ckpt["metrics"], "model": ckpt["model"], **note, **(extra or {})})
     metrics.setdefault("environment", environment(str(dev)))

@@ -20,8 +20,8 @@ from cnnfit import distributed
 from cnnfit import engine as E
 from cnnfit import models
 from cnnfit.config import Config, ResumeConfig, flatten, load_config, to_yaml
-from cnnfit.device import (keep_freed_memory, pick_device, resolve_amp, resolve_channels_last, seed_everything,
-                           set_deterministic)
+from cnnfit.device import (amp_name, keep_freed_memory, pick_device, resolve_amp, resolve_channels_last,
+                           seed_everything, set_deterministic)
 from cnnfit.engine import callbacks as C
 from cnnfit.errors import CnnfitError, TrainingStopped
 from cnnfit.files import write_atomic
@@ -163,7 +163,7 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
                           f"drop it, or use optim={o.name} with plain lr and weight_decay")
     step_lr, step_wd = (E.decoupled_sgd(lr, wd, momentum=o.momentum, batch=t.batch * t.accumulate)
                         if o.decoupled else (lr, wd))
-    amp_name = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[amp_dtype]
+    amp = amp_name(amp_dtype)
     monitor, monitor_why = t.monitor, "set"
     train_counts = prep.train_counts if task == "classify" else None
     if monitor == "auto" and task == "classify":
@@ -199,7 +199,7 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
     resolved = cfg.model_copy(update={
         "data": d.model_copy(update={"imgsz": h, "channels": c, "source": absolute(d.source), "task": task}),
         "optim": o.model_copy(update={"lr": base_lr, "weight_decay": wd}),
-        "train": t.model_copy(update={"amp": amp_name, "channels_last": channels_last, "monitor": monitor}),
+        "train": t.model_copy(update={"amp": amp, "channels_last": channels_last, "monitor": monitor}),
         "model": cfg.model.model_copy(update={"init": absolute(cfg.model.init) if cfg.model.init else None}),
         "finetune": ft.model_copy(update={"backbone_lr_mult": backbone_lr_mult}),
         "schedule": cfg.schedule.model_copy(update={"gamma": gamma}),
@@ -246,7 +246,7 @@ def _train_rank(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, console
         *([("init", init.summary(), f"from {cfg.model.init} (details in init.json)")] if init else []),
         *([("fine-tune", finetune_text(frozen, ft, t.epochs, backbone_lr_mult), "")] if frozen or ft.head_lr_mult != 1
           or backbone_lr_mult != 1 else []),
-        ("device", f"{device}, amp {amp_name}, channels_last {channels_last}"
+        ("device", f"{device}, amp {amp}, channels_last {channels_last}"
          + (", deterministic" if t.deterministic else ""), f"{amp_why}; {cl_why}"),
         *([("distributed", f"{ctx.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
             f"{-(-t.batch // ctx.world)} images each per step" + (", SyncBatchNorm" if t.sync_bn else ""),
