@@ -75,9 +75,10 @@ FIELDS = MACHINE_FIELDS + ["recipe", "way", "seed", "accuracy", "target", "wall_
 EPOCH_FIELDS = MACHINE_FIELDS + ["data", "model", "way", "seed", "batch", "epochs", "fraction", "train_images",
                                  "epoch_s", "steady_s_per_epoch", "accuracy", "wall_s"]
 # recipe keys the baselines mirror; any other key set away from cnnfit's default is refused by name
-MIRRORED = {"data.source", "data.merge_val", "data.fraction", "model.name", "model.width", "model.crop", "train.epochs",
-            "train.batch", "train.seed", "train.label_smoothing", "train.ema", "train.monitor", "optim.name",
-            "optim.lr", "optim.weight_decay", "schedule.name", "aug.hflip", "aug.shift", "aug.erasing", "eval.tta"}
+MIRRORED = {"data.source", "data.merge_val", "data.fraction", "model.name", "model.width", "model.crop", "model.blocks",
+            "train.epochs", "train.batch", "train.seed", "train.label_smoothing", "train.ema", "train.monitor",
+            "optim.name", "optim.lr", "optim.weight_decay", "schedule.name", "aug.hflip", "aug.shift", "aug.erasing",
+            "eval.tta"}
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole in a log
 
@@ -190,7 +191,7 @@ def recipe_spec(recipe: str, seed: int, epochs: int | None, fraction: float) -> 
         raise SystemExit(f"recipe {recipe} sets {', '.join(odd)}, which the baselines do not mirror; they take "
                          f"{', '.join(sorted(MIRRORED))} with {', '.join(f'{k}={v}' for k, v in fixed.items())}")
     return {"data": flat["data.source"], "model": flat["model.name"], "width": flat["model.width"],
-            "crop": flat["model.crop"],
+            "crop": flat["model.crop"], "blocks": flat["model.blocks"],
             "epochs": epochs or flat["train.epochs"], "batch": flat["train.batch"],
             "lr": flat["optim.lr"] or _AUTO_LR["adamw"],
             "weight_decay": flat["optim.weight_decay"] if flat["optim.weight_decay"] is not None else _AUTO_WD["adamw"],
@@ -201,7 +202,8 @@ def recipe_spec(recipe: str, seed: int, epochs: int | None, fraction: float) -> 
 
 def epoch_spec(args: argparse.Namespace, seed: int) -> dict:
     """--per-epoch: the tutorial setting, no augmentation, AdamW at 1e-3 with one-cycle, all train images."""
-    return {"data": args.data, "model": args.model, "width": None, "crop": None, "epochs": args.epochs or 2, "batch": args.batch,
+    return {"data": args.data, "model": args.model, "width": None, "crop": None, "blocks": None,
+            "epochs": args.epochs or 2, "batch": args.batch,
             "lr": 1e-3, "weight_decay": 0.05, "label_smoothing": 0.0, "ema": None, "hflip": False, "shift": 0.0,
             "erasing": 0.0, "tta": "none", "fraction": args.fraction, "seed": seed}
 

@@ -72,7 +72,7 @@ def load_data(spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
 # ---------------------------------------------------------------- the same model, optimizer, schedule
 
 def build_model(spec: dict) -> nn.Module:
-    options = {k: spec[k] for k in ("width", "crop") if spec.get(k)}
+    options = {k: spec[k] for k in ("width", "crop", "blocks") if spec.get(k)}
     return models.create(spec["model"], num_classes=10, in_chans=1, **options)
 
 

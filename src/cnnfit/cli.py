@@ -39,7 +39,7 @@ commands:
 
 `cnnfit COMMAND --help` lists that command's keys and defaults."""
 
-_MODEL_KEYS = ("width", "dropout", "bn", "act", "aux", "crop")  # model.* options `summary` takes by short name
+_MODEL_KEYS = ("width", "dropout", "bn", "act", "aux", "crop", "blocks")  # model.* options `summary` takes by short name
 _MODEL_OPTIONS = {
     "imgsz": ("32", "input side in pixels"), "in_chans": ("3", "input channels"),
     "classes": ("10", "number of classes"),

@@ -57,6 +57,8 @@ class ModelConfig(_Group):
     aux: bool | None = Field(None, description="googlenet auxiliary heads (their loss is added with weight 0.3)")
     crop: int | None = Field(None, ge=0, description="fastnet: px cut from each edge before the first layer (2 keeps "
                              "MNIST's centred 20x20 digits and takes a sixth off a step); auto: none")
+    blocks: int | None = Field(None, ge=2, le=3, description="fastnet: conv groups, 3 or 2 (2 drops the last, "
+                               "~35% of a 28 px image's FLOPs); auto: 3")
     init: str | None = Field(None, description="start from weights: a torchvision/timm .pth, a .safetensors, "
                              "a cnnfit checkpoint or run directory; the head is replaced if the classes differ")
 

@@ -113,6 +113,28 @@ def test_fastnet_crop_ignores_the_border_and_saves_work():
         models.create("fastnet", num_classes=10, in_chans=1, imgsz=28, crop=11)
 
 
+def test_fastnet_with_two_blocks_drops_the_last_group_and_a_third_of_the_work(tmp_path):
+    """blocks=2 ends at block2: no block3 parameters, ~0.65 of the FLOPs at 28 px, block3 not a stage to freeze,
+    and its weights reload into a fresh blocks=2 net; other counts are refused with the choices."""
+    from cnnfit.engine.finetune import resolve_freeze
+
+    three = models.create("fastnet", num_classes=10, in_chans=1, imgsz=28, width=0.5)
+    two = models.create("fastnet", num_classes=10, in_chans=1, imgsz=28, width=0.5, blocks=2)
+    assert not any(k.startswith("block3") for k in two.state_dict())
+    assert resolve_freeze(two, "backbone") == ["stem", "block1", "block2"]
+    flops = []
+    for model in (three.eval(), two.eval()):
+        with FlopCounterMode(display=False) as counter:
+            model(torch.randn(1, 1, 28, 28))
+        flops.append(counter.get_total_flops())
+    assert 0.55 < flops[1] / flops[0] < 0.75
+    torch.save(two.state_dict(), tmp_path / "two.pt")
+    again = models.create("fastnet", num_classes=10, in_chans=1, imgsz=28, width=0.5, blocks=2)
+    again.load_state_dict(torch.load(tmp_path / "two.pt"))
+    with pytest.raises(CnnfitError, match="fastnet has 2 or 3 conv groups, not blocks=4"):
+        models.create("fastnet", num_classes=10, blocks=4)
+
+
 def test_fastnet_learns_digits():
     """200 Adam steps of 16 images (~2.5 passes over 1300 digits, ~7 s on 2 cores) reach ~98% held out."""
     from sklearn.datasets import load_digits

@@ -88,7 +88,7 @@ class FastNet(nn.Module):
     stage_names: tuple[str, ...] = ("stem", "block1", "block2", "block3")
 
     def __init__(self, *, num_classes: int, in_chans: int, width: float = 1.0, act: str = "gelu",
-                 crop: int = 0) -> None:
+                 crop: int = 0, blocks: int = 3) -> None:
         super().__init__()
         self.crop = crop  # px cut from each edge first: MNIST's digits sit in the central 20x20 of 28
         c0, c1, c2, c3 = (width_of(c, width) for c in (32, 64, 256, 256))
@@ -97,9 +97,13 @@ class FastNet(nn.Module):
                                   nn.BatchNorm2d(c0), make_act(act))
         self.block1 = ConvGroup(c0, c1, act)
         self.block2 = ConvGroup(c1, c2, act)
-        self.block3 = ConvGroup(c2, c3, act, pool=False)  # 3x3 maps at 28 px: one more pool would leave 1x1
+        # 3x3 maps at 28 px (one more pool would leave 1x1). blocks=2 drops this group: it is ~35% of the
+        # FLOPs at 28 px, and 4 Fashion-MNIST epochs without it scored 0.9259 against 0.9265, 20% sooner
+        self.block3 = ConvGroup(c2, c3, act, pool=False) if blocks == 3 else None
+        if blocks == 2:
+            self.stage_names = self.stage_names[:-1]
         self.pool = nn.AdaptiveMaxPool2d(1)  # airbench's final MaxPool(3), for any input size
-        self.head = nn.Linear(c3, num_classes)
+        self.head = nn.Linear(c3 if blocks == 3 else c2, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.crop:
@@ -107,18 +111,22 @@ class FastNet(nn.Module):
         x = self.stem(x)  # (B, 32, H/2, W/2)
         x = self.block1(x)  # (B, 64, H/4, W/4)
         x = self.block2(x)  # (B, 256, H/8, W/8)
-        x = self.block3(x)  # (B, 256, H/8, W/8)
+        if self.block3 is not None:
+            x = self.block3(x)  # (B, 256, H/8, W/8)
         x = self.pool(x).flatten(1)  # (B, 256)
         return self.head(x)
 
 
 @register
 def fastnet(*, num_classes: int, in_chans: int = 3, width: float = 1.0, act: str = "gelu", crop: int = 0,
-            imgsz: int | None = None) -> nn.Module:
+            blocks: int = 3, imgsz: int | None = None) -> nn.Module:
+    if blocks not in (2, 3):
+        raise CnnfitError(f"fastnet has 2 or 3 conv groups, not blocks={blocks}; use model.blocks=3 (the default) "
+                          "or model.blocks=2 (faster, for 28 px images)")
     if imgsz is not None and imgsz - 2 * crop < fastnet.min_size:
         raise CnnfitError(f"fastnet with crop={crop} leaves {imgsz - 2 * crop} px of a {imgsz} px input and needs "
                           f"{fastnet.min_size}; use crop={max(0, (imgsz - fastnet.min_size) // 2)} or less")
-    return FastNet(num_classes=num_classes, in_chans=in_chans, width=width, act=act, crop=crop)
+    return FastNet(num_classes=num_classes, in_chans=in_chans, width=width, act=act, crop=crop, blocks=blocks)
 
 
 fastnet.min_size = 8  # px: three 2x2 pools take 8 px to 1x1
