@@ -119,15 +119,17 @@ def conv_group(x: tf.Tensor, channels: int, pool: bool = True) -> tf.Tensor:
     return conv_bn_act(x, channels, False)
 
 
-def fastnet(width: float | None, crop: int | None = None) -> keras.Model:
-    """[crop] - stem (conv32, pool, BN, GELU) - group64 - group256 - group256 (no pool) - global max pool - head."""
+def fastnet(width: float | None, crop: int | None = None, blocks: int | None = None) -> keras.Model:
+    """[crop] - stem (conv32, pool, BN, GELU) - group64 - group256 - [group256 (no pool)] - global max pool - head;
+    blocks=2 leaves out the last group, as cnnfit's fastnet does."""
     c0, c1, c2, c3 = (width_of(c, width) for c in (32, 64, 256, 256))
     inputs = keras.Input((SIDE, SIDE, 1))
     x = layers.Cropping2D(crop)(inputs) if crop else inputs  # (28 - 2 crop, 28 - 2 crop, 1)
     x = conv_bn_act(x, c0, pool=True)  # (14, 14, c0) at 28 px
     x = conv_group(x, c1)  # (7, 7, c1)
     x = conv_group(x, c2)  # (3, 3, c2)
-    x = conv_group(x, c3, pool=False)  # (3, 3, c3)
+    if blocks != 2:
+        x = conv_group(x, c3, pool=False)  # (3, 3, c3)
     x = layers.GlobalMaxPooling2D()(x)
     return keras.Model(inputs, layers.Dense(CLASSES)(x), name="fastnet")
 
@@ -167,7 +169,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 def compiled_model(spec: dict, steps: int) -> keras.Model:
     if spec["model"] not in MODELS:
         raise SystemExit(f"tta_keras.py mirrors {', '.join(MODELS)}, not {spec['model']}")
-    model = MODELS[spec["model"]](spec["width"], **({"crop": spec["crop"]} if spec.get("crop") else {}))
+    model = MODELS[spec["model"]](spec["width"], **{k: spec[k] for k in ("crop", "blocks") if spec.get(k)})
     opt = keras.optimizers.AdamW(learning_rate=OneCycle(spec["lr"], steps), weight_decay=spec["weight_decay"],
                                  use_ema=bool(spec["ema"]), ema_momentum=spec["ema"] or 0.99)
     opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])  # no decay on biases and BN, as cnnfit
