@@ -63,6 +63,21 @@ def test_a_command_freezes_the_heap_before_exit_but_a_python_caller_keeps_it():
     assert [line for line in out.splitlines() if line.startswith("frozen")] == ["frozen True", "frozen False"]
 
 
+@pytest.mark.parametrize("as_command", [True, False])
+def test_a_command_imports_without_full_collections_and_collects_after(as_command, tmp_path):
+    """The imports' ~400k objects are not swept over and over while they pile up; a Python caller is untouched."""
+    run = repr(str(tmp_path))
+    call = f"sys.argv = ['cnnfit', 'eval', {run}]; main()" if as_command else f"main(['eval', {run}])"
+    code = ("import gc, sys; full = []; gc.callbacks.append(lambda phase, info: full.append(info['generation']) "
+            "if phase == 'start' and info['generation'] == 2 else None); from cnnfit.cli import main; "
+            f"{call}; print('full', len(full), 'enabled', gc.isenabled(), "
+            "'pipeline', 'cnnfit.pipeline' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    full = int(out[out.index("full") + 1])
+    assert out[-4:] == ["enabled", "True", "pipeline", "True"]  # the command got as far as importing the pipeline
+    assert (full == 0) if as_command else (full > 0)
+
+
 def test_eval_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     code, _, err = _run(["eval", str(tmp_path)], capsys)
     assert code == 2 and "not a finished run directory" in err
