@@ -107,6 +107,19 @@ def test_a_killed_search_resumes_the_same_study_and_loses_no_trial(tmp_path):
     assert any(t.params == lost[0] and "retry_of" in t.user_attrs for t in complete)  # the cut trial ran again
 
 
+def test_a_grid_point_killed_before_its_values_were_drawn_is_queued_again_with_them():
+    """Claimed from the queue (RUNNING) but cut before suggest(): the trial's params are still empty."""
+    from cnnfit.tune.search import _retry_lost
+
+    study = optuna.create_study()
+    study.enqueue_trial({"optim.lr": 0.003, "train.batch": 64})
+    assert study._pop_waiting_trial_id() is not None  # the claim a worker makes, then it is killed
+    assert _retry_lost(study) == 1
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"optim.lr": 0.003, "train.batch": 64}]
+    assert study.get_trials(states=(TrialState.FAIL,))[0].number == 0
+
+
 def test_two_workers_on_postgresql_share_one_grid(postgres_url, tmp_path):
     args = [*QUICK, *GRID, "sampler=grid", "pruner=none", "refit=false", "name=grid_shared", f"storage={postgres_url}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -187,7 +187,9 @@ def _retry_lost(study: Any) -> int:
     for t in lost:
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         study.set_user_attr(f"retried_{t.number}", True)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        # a grid point claimed but killed before its values were drawn has no params yet, only the queued ones
+        params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+        study.enqueue_trial(params, user_attrs={"retry_of": t.number})
     return len(lost)
 
 
