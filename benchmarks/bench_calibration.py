@@ -10,11 +10,9 @@ Accuracy cannot change (one scalar divides every logit); what changes is how far
 from __future__ import annotations
 
 import argparse
-import io
 import time
 
 import torch
-from rich.console import Console
 
 import cnnfit
 
@@ -26,11 +24,10 @@ def main() -> None:
     p.add_argument("--run", help="an existing Fashion-MNIST run directory to calibrate")
     p.add_argument("--project", default="runs/bench")
     args = p.parse_args()
-    quiet = Console(file=io.StringIO())
     t0 = time.perf_counter()
     run_dir = args.run or cnnfit.train(data="fashion-mnist", model=args.model, epochs=args.epochs, batch=128,
-                                       project=args.project, name=f"calibration_{args.model}", console=quiet).dir
-    m = cnnfit.evaluate(run_dir, calibrate=True, console=quiet)
+                                       project=args.project, name=f"calibration_{args.model}").dir
+    m = cnnfit.evaluate(run_dir, calibrate=True)
     cal = m["calibration"]
     print(f"{run_dir}: {m['model']}, test accuracy {m['accuracy']:.4f} on {m['num_images']} images, "
           f"{torch.get_num_threads()} threads, {time.perf_counter() - t0:.0f} s")

@@ -60,7 +60,7 @@ from cnnfit.data import ImageSet, data_root, read_rows
 from cnnfit.errors import TrainingStopped
 from cnnfit.eval.tta import views
 from cnnfit.models.summary import count_flops
-from cnnfit.prepare import load_data
+from cnnfit.pipeline.prepare import load_data
 
 from bench_tta import cpu_info, git_revision
 from results_csv import append_row
@@ -158,7 +158,7 @@ def cnnfit_forward_flops(cfg: cnnfit.Config, classes: int, chans: int, side: int
 def run_cnnfit(cfg: cnnfit.Config, seed: int, project: Path, keep: bool) -> dict:
     """One training run through cnnfit.train; its timed seconds, accuracy and what it trained on."""
     t0 = time.perf_counter()
-    run = cnnfit.train(cfg, seed=seed, project=str(project), name=f"speed{seed}", console=Console(quiet=True))
+    run = cnnfit.train(cfg, seed=seed, project=str(project), name=f"speed{seed}")
     call = time.perf_counter() - t0
     t = run.metrics["timings"]
     notes = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import math
 import json
 import platform
@@ -28,14 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rich.console import Console
 
 from cnnfit import models
 from cnnfit.data import DeviceLoader, augment, resolve, split_indices
 from cnnfit.data.cache import load_imageset
 from cnnfit.data.loader import channel_stats
 from cnnfit.device import resolve_amp, resolve_channels_last
-from cnnfit.engine import build_optimizer, fit, make_schedule
+from cnnfit.engine import StepOptions, build_optimizer, fit, make_schedule
 from cnnfit.engine.callbacks import Callback, Checkpointing, History, LRSchedule, ProgressBar
 from cnnfit.errors import CnnfitError
 
@@ -196,10 +194,10 @@ def run_all(ds, parts, args, amp_dtype, channels_last, ways):
     with tempfile.TemporaryDirectory() as run_dir:
         callbacks = [LRSchedule(make_schedule("cosine", total=args.epochs * len(train))),
                      Checkpointing(Path(run_dir), {"model": "simplecnn"}), History(Path(run_dir) / "history.csv"),
-                     ProgressBar(Console(file=io.StringIO()))]
+                     ProgressBar()]
         if "cnnfit" in ways:
             state = fit(model, train, val, optimizer=opt, epochs=args.epochs, device=torch.device("cpu"),
-                        callbacks=callbacks + [Interleave(others)], amp_dtype=amp_dtype)
+                        callbacks=callbacks + [Interleave(others)], step=StepOptions(amp_dtype=amp_dtype))
             results["cnnfit"].update(times=[h["train_seconds"] for h in state.history], model=model,
                                      mean=torch.tensor(mean).view(1, -1, 1, 1), std=torch.tensor(std).view(1, -1, 1, 1),
                                      fmt=fmt)

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 import cnnfit
 from cnnfit.data import resolve
@@ -47,7 +46,6 @@ def main() -> None:
     p.add_argument("--keep", type=float, default=0.1)
     p.add_argument("--seeds", type=int, default=1)
     args = p.parse_args()
-    quiet = Console(file=open("/dev/null", "w"))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         data, cut = imbalanced_npz(args.per_class, args.cut, args.keep, Path(tmp))
@@ -57,7 +55,7 @@ def main() -> None:
                          ("sampler=balanced", {"sampler": "balanced"})):
             recalls, f1s = [], []
             for seed in range(args.seeds):
-                run = cnnfit.train(data=data, epochs=args.epochs, seed=seed, project=f"{tmp}/runs", console=quiet,
+                run = cnnfit.train(data=data, epochs=args.epochs, seed=seed, project=f"{tmp}/runs",
                                    **kw)
                 recalls.append(run.metrics["per_class"][cut]["recall"])
                 f1s.append(run.metrics["macro"]["f1"])

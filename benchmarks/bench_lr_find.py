@@ -10,11 +10,8 @@ Prints every grid point's validation and test accuracy, the best one, the sugges
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
-
-from rich.console import Console
 
 import cnnfit
 from cnnfit.pipeline import lr_find
@@ -30,18 +27,17 @@ def main() -> None:
     p.add_argument("--grid", default="1e-4,3e-4,1e-3,3e-3,1e-2")
     p.add_argument("--fraction", type=float, default=1.0)
     args = p.parse_args()
-    quiet = Console(file=open(os.devnull, "w"))
     recipe = dict(data=args.data, model=args.model, optim=args.optim, batch=args.batch, seed=0,
                   data__fraction=args.fraction)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        found = lr_find(project=tmp, console=quiet, **recipe)
+        found = lr_find(project=tmp, **recipe)
         suggestion = found.metrics["lr"]
         print(f"lr-find ({time.perf_counter() - t0:.0f} s): {suggestion:.3g}; {found.metrics['rule']}", flush=True)
         results = []
         for lr in (float(v) for v in args.grid.split(",")):
             t0 = time.perf_counter()
-            run = cnnfit.train(lr=lr, epochs=args.epochs, project=tmp, console=quiet, **recipe)
+            run = cnnfit.train(lr=lr, epochs=args.epochs, project=tmp, **recipe)
             val = max(h["val_acc"] for h in run.history)
             results.append((val, run.accuracy, lr))
             print(f"lr {lr:<8g} best val acc {val:.4f}  test acc {run.accuracy:.4f}  ({time.perf_counter() - t0:.0f} s)",

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
-from rich.console import Console
 
 import cnnfit
 from cnnfit import models
@@ -48,7 +46,6 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     done = {(r["model"], int(r["epochs"]), float(r["fraction"])) for r in read_rows(out)}
-    quiet = Console(file=open(os.devnull, "w"))
     settings = recipe(args.epochs, args.fraction)
     print(f"recipe: {settings}; {torch.get_num_threads()} threads")
     for name in args.models.split(","):
@@ -62,9 +59,9 @@ def main() -> None:
         run_dir = Path(args.keep) / name
         if (run_dir / "last.pt").exists() and not (run_dir / "metrics.json").exists():
             print(f"{name}: resuming {run_dir}", flush=True)
-            run = cnnfit.train(resume=str(run_dir), console=quiet)
+            run = cnnfit.train(resume=str(run_dir))
         else:
-            run = cnnfit.train(model=name, project=args.keep, name=name, console=quiet, **settings)
+            run = cnnfit.train(model=name, project=args.keep, name=name, **settings)
         train_images = len(json.loads((run.dir / "split.json").read_text())["train"])
         # CPU seconds per wall second per thread: near 1 when the run had the cores to itself; a much lower
         # value means something else ran alongside and the timing should be measured again (a resumed run's

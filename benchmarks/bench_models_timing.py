@@ -24,7 +24,7 @@ from cnnfit.data import DeviceLoader, resolve
 from cnnfit.data.cache import load_imageset
 from cnnfit.data.loader import channel_stats
 from cnnfit.device import resolve_amp, resolve_channels_last
-from cnnfit.engine import build_optimizer, fit, infer
+from cnnfit.engine import StepOptions, build_optimizer, fit, infer
 from results_csv import append_row, read_rows
 
 TRAIN_IMAGES, VAL_IMAGES = 51_000, 9_000  # cnnfit's split of Fashion-MNIST's 60,000 training images
@@ -44,7 +44,7 @@ def _time_model(name: str, images, labels, batch: int, steps: int, rounds: int) 
     model = models.create(name, num_classes=10, in_chans=1, imgsz=images.shape[2])
     model = model.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     opt = build_optimizer("adamw", model, lr=1e-3, weight_decay=0.05)
-    state = fit(model, loader, [], optimizer=opt, epochs=1 + rounds, device=cpu, amp_dtype=amp)
+    state = fit(model, loader, [], optimizer=opt, epochs=1 + rounds, device=cpu, step=StepOptions(amp_dtype=amp))
     step = statistics.median(h["train_seconds"] for h in state.history[1:]) / steps
     val = DeviceLoader(images[-VAL_IMAGES:], labels[-VAL_IMAGES:], batch=batch, **common)
     t0 = time.perf_counter()

@@ -21,7 +21,7 @@ from cnnfit.data import DeviceLoader, resolve
 from cnnfit.data.cache import load_imageset
 from cnnfit.data.loader import channel_stats
 from cnnfit.device import cpu_has_bf16
-from cnnfit.engine import build_optimizer, fit
+from cnnfit.engine import StepOptions, build_optimizer, fit
 from cnnfit.errors import CnnfitError
 
 EPOCH_IMAGES = 51_000  # Fashion-MNIST's train split after cnnfit's 15% validation carve-out
@@ -46,7 +46,7 @@ def _seconds(name: str, images, labels, batch: int, steps: int, amp: torch.dtype
     model = models.create(name, num_classes=10, in_chans=images.shape[1], imgsz=images.shape[2])
     model = model.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     opt = build_optimizer("adamw", model, lr=1e-3, weight_decay=0.05)
-    state = fit(model, loader, [], optimizer=opt, epochs=2, device=torch.device("cpu"), amp_dtype=amp)
+    state = fit(model, loader, [], optimizer=opt, epochs=2, device=torch.device("cpu"), step=StepOptions(amp_dtype=amp))
     return state.history[-1]["train_seconds"]
 
 

@@ -36,12 +36,10 @@ CONFIGS = {"batched onnx": ("onnx", {"max_batch": 64, "max_wait_ms": 5}),
 def digits_run(run: str | None) -> Path:
     if run:
         return Path(run)
-    from rich.console import Console
-
+    
     import cnnfit
 
-    return cnnfit.train(data="digits", epochs=3, project=tempfile.mkdtemp(prefix="bench_serve_"),
-                        console=Console(file=io.StringIO())).dir
+    return cnnfit.train(data="digits", epochs=3, project=tempfile.mkdtemp(prefix="bench_serve_")).dir
 
 
 def test_pngs(run_dir: Path, n: int = 64) -> list[bytes]:
@@ -50,7 +48,7 @@ def test_pngs(run_dir: Path, n: int = 64) -> list[bytes]:
 
     from cnnfit.config import Config
     from cnnfit.engine import load_checkpoint
-    from cnnfit.prepare import load_data
+    from cnnfit.pipeline.prepare import load_data
 
     ds = load_data(Config.model_validate(load_checkpoint(run_dir / "best.pt")["config"]))[0]
     out = []

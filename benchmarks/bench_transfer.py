@@ -15,12 +15,9 @@ With a quarter of Fashion-MNIST for 2 epochs the gain was +4.9.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
-
-from rich.console import Console
 
 import cnnfit
 
@@ -39,7 +36,6 @@ def main() -> None:
     p.add_argument("--backbone-lr-mult", type=float, default=1.0)
     p.add_argument("--pretrained", help="a run directory to start from instead of pretraining again")
     args = p.parse_args()
-    quiet = Console(file=open(os.devnull, "w"))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         if args.pretrained:
@@ -47,13 +43,13 @@ def main() -> None:
         else:
             pre = cnnfit.train(data="fashion-mnist", model=args.model, epochs=args.pretrain_epochs, batch=128,
                                schedule="onecycle", data__fraction=args.pretrain_fraction, project=tmp,
-                               name="pretrain", console=quiet)
+                               name="pretrain")
             pretrained = str(pre.dir)
             print(f"pretrained {args.model} on {args.pretrain_fraction:g} of fashion-mnist for "
                   f"{args.pretrain_epochs} epochs: test acc {pre.accuracy:.4f} ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
         common = dict(data="mnist", model=args.model, data__per_class=args.per_class, epochs=args.epochs,
-                      batch=args.batch, lr=args.lr, project=tmp, console=quiet)
+                      batch=args.batch, lr=args.lr, project=tmp)
         scores: dict[str, list[float]] = {"scratch": [], "pretrained": []}
         for seed in range(args.seeds):
             scratch = cnnfit.train(seed=seed, name="scratch", **common)

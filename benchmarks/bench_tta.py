@@ -180,7 +180,7 @@ def ensure_keras_venv() -> tuple[Path | None, str]:
 def recipe_spec(recipe: str, seed: int, epochs: int | None, fraction: float) -> dict:
     """The recipe's resolved settings, flat, as tta_torch.py and tta_keras.py take them (--spec JSON)."""
     from cnnfit.config import Config, flatten, load_config
-    from cnnfit.pipeline import _AUTO_LR, _AUTO_WD
+    from cnnfit.pipeline.resolve import AUTO_LR, AUTO_WEIGHT_DECAY
 
     flat = flatten(load_config([f"recipe={recipe}"]).model_dump(mode="json"))
     default = flatten(Config().model_dump(mode="json"))
@@ -193,8 +193,9 @@ def recipe_spec(recipe: str, seed: int, epochs: int | None, fraction: float) -> 
     return {"data": flat["data.source"], "model": flat["model.name"], "width": flat["model.width"],
             "crop": flat["model.crop"], "blocks": flat["model.blocks"],
             "epochs": epochs or flat["train.epochs"], "batch": flat["train.batch"],
-            "lr": flat["optim.lr"] or _AUTO_LR["adamw"],
-            "weight_decay": flat["optim.weight_decay"] if flat["optim.weight_decay"] is not None else _AUTO_WD["adamw"],
+            "lr": flat["optim.lr"] or AUTO_LR["adamw"],
+            "weight_decay": (flat["optim.weight_decay"] if flat["optim.weight_decay"] is not None
+                             else AUTO_WEIGHT_DECAY["adamw"]),
             "label_smoothing": flat["train.label_smoothing"], "ema": flat["train.ema"],
             "hflip": flat["aug.hflip"], "shift": flat["aug.shift"], "erasing": flat["aug.erasing"],
             "tta": flat["eval.tta"], "fraction": fraction, "seed": seed}
@@ -305,15 +306,14 @@ def warm_cnnfit_cache(runs: list[list[str]], env: dict) -> None:
     code = """
 import sys, tempfile
 from pathlib import Path
-from rich.console import Console
 from cnnfit import models
 from cnnfit.config import load_config
-from cnnfit.prepare import prepare, write_data_report
+from cnnfit.pipeline.prepare import prepare, write_data_report
 for keys in sys.argv[1:]:
     cfg = load_config(keys.split("\\n"))
     with tempfile.TemporaryDirectory() as out:
         prep = prepare(cfg, min_size=models.min_size(cfg.model.name))
-        write_data_report(prep, Path(out), Console(quiet=True))
+        write_data_report(prep, Path(out))
 """
     args = sorted({"\n".join(keys) for keys in runs})
     subprocess.run([sys.executable, "-c", code, *args], env=env, check=True, capture_output=True)

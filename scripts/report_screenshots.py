@@ -10,7 +10,6 @@ Writes OUT/report-phone.png (390 px wide) and OUT/report-desktop.png (1440 px wi
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
 import sys
 import tempfile
@@ -22,11 +21,8 @@ VIEWPORTS = {"phone": (390, 844, 2), "desktop": (1440, 900, 1)}
 
 def train_digits(project: Path) -> Path:
     import cnnfit
-    from rich.console import Console
 
-    run = cnnfit.train(data="digits", epochs=3, batch=64, project=str(project), name="digits",
-                       console=Console(file=io.StringIO()))
-    return run.dir
+    return cnnfit.train(data="digits", epochs=3, batch=64, project=str(project), name="digits").dir
 
 
 def _shrink(path: Path) -> None:
@@ -76,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs"), help="folder for the PNGs (default: docs)")
     ap.add_argument("--chromium", help="the Chromium to drive (default: chromium on PATH, else Playwright's)")
     args = ap.parse_args(argv)
-    from cnnfit.eval.report import write_report
+    from cnnfit.report import write_report
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run if args.run is not None else train_digits(Path(tmp))

@@ -1,11 +1,19 @@
 """The command line as a user meets it: exit codes, one-line errors, nothing left behind."""
 
+import importlib.util
+import io
+import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from cnnfit.cli import main
+import cnnfit
+from cnnfit.cli import ConsoleHandler, main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(args, capsys):
@@ -45,13 +53,23 @@ def test_bad_input_exits_2_with_one_line_and_no_run_dir(args, fragment, tmp_path
 
 
 def test_help_lists_keys_with_defaults(capsys):
+    from cnnfit.pipeline.resolve import AUTO_LR
+
     code, out, _ = _run(["train", "--help"], capsys)
     assert code == 0 and "optim.lr" in out and "epochs" in out and "simplecnn" in out
+    # the auto rules' text comes from the table the run itself uses
+    assert f"auto: {AUTO_LR['sgd']:g}" in out
 
 
 def test_models_command(capsys):
     code, out, _ = _run(["models"], capsys)
     assert code == 0 and "resnet18" in out and "lenet5" in out
+
+
+def test_summary_takes_model_keys_and_auto_unsets_one(capsys):
+    code, out, err = _run(["summary", "model=lenet5", "act=tanh", "width=auto", "imgsz=28", "in_chans=1"], capsys)
+    assert code == 0, err
+    assert "lenet5 at 1x28x28" in out and "Tanh" in out and "parameters" in out
 
 
 def test_a_command_freezes_the_heap_before_exit_but_a_python_caller_keeps_it():
@@ -164,3 +182,96 @@ def test_yaml_and_own_module_models_train_from_the_command_line(tmp_path, capsys
     (tmp_path / "net.yaml").unlink()  # the checkpoint carries the layer list: eval needs no YAML file
     code, out, err = _run(["eval", "runs/yaml"], capsys)
     assert code == 0 and "test accuracy" in out, err
+
+
+def test_help_lists_every_command_and_every_shipped_recipe(capsys):
+    code, out, _ = _run(["--help"], capsys)
+    commands = ("train", "lr-find", "tune", "eval", "compare", "predict", "export", "serve", "inspect", "models",
+                "summary")
+    recipes = [p.stem for p in (Path(cnnfit.__file__).parent / "recipes").glob("*.yaml")]
+    assert code == 0 and len(recipes) >= 4
+    assert all(f"\n  {c} " in out for c in commands) and all(r in out for r in recipes)
+
+
+def test_serve_help_shows_each_default_once(capsys):
+    code, out, _ = _run(["serve", "--help"], capsys)
+    assert code == 0 and "port=8000" in out and out.count("8000") == 1 and "max_batch=64" in out
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["eval", "runs/x", "tta=rotate"], "tta='rotate' is invalid; choose from: none, flip, flip+shift"),
+    (["export", "runs/x", "format=keras"], "choose from: onnx, torchscript, safetensors"),
+    (["serve", "runs/x", "port=http"], "port='http' is invalid; use a whole number such as port=8000"),
+    (["eval", "runs/x", "calibrate=maybe"], "use calibrate=true or calibrate=false"),
+    (["eval", "runs/x", "tpa=flip"], "unknown key 'tpa' for cnnfit eval; did you mean 'tta'?"),
+    (["eval", "runs/x", "runs/y"], "cnnfit eval takes one run directory, got 2 paths"),
+    (["predict", "runs/x"], "needs image files, folders or globs"),
+    (["models", "resnet18"], "takes key=value arguments only"),
+    (["summary", "width=9"], "width='9' is invalid"),
+    (["evaluate"], "unknown command 'evaluate'; did you mean 'eval'?"),
+])
+def test_a_bad_option_is_exit_2_and_one_line_before_any_work(args, fragment, capsys):
+    code, out, err = _run(args, capsys)
+    assert code == 2 and fragment in err and err.strip().count("\n") == 0 and not out
+
+
+def _logged(handler: ConsoleHandler, level: int, message: str, **extra) -> None:
+    """One record through a logger that holds only `handler`, as the CLI attaches it."""
+    log = logging.getLogger("cnnfit.test_cli")
+    log.addHandler(handler)
+    log.setLevel(handler.level)
+    try:
+        log.log(level, message, extra=extra)
+    finally:
+        log.removeHandler(handler)
+
+
+def test_the_handler_draws_tables_and_lines_verbatim_and_no_bar_off_a_terminal():
+    out = io.StringIO()
+    handler = ConsoleHandler(Console(file=out, width=100))
+    assert handler.level == logging.INFO  # not a terminal: the bar's DEBUG records are not even made
+    table = {"title": "2 seeds", "columns": ["metric", "mean", "std"], "rows": [["accuracy", "0.9500", "0.0100"]]}
+    _logged(handler, logging.INFO, "2 seeds: accuracy 0.9500 +- 0.0100", table=table)  # the plain form
+    _logged(handler, logging.INFO, "skipped [bad].png: not an image", style="bold")
+    _logged(handler, logging.DEBUG, "epoch 1/2 3/10", progress={"task": "epoch 1/2", "completed": 3, "total": 10,
+                                                                "info": "loss 0.5", "done": False})
+    handler.handle(logging.makeLogRecord({"msg": "bar", "levelno": logging.DEBUG, "progress": {"task": "epoch 1/2",
+                                                                                             "completed": 3}}))
+    text = out.getvalue()
+    assert "2 seeds" in text and "metric" in text and "0.0100" in text and "+-" not in text
+    assert "skipped [bad].png: not an image" in text and "epoch" not in text and handler.bar is None
+
+
+def test_on_a_terminal_the_handler_runs_a_bar_until_stop():
+    handler = ConsoleHandler(Console(file=io.StringIO(), force_terminal=True, width=100))
+    assert handler.level == logging.DEBUG
+    _logged(handler, logging.DEBUG, "", progress={"task": "epoch 1/2", "completed": 3, "total": 10, "info": "loss 0.5"})
+    assert handler.bar is not None and len(handler.bar.tasks) == 1
+    _logged(handler, logging.DEBUG, "", progress={"task": "epoch 1/2", "completed": 10, "total": 10, "done": True})
+    assert len(handler.bar.tasks) == 0
+    _logged(handler, logging.DEBUG, "", progress={"stop": True})
+    assert handler.bar is None
+
+
+def test_each_command_attaches_its_handler_and_takes_it_away(capsys):
+    logger = logging.getLogger("cnnfit")
+    before = (list(logger.handlers), logger.level)
+    assert main(["serve", "--help"]) == 0 and main(["eval", "runs/x", "tta=rotate"]) == 2
+    assert (list(logger.handlers), logger.level) == before
+
+
+def _readme_sections():
+    spec = importlib.util.spec_from_file_location("readme_sections", ROOT / "scripts" / "readme_sections.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_sections_are_what_the_tables_generate():
+    readme = (ROOT / "README.md").read_text()
+    fresh = _readme_sections().update(readme)
+    assert fresh == readme, "README.md is out of date: run python scripts/readme_sections.py"
+
+
+def test_readme_layout_has_a_line_for_every_module_and_package():
+    assert _readme_sections().layout_drift() == []

@@ -1,7 +1,6 @@
 """Export: ONNX that takes raw uint8 pixels agrees with the torch predictor on the whole val split, reloads in a
 plain onnxruntime session, and refuses to leave a file behind when it does not agree; TorchScript; safetensors."""
 
-import io
 import json
 import warnings
 
@@ -9,18 +8,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from rich.console import Console
 
 import cnnfit
 from cnnfit import export as X
 from cnnfit.cli import main
 from cnnfit.config import Config
 from cnnfit.engine import load_checkpoint
-from cnnfit.inference import _model_from_checkpoint
 from cnnfit.predictor import load_predictor
-from cnnfit.prepare import load_data
+from cnnfit.models import from_checkpoint
+from cnnfit.pipeline.prepare import load_data
 
-QUIET = {"console": Console(file=io.StringIO())}
+QUIET: dict = {}  # the API logs; nothing to silence
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +115,7 @@ def test_safetensors_rebuild_the_checkpoints_logits_exactly(run, tmp_path):
     assert meta["classes"] == ckpt["classes"] and meta["mean"] == ckpt["mean"] and meta["imgsz"] == 8
     x = torch.randn(16, 1, 8, 8)
     with torch.no_grad():
-        assert torch.equal(model(x), _model_from_checkpoint(ckpt, torch.device("cpu"))(x))
+        assert torch.equal(model(x), from_checkpoint(ckpt, torch.device("cpu"))(x))
 
 
 def test_export_of_a_folder_without_a_run_is_one_line_exit_2(tmp_path, capsys):

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from rich.console import Console
 
 import cnnfit
 from tests.conftest import shared_dataset
@@ -38,7 +37,7 @@ def _shapes_folder(root, per_class=2000, size=32, seed=0):
 
 def test_the_speed_recipe_trains_a_folder_of_classes_unchanged_but_for_data(tmp_path):
     folder = _shapes_folder(tmp_path / "shapes")
-    run = cnnfit.train(recipe="cifar10-speed", data=str(folder), project=str(tmp_path / "runs"), console=Console(quiet=True))
+    run = cnnfit.train(recipe="cifar10-speed", data=str(folder), project=str(tmp_path / "runs"))
     assert run.accuracy > 0.9
     assert "gradients match eager mode" in run.timings["compile"]  # torch.compile was used, and checked
     assert len(run.history) == 10 and all(h["train_seconds"] > 0 for h in run.history)
@@ -47,7 +46,7 @@ def test_the_speed_recipe_trains_a_folder_of_classes_unchanged_but_for_data(tmp_
 
 def test_cifar10_speed_reaches_airbench_class_accuracy(tmp_path):
     zip_path = shared_dataset("cifar10-jpeg") / "cifar10-jpeg.zip"
-    run = cnnfit.train(recipe="cifar10-speed", data=str(zip_path), project=str(tmp_path), console=Console(quiet=True))
+    run = cnnfit.train(recipe="cifar10-speed", data=str(zip_path), project=str(tmp_path))
     assert run.accuracy > 0.9  # airbench 0.1.8 on this JPEG copy: ~0.906 (benchmarks/bench_cifar_gpu.py)
     assert sum(h["train_seconds"] for h in run.history) < 30  # seconds, not minutes: the data path is on the GPU
 

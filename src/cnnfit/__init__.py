@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 
 __all__ = ["CnnfitError", "Config", "Run", "evaluate", "load_config", "predict", "train"]
 __version__ = "0.1.0"
+
+# a library logs and the application decides what is shown: the Python API prints nothing unless the caller
+# configures logging (the `cnnfit` command attaches its own renderer)
+logging.getLogger("cnnfit").addHandler(logging.NullHandler())
 
 # loaded on first use: `import cnnfit.models` alone should not pay for the pipeline, scikit-learn and pydantic
 # (about 2 s on 2 cores)

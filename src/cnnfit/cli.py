@@ -1,110 +1,282 @@
-"""`cnnfit COMMAND key=value ...`: parse, call the pipeline, render with rich. Bad input -> one line, exit 2."""
+"""`cnnfit COMMAND key=value ...`: one typed table of commands and their keys, from which come the parsing, every
+`--help` and README.md's command sections (scripts/readme_sections.py). The library logs; `ConsoleHandler` renders
+its records with rich, the only printing in cnnfit. Bad input -> one line on stderr, exit 2."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, get_args, get_origin
 
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from cnnfit.errors import CnnfitError
+from cnnfit.config import EvalConfig, ModelConfig, TrainConfig, load_config, recipes
+from cnnfit.errors import CnnfitError, suggest
 
-USAGE = """usage: cnnfit COMMAND [ARGS] [key=value ...]
+_RUNS = "the run's"  # unset: what the run was trained (or last evaluated) with
+_Tta = EvalConfig.model_fields["tta"].annotation  # none, flip, flip+shift: the choices live in config.py
+_Amp = TrainConfig.model_fields["amp"].annotation
+_Export = Literal["onnx", "torchscript", "safetensors"]
 
-commands:
-  train   [key=value ...] [recipe=NAME] [config=file.yaml]
-                                                train, then evaluate on the test split; recipes:
-                                                mnist-fast, fmnist-fast, fmnist-best
-          resume=RUN [key=value ...]             continue a run exactly where its last.pt stopped
-  lr-find [key=value ...]                       LR range test: lr_find.png and a suggested lr
-  tune    space.KEY=DIST ... [trials=20] [sampler=tpe] [pruner=median] [workers=1] [storage=URL]
-          [resume=true] [refit=true] [key=value ...]  hyperparameter search; each trial a cnnfit run
-  eval    RUN [data=OTHER] [tta=flip] [calibrate=true]
-                                                test-split metrics, plots and report.html of a run's best.pt
-  compare RUN RUN ... [out=DIR]                 the runs' metrics and config differences side by side,
-                                                their curves overlaid: compare.html, compare.png
-  predict RUN PATHS... [topk=5] [out=file.csv] [format=csv|json]
-                                                top-k classes (label sets, values) for files, folders, globs;
-                                                RUN is a run directory or an exported .onnx
-  export  RUN [format=onnx|torchscript|safetensors] [out=PATH]
-                                                a model that takes uint8 pixels (checked against torch on val)
-  serve   RUN|model.onnx [host=127.0.0.1] [port=8000] [api_key=KEY]
-                                                web API (POST /predict, /health, /model, /docs) and an upload page
-  inspect [key=value ...]                       data report: counts, bad files, duplicates, leaks
-  models  [imgsz=32] [in_chans=3]               the zoo: parameters and forward FLOPs at that input
-  summary model=NAME [imgsz=32] [in_chans=3]    one model layer by layer: output shapes, parameters
 
-`cnnfit COMMAND --help` lists that command's keys and defaults."""
+def _key(default: Any, meaning: str, unset: str | None = None) -> Any:
+    """A command key: its default, written once, its meaning, and what a None default means (for --help)."""
+    return Field(default, description=meaning, json_schema_extra={"unset": unset} if unset else None)
 
-_MODEL_KEYS = ("width", "dropout", "bn", "act", "aux", "crop", "blocks")  # model.* options `summary` takes by short name
-_MODEL_OPTIONS = {
-    "imgsz": ("32", "input side in pixels"), "in_chans": ("3", "input channels"),
-    "classes": ("10", "number of classes"),
+
+class _Options(BaseModel, frozen=True, extra="forbid"):
+    """A command's keys; unknown ones are refused before validation, with a suggestion."""
+
+
+class EvalOptions(_Options):
+    data: str | None = _key(None, "another dataset with the same class names (its test split, else all of it)", _RUNS)
+    tta: _Tta | None = _key(None, "none, flip or flip+shift: average over flipped (and shifted) copies", _RUNS)
+    calibrate: bool | None = _key(None, "true: fit temperature scaling on the val split (stored in best.pt)", _RUNS)
+    report: bool | None = _key(None, "false: metrics.json and predictions.csv only, no plots or report.html", _RUNS)
+    amp: _Amp | None = _key(None, "auto, bf16, fp16 or off (fp32): the precision to score in", _RUNS)
+    device: str = _key("auto", "auto, cpu, cuda, cuda:N or mps")
+
+
+class PredictOptions(_Options):
+    topk: int = _key(5, "classes per image")
+    out: str | None = _key(None, "file to write", "RUN/predict.csv")
+    format: Literal["csv", "json"] = _key("csv", "csv, or json: a list of objects")
+    tta: _Tta | None = _key(None, "none, flip or flip+shift (run directories only)", _RUNS)
+    device: str = _key("auto", "auto, cpu, cuda, cuda:N or mps")
+
+
+class ExportOptions(_Options):
+    format: _Export = _key("onnx", "onnx, torchscript or safetensors (+ model.json)")
+    out: str | None = _key(None, "file to write (.onnx, .pt or .safetensors)", "RUN/model.<ext>")
+    layout: Literal["nchw", "nhwc"] = _key("nchw", "onnx/torchscript input: nchw or nhwc, uint8 either way")
+    check_images: int | None = _key(2000, "val images for the parity check; all for the whole split")
+
+    @field_validator("check_images", mode="before")
+    @classmethod
+    def _all(cls, value: Any) -> Any:
+        return None if value == "all" else value  # export's None: every val image
+
+
+class ServeOptions(_Options):
+    host: str = _key("127.0.0.1", "address to bind; anything beyond loopback wants api_key=")
+    port: int = _key(8000, "TCP port")
+    api_key: str | None = _key(None, "require this X-API-Key header on /predict and /model", "none")
+    max_batch: int = _key(64, "images per model call when requests are grouped (1: no grouping)")
+    tta: _Tta | None = _key(None, "none, flip or flip+shift (run directories only)", _RUNS)
+    device: str = _key("cpu", "cpu, cuda, cuda:N or mps")
+
+
+class CompareOptions(_Options):
+    out: str | None = _key(None, "folder for compare.html, compare.png, compare.csv", "beside the first run")
+
+
+class ModelsOptions(_Options):
+    imgsz: int = _key(32, "input side in pixels")
+    in_chans: int = _key(3, "input channels")
+    classes: int = _key(10, "number of classes")
+
+
+_MODEL_KEYS = [k for k in ModelConfig.model_fields if k not in ("name", "init")]
+SummaryOptions = create_model(  # ModelsOptions, the model, and its model.* keys typed and described as in config.py
+    "SummaryOptions", __base__=ModelsOptions,
+    model=(str, _key("simplecnn", "a registered model, a layers .yaml or pkg.mod:Class")),
+    **{k: (ModelConfig.model_fields[k].annotation, ModelConfig.model_fields[k]) for k in _MODEL_KEYS})
+
+
+@dataclass(frozen=True)
+class Command:
+    usage: str  # what follows `cnnfit NAME`
+    options: type[BaseModel] | None  # None: the run config's keys, through load_config (`cnnfit train --help`)
+    call: str  # "module:function", the module imported with the collector paused; a bare module: the CLI's own table
+    summary: str
+
+
+_CONFIG = "[key=value ...] [recipe=NAME] [config=file.yaml]"
+COMMANDS: dict[str, Command] = {
+    "train": Command(_CONFIG, None, "cnnfit.pipeline:train", "train, then evaluate on the test split; resume=RUN "
+                     "continues a run exactly where its last.pt stopped"),
+    "lr-find": Command(_CONFIG, None, "cnnfit.pipeline:lr_find", "LR range test: lr_find.png and a suggested lr"),
+    "tune": Command("space.KEY=DIST ... [key=value ...]", None, "cnnfit.tune:tune", "hyperparameter search (trials=, "
+                    "sampler=, pruner=, workers=, storage=, resume=, refit=); each trial a cnnfit run"),
+    "eval": Command("RUN [key=value ...]", EvalOptions, "cnnfit.pipeline:evaluate",
+                    "test-split metrics, plots and report.html of a run's best.pt"),
+    "compare": Command("RUN RUN ... [key=value ...]", CompareOptions, "cnnfit.report:compare",
+                       "the runs' metrics and config differences side by side, their curves overlaid"),
+    "predict": Command("RUN PATHS... [key=value ...]", PredictOptions, "cnnfit.pipeline:predict", "top-k classes "
+                       "(label sets, values) for files, folders, globs; RUN is a run directory or an exported .onnx"),
+    "export": Command("RUN [key=value ...]", ExportOptions, "cnnfit.export:export",
+                      "a model that takes uint8 pixels (checked against torch on val)"),
+    "serve": Command("RUN|model.onnx [key=value ...]", ServeOptions, "cnnfit.serve:serve",
+                     "web API (POST /predict, /health, /model, /docs) and an upload page"),
+    "inspect": Command(_CONFIG, None, "cnnfit.pipeline:inspect", "data report: counts, bad files, duplicates, leaks"),
+    "models": Command("[key=value ...]", ModelsOptions, "cnnfit.models",
+                      "the zoo: parameters and forward FLOPs at that input"),
+    "summary": Command("model=NAME [key=value ...]", SummaryOptions, "cnnfit.models",
+                       "one model layer by layer: output shapes, parameters"),
 }
-_OPTIONS = {
-    "models": _MODEL_OPTIONS,
-    "summary": {"model": ("simplecnn", "a registered model, a layers .yaml or pkg.mod:Class"), **_MODEL_OPTIONS,
-                **{k: ("auto", f"model.{k}") for k in _MODEL_KEYS}},
-    "eval": {"data": ("the run's", "another dataset with the same class names (its test split, else all of it)"),
-             "tta": ("the run's", "none, flip or flip+shift: average over flipped (and shifted) copies"),
-             "calibrate": ("the run's", "true: fit temperature scaling on the val split (stored in best.pt)"),
-             "report": ("the run's", "false: metrics.json and predictions.csv only, no plots or report.html"),
-             "amp": ("the run's", "auto, bf16, fp16 or off (fp32): the precision to score in"),
-             "device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
-    "predict": {"topk": ("5", "classes per image"), "out": ("RUN/predict.csv", "file to write"),
-                "format": ("csv", "csv, or json: a list of objects"),
-                "tta": ("the run's", "none, flip or flip+shift (run directories only)"),
-                "device": ("auto", "auto, cpu, cuda, cuda:N or mps")},
-    "export": {"format": ("onnx", "onnx, torchscript or safetensors (+ model.json)"),
-               "out": ("RUN/model.<ext>", "file to write (.onnx, .pt or .safetensors)"),
-               "layout": ("nchw", "onnx/torchscript input: nchw or nhwc, uint8 either way"),
-               "check_images": ("2000", "val images for the parity check; all for the whole split")},
-    "compare": {"out": ("beside the first run", "folder for compare.html, compare.png, compare.csv")},
-    "serve": {"host": ("127.0.0.1", "address to bind; anything beyond loopback wants api_key="),
-              "port": ("8000", "TCP port"), "api_key": ("none", "require this X-API-Key header on /predict and /model"),
-              "max_batch": ("64", "images per model call when requests are grouped (1: no grouping)"),
-              "tta": ("the run's", "none, flip or flip+shift (run directories only)"),
-              "device": ("cpu", "cpu, cuda, cuda:N or mps")},
-}
 
 
-def _help(console: Console, command: str) -> None:
-    if command in ("train", "inspect", "lr-find", "tune"):
-        from cnnfit.config import help_text
+def _shown(field: Any) -> str:
+    """A key's default as --help shows it: a None default shows what it means, "auto" unless the key says."""
+    return str(field.default) if field.default is not None else (field.json_schema_extra or {}).get("unset", "auto")
 
-        table = Table(title=f"cnnfit {command} key=value ...  (also recipe=NAME and config=file.yaml; "
-                      "recipe < file < command line)")
-        for col in ("key", "default", "meaning"):
-            table.add_column(col)
-        for row in help_text():
-            table.add_row(*row)
-        console.print(table)
-    elif command in _OPTIONS:
-        line = next(ln for ln in USAGE.splitlines() if ln.startswith(f"  {command} "))
-        console.print(f"cnnfit {line.strip()}", markup=False, highlight=False, soft_wrap=True)
-        for key, (default, meaning) in _OPTIONS[command].items():
-            console.print(f"  {key + '=' + default:<22} {meaning}", markup=False, highlight=False)
+
+def key_rows(options: type[BaseModel]) -> list[tuple[str, str, str]]:
+    """(key, default as --help shows it, meaning) for each key of a command's options."""
+    return [(key, _shown(field), field.description or "") for key, field in options.model_fields.items()]
+
+
+def _help(console: Console, name: str = "") -> None:
+    """`cnnfit --help`: every command and recipe; `cnnfit NAME --help`: its keys, defaults and meanings."""
+    if name:
+        command = COMMANDS[name]
+        lines = [f"cnnfit {name} {command.usage}", f"  {command.summary}"]
+        lines += [f"  {k + '=' + v:<22} {meaning}" for k, v, meaning in key_rows(command.options or _Options)]
     else:
-        console.print(USAGE, highlight=False, markup=False, soft_wrap=True)
+        lines = ["usage: cnnfit COMMAND [ARGS] [key=value ...]", "", "commands:"]
+        for cmd, command in COMMANDS.items():
+            lines += [f"  {cmd:<8} {command.usage}", f"{'':<11}{command.summary}"]
+        lines += ["", f"recipes (recipe=NAME): {', '.join(recipes())}", "",
+                  "`cnnfit COMMAND --help` lists that command's keys and defaults."]
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+    if name and COMMANDS[name].options is None:
+        from cnnfit.pipeline.resolve import help_text  # the auto rules' own table: their help cannot drift
+
+        console.print(_table(help_text(), title=f"recipe < config file < command line; recipes: "
+                             f"{', '.join(recipes())}", columns=["key", "default", "meaning"]))
 
 
-def _split_args(command: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
-    positional, options = [], {}
+def _invalid(options: type[BaseModel], err: Any, values: dict[str, Any]) -> str:
+    """pydantic's first complaint as one line that names the key and what it takes."""
+    key = str(err["loc"][0])
+    field = options.model_fields[key]  # Literal[...] or Literal[...] | None: the choices are one level down at most
+    choices = [str(v) for a in (field.annotation, *get_args(field.annotation)) if get_origin(a) is Literal
+               for v in get_args(a)]
+    hints = {"literal_error": f"choose from: {', '.join(choices)}", "bool_parsing": f"use {key}=true or {key}=false",
+             "int_parsing": "use a whole number" + (f" such as {key}={field.default}" if field.default else "")}
+    return f"{key}={values[key]!r} is invalid; {hints.get(err['type'], err['msg'][0].lower() + err['msg'][1:])}"
+
+
+def _parse(name: str, args: list[str]) -> tuple[tuple[Any, ...], BaseModel]:
+    """`cnnfit NAME args...` as the library function takes it: its paths ((run,), (run, images) or (runs,)) and
+    its validated options."""
+    options, paths, values = COMMANDS[name].options or _Options, [], {}
     for arg in args:
         key, eq, value = arg.partition("=")
-        if eq and key in _OPTIONS[command]:
-            options[key] = value
-        elif eq and "/" not in key and "*" not in key:
-            valid = ", ".join(_OPTIONS[command])
-            raise CnnfitError(f"unknown key '{key}' for cnnfit {command}; valid keys: {valid}")
+        if eq and key in options.model_fields:  # the default --help shows for an unset key (width=auto) unsets it
+            field = options.model_fields[key]
+            values[key] = None if field.default is None and value == _shown(field) else value
+        elif eq and "/" not in key and "*" not in key:  # a path may hold '='; a key never holds '/' or '*'
+            raise CnnfitError(f"unknown key '{key}' for cnnfit {name}; {suggest(key, options.model_fields)}"
+                              f"valid keys: {', '.join(options.model_fields)}")
         else:
-            positional.append(arg)
-    return positional, options
+            paths.append(arg)
+    try:
+        parsed = options.model_validate(values)
+    except ValidationError as exc:
+        raise CnnfitError(_invalid(options, exc.errors()[0], values)) from None
+    run = COMMANDS[name].usage.startswith("RUN")
+    if paths and not run:
+        raise CnnfitError(f"cnnfit {name} takes key=value arguments only, got '{paths[0]}'")
+    if run and not paths:
+        raise CnnfitError(f"cnnfit {name} needs a run directory, e.g. cnnfit {name} runs/train")
+    if name == "predict" and len(paths) < 2:
+        raise CnnfitError("cnnfit predict needs image files, folders or globs after the run directory")
+    if name in ("eval", "export", "serve") and len(paths) > 1:
+        what = "run directory or .onnx file" if name == "serve" else "run directory"
+        raise CnnfitError(f"cnnfit {name} takes one {what}, got {len(paths)} paths")
+    if name == "predict":
+        return (paths[0], paths[1:]), parsed
+    return ((paths,) if name == "compare" else tuple(paths)), parsed
+
+
+class ConsoleHandler(logging.Handler):
+    """Renders the library's log records on the command line: the message as a plain line (in `record.style`),
+    `record.table` as a rich Table, and `record.progress` as a live bar, on terminals only."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.DEBUG if console.is_terminal else logging.INFO)  # the bar's records are DEBUG
+        self.console, self.bar, self.tasks = console, None, {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the job
+            return
+        try:
+            if hasattr(record, "progress"):
+                self._progress(record.progress)
+            elif hasattr(record, "table"):
+                self.console.print(_table(**record.table))
+            elif record.levelno >= logging.INFO:
+                self.console.print(record.getMessage(), style=getattr(record, "style", None), markup=False,
+                                   highlight=False, soft_wrap=True)
+        except Exception:
+            self.handleError(record)
+
+    def _progress(self, p: dict[str, Any]) -> None:
+        if not self.console.is_terminal:
+            return
+        if p.get("stop"):
+            self.close()
+            return
+        if self.bar is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
+                                transient=True)
+            self.bar.start()
+        if p["task"] not in self.tasks:
+            self.tasks[p["task"]] = self.bar.add_task(p["task"], total=p.get("total"), info="")
+        self.bar.update(self.tasks[p["task"]], completed=p.get("completed", 0), total=p.get("total"),
+                        info=p.get("info", ""))
+        if p.get("done"):
+            self.bar.remove_task(self.tasks.pop(p["task"]))
+
+    def close(self) -> None:
+        """Ends the bar (a `stop` record, or the command's end); a later progress record starts a new one."""
+        if self.bar is not None:
+            self.bar.stop()
+        self.bar, self.tasks = None, {}
+        super().close()
+
+
+def _table(rows: list[list[str]], title: str | None = None, columns: list[str] | None = None,
+           styles: list[str] | None = None, justify: list[str] | None = None) -> Table:
+    """A table record as rich draws it; every text is escaped, so brackets in names and paths are no markup."""
+    table = Table(title=escape(title) if title else None, show_header=columns is not None,
+                  box=box.HEAVY_HEAD if columns else None, pad_edge=columns is not None)
+    for i in range(len(columns or (rows[0] if rows else []))):
+        table.add_column(escape(columns[i]) if columns else "", style=styles[i] if styles else None,
+                         justify=justify[i] if justify else "left")  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(Text(str(cell)) for cell in row))
+    return table
+
+
+@contextlib.contextmanager
+def _rendering(console: Console) -> Iterator[None]:
+    """A ConsoleHandler on the "cnnfit" logger for one command; removed after, the logger's level restored."""
+    logger, handler = logging.getLogger("cnnfit"), ConsoleHandler(console)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(handler.level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
 
 
 @contextlib.contextmanager
@@ -125,170 +297,61 @@ def _importing(process: bool) -> Iterator[None]:
 
 def _run(argv: list[str], console: Console, process: bool = False) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
-        _help(console, "")
+        _help(console)
         return 0
-    command, args = argv[0], argv[1:]
-    commands = ("train", "lr-find", "tune", "eval", "predict", "export", "serve", "compare", "inspect", "models",
-                "summary")
-    if command not in commands:
-        raise CnnfitError(f"unknown command '{command}'; choose from: {', '.join(commands)}")
+    name, args = argv[0], argv[1:]
+    if name not in COMMANDS:
+        raise CnnfitError(f"unknown command '{name}'; {suggest(name, COMMANDS)}choose from: {', '.join(COMMANDS)}")
     if "-h" in args or "--help" in args:
-        _help(console, command)
+        _help(console, name)
         return 0
-    if command == "train":
-        from cnnfit.config import load_config
-
-        cfg = load_config(args)
-        if cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:  # devices=N: torchrun, started for the user
-            from cnnfit.distributed import launch
-
-            return launch(cfg.train.devices, args)
-        with _importing(process):
-            from cnnfit.pipeline import train
-
-        train(cfg, console=console)
-    elif command == "tune":
-        from cnnfit.config import load_config
-
-        with _importing(process):
-            from cnnfit.tune import tune
-
+    command = COMMANDS[name]
+    if command.options is None:
         # for tune, resume=true continues the search and sampler= picks the search's sampler; for train they
         # name a run directory and the batch sampler (train.sampler= still reaches that one here)
-        tune(load_config([f"tune.{a}" if a.startswith(("resume=", "sampler=")) else a for a in args]),
-             console=console)
-    elif command == "lr-find":
-        from cnnfit.config import load_config
+        cfg = load_config([f"tune.{a}" if name == "tune" and a.startswith(("resume=", "sampler=")) else a
+                           for a in args])
+        if name == "train" and cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:
+            from cnnfit.distributed import launch  # devices=N: torchrun, started for the user
 
-        with _importing(process):
-            from cnnfit.pipeline import lr_find
-
-        lr_find(load_config(args), console=console)
-    elif command == "inspect":
-        from cnnfit.config import load_config
-        from cnnfit.prepare import inspect
-
-        inspect(load_config(args), console=console)
-    elif command in ("models", "summary"):
-        _show_models(command, args, console)
+            return launch(cfg.train.devices, args)
+        positional, options = (cfg,), {}
     else:
-        positional, options = _split_args(command, args)
-        if not positional:
-            raise CnnfitError(f"cnnfit {command} needs a run directory, e.g. cnnfit {command} runs/train")
-        with _importing(process):
-            from cnnfit import pipeline
-
-        if command == "compare":
-            from cnnfit.compare import compare
-
-            compare(positional, out=options.get("out"), console=console)
-        elif command == "eval":
-            if len(positional) > 1:
-                raise CnnfitError(f"cnnfit eval takes one run directory, got {len(positional)} paths")
-            pipeline.evaluate(positional[0], console=console, device=options.get("device", "auto"),
-                              data=options.get("data"), tta=_tta_option(options),
-                              calibrate=_bool_option(options, "calibrate"), report=_bool_option(options, "report"),
-                              amp=_amp_option(options))
-        elif command == "serve":
-            from cnnfit.serve import serve
-
-            if len(positional) > 1:
-                raise CnnfitError(f"cnnfit serve takes one run directory or .onnx file, got {len(positional)} paths")
-            serve(positional[0], host=options.get("host", "127.0.0.1"), port=_int_option(options, "port", 8000),
-                  api_key=options.get("api_key"), max_batch=_int_option(options, "max_batch", 64),
-                  tta=_tta_option(options), device=options.get("device", "cpu"))
-        elif command == "export":
-            from cnnfit.export import export
-
-            if len(positional) > 1:
-                raise CnnfitError(f"cnnfit export takes one run directory, got {len(positional)} paths")
-            check = options.get("check_images", "2000")
-            export(positional[0], format=options.get("format", "onnx"), out=options.get("out"), console=console,
-                   layout=options.get("layout", "nchw"),
-                   check_images=None if check == "all" else _int_option(options, "check_images", 2000))
-        else:
-            if len(positional) < 2:
-                raise CnnfitError("cnnfit predict needs image files, folders or globs after the run directory")
-            try:
-                topk = int(options.get("topk", 5))
-            except ValueError:
-                raise CnnfitError(f"topk={options['topk']!r} is invalid: use a whole number such as topk=3") from None
-            pipeline.predict(positional[0], positional[1:], topk=topk, out=options.get("out"),
-                             device=options.get("device", "auto"), console=console, tta=_tta_option(options),
-                             format=options.get("format", "csv"))
+        positional, parsed = _parse(name, args)
+        options = dict(parsed)
+    module, _, function = command.call.partition(":")
+    with _importing(process):
+        library = importlib.import_module(module)
+    if function:
+        getattr(library, function)(*positional, **options)
+    else:
+        _show_models(console, name, parsed)
     return 0
 
 
-def _tta_option(options: dict[str, str]) -> str | None:
-    from cnnfit.eval.tta import MODES
-
-    tta = options.get("tta")
-    if tta is not None and tta not in MODES:
-        raise CnnfitError(f"tta={tta!r} is not a mode; choose from: {', '.join(MODES)}")
-    return tta
-
-
-def _amp_option(options: dict[str, str]) -> str | None:
-    value = options.get("amp")
-    if value is not None and value not in ("auto", "bf16", "fp16", "off"):
-        raise CnnfitError(f"amp={value!r} is invalid: use amp=auto, bf16, fp16 or off")
-    return value
-
-
-def _bool_option(options: dict[str, str], key: str) -> bool | None:
-    value = options.get(key)
-    if value is None:
-        return None
-    if value.lower() in ("true", "1", "yes", "on"):
-        return True
-    if value.lower() in ("false", "0", "no", "off"):
-        return False
-    raise CnnfitError(f"{key}={value!r} is invalid: use {key}=true or {key}=false")
-
-
-def _int_option(options: dict[str, str], key: str, default: int) -> int:
-    try:
-        return int(options.get(key, default))
-    except ValueError:
-        raise CnnfitError(f"{key}={options[key]!r} is invalid: use a whole number such as {key}={default}") from None
-
-
-def _show_models(command: str, args: list[str], console: Console) -> None:
+def _show_models(console: Console, name: str, o: Any) -> None:
+    """`cnnfit models` (the zoo) and `cnnfit summary` (one model, layer by layer): the CLI's own tables."""
     from cnnfit import models
     from cnnfit.models import summary
 
-    positional, options = _split_args(command, args)
-    if positional:
-        raise CnnfitError(f"cnnfit {command} takes key=value arguments only, got '{positional[0]}'")
-    imgsz, chans = _int_option(options, "imgsz", 32), _int_option(options, "in_chans", 3)
-    classes = _int_option(options, "classes", 10)
-    if command == "models":
-        table = Table(title=f"cnnfit models at {chans}x{imgsz}x{imgsz}, {classes} classes")
-        for col in ("name", "parameters", "MFLOPs", "min size", "options"):
-            table.add_column(col, justify="right" if col in ("parameters", "MFLOPs", "min size") else "left")
-        for row in summary.zoo_table(imgsz=imgsz, in_chans=chans, num_classes=classes):
-            flops = f"{row['flops'] / 1e6:,.1f}" if row["flops"] is not None else row["note"]
-            table.add_row(row["name"], f"{row['params']:,}", flops, f"{row['min_size']} px", ", ".join(row["options"]))
-        console.print(table)
+    shape = f"{o.in_chans}x{o.imgsz}x{o.imgsz}, {o.classes} classes"
+    if name == "models":
+        rows = [[r["name"], f"{r['params']:,}", f"{r['flops'] / 1e6:,.1f}" if r["flops"] is not None else r["note"],
+                 f"{r['min_size']} px", ", ".join(r["options"])]
+                for r in summary.zoo_table(imgsz=o.imgsz, in_chans=o.in_chans, num_classes=o.classes)]
+        console.print(_table(rows, f"cnnfit models at {shape}", ["name", "parameters", "MFLOPs", "min size", "options"],
+                             justify=["left", "right", "right", "right", "left"]))
         console.print("forward FLOPs of one image (2 per multiply-add; convolutions and linear layers). "
                       "Also: a layers .yaml file, or pkg.module:Class; `cnnfit summary model=NAME` per layer.",
                       highlight=False)
         return
-    from cnnfit.config import load_config
-
-    name = options.pop("model", "simplecnn")
-    extra = {k: options[k] for k in _MODEL_KEYS if k in options}
-    opts = load_config([f"model.{k}={v}" for k, v in extra.items()]).model.model_dump(exclude={"name", "init"})
-    model = models.create(name, num_classes=classes, in_chans=chans, imgsz=imgsz,
-                          **{k: v for k, v in opts.items() if v is not None})
-    info = summary.layer_table(model, in_chans=chans, imgsz=imgsz)
-    table = Table(title=f"{name} at {chans}x{imgsz}x{imgsz}, {classes} classes")
-    for col in ("layer", "type", "output", "parameters"):
-        table.add_column(col, justify="right" if col == "parameters" else "left")
-    for row in info["rows"]:
-        table.add_row(escape(row["name"]), row["type"], escape(str(row["shape"])), f"{row['params']:,}" if row["params"] else "")
-    console.print(table)
-    flops = summary.count_flops(model, in_chans=chans, imgsz=imgsz)
+    options = {k: getattr(o, k) for k in _MODEL_KEYS if getattr(o, k) is not None}
+    model = models.create(o.model, num_classes=o.classes, in_chans=o.in_chans, imgsz=o.imgsz, **options)
+    info = summary.layer_table(model, in_chans=o.in_chans, imgsz=o.imgsz)
+    rows = [[r["name"], r["type"], str(r["shape"]), f"{r['params']:,}" if r["params"] else ""] for r in info["rows"]]
+    console.print(_table(rows, f"{o.model} at {shape}", ["layer", "type", "output", "parameters"],
+                         justify=["left", "left", "left", "right"]))
+    flops = summary.count_flops(model, in_chans=o.in_chans, imgsz=o.imgsz)
     console.print(f"{info['params']:,} parameters ({info['trainable']:,} trainable), {flops / 1e6:,.1f} MFLOPs "
                   f"per image, output {info['output']}", highlight=False)
 
@@ -296,7 +359,8 @@ def _show_models(command: str, args: list[str], console: Console) -> None:
 def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
-        return _run(list(sys.argv[1:] if argv is None else argv), console, process=argv is None)
+        with _rendering(console):
+            return _run(list(sys.argv[1:] if argv is None else argv), console, process=argv is None)
     except CnnfitError as exc:
         if os.environ.get("RANK", "0") == "0" or str(exc).startswith("rank "):  # under torchrun: one copy each
             Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)

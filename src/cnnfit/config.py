@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cnnfit.errors import CnnfitError
+from cnnfit.errors import CnnfitError, suggest
 
 
 class _Group(BaseModel):
@@ -23,7 +22,7 @@ class _Group(BaseModel):
 class DataConfig(_Group):
     source: str = Field("digits", description="digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, "
                         "a folder of class folders, a .zip of them, or a .npz")
-    imgsz: int | None = Field(None, ge=4, le=1024, description="square input size in pixels; auto: native size")
+    imgsz: int | None = Field(None, ge=4, le=1024, description="square input size in pixels")
     channels: Literal[1, 3] | None = Field(None, description="1 or 3; auto: 1 when every image is grayscale")
     resize: Literal["squash", "crop", "pad"] = Field("squash", description="how non-square images become square")
     val: float = Field(0.15, gt=0.0, lt=1.0, description="validation fraction when the source has no val split")
@@ -69,20 +68,19 @@ class FinetuneConfig(_Group):
     freeze_epochs: int = Field(0, ge=0, description="two-phase fine-tuning: train with the backbone frozen for N "
                                "epochs, then unfreeze it at backbone_lr_mult")
     head_lr_mult: float = Field(1.0, gt=0, description="LR multiplier for the head (and auxiliary heads)")
-    backbone_lr_mult: float | None = Field(None, gt=0, description="LR multiplier for the backbone; auto: 0.1 "
-                                           "with freeze_epochs, else 1")
+    backbone_lr_mult: float | None = Field(None, gt=0, description="LR multiplier for the backbone")
 
 
 class OptimConfig(_Group):
     name: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("adamw", description="optimizer")
-    lr: float | None = Field(None, gt=0, description="peak learning rate; auto: 1e-3 (adam family), 0.05 (sgd)")
+    lr: float | None = Field(None, gt=0, description="peak learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd and rmsprop momentum")
     nesterov: bool = Field(False, description="nesterov momentum (sgd)")
     decoupled: bool = Field(False, description="sgd: lr is the step per 1024 images and weight_decay the shrink per "
                             "1024 images, each independent of momentum, batch and the other (Page, 2019; airbench)")
     norm_lr_mult: float = Field(1.0, gt=0, description="LR multiplier for batch-norm parameters; when not 1 they are "
                                 "decayed too, by weight_decay / norm_lr_mult, so they shrink per step as the weights do")
-    weight_decay: float | None = Field(None, ge=0, description="L2 / decoupled decay; auto: 0.05 adamw, 5e-4 sgd, 0 else")
+    weight_decay: float | None = Field(None, ge=0, description="L2 / decoupled decay")
     l1: float = Field(0.0, ge=0, description="L1 penalty on weights (not biases or norms), added to the loss")
     lr_scale: Literal["none", "linear", "sqrt"] = Field(
         "none", description="scale lr by (batch x accumulate) / ref_batch: linear (SGD) or sqrt (Adam family)")
@@ -102,7 +100,7 @@ class ScheduleConfig(_Group):
     step_size: int = Field(10, gt=0, description="epochs between decays (step)")
     milestones: list[float] = Field([], description="epochs at which the LR is multiplied by gamma (multistep)")
     gamma: float | None = Field(None, gt=0, le=1, description="decay factor: per step_size (step), per milestone "
-                                "(multistep), per epoch (exponential), per plateau; auto: 0.95 exponential, else 0.1")
+                                "(multistep), per epoch (exponential), per plateau")
     patience: int = Field(3, ge=1, description="epochs without improvement before the LR drops (plateau)")
 
 
@@ -115,8 +113,7 @@ class TrainConfig(_Group):
     channels_last: bool | None = Field(None, description="NHWC memory layout; auto: measured default per device")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
     monitor: Literal["auto", "val_acc", "val_loss", "val_macro_f1", "val_balanced_acc", "epoch"] = Field(
-        "auto", description="metric that picks best.pt and early stopping; auto: val_macro_f1 when the largest "
-        "class is over 3x the smallest, else val_acc; epoch: best.pt is the last epoch")
+        "auto", description="metric that picks best.pt and early stopping; epoch: best.pt is the last epoch")
     class_weight: Literal["none", "balanced"] | dict[str, float] = Field(
         "none", description="loss weight per class: none, balanced (n / (classes * count)) or {class: weight}")
     sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: draw every class equally often")
@@ -263,8 +260,7 @@ VALID_KEYS = _leaf_fields(Config)
 def _canonical(key: str) -> str:
     key = SHORT_KEYS.get(key, key)
     if key not in VALID_KEYS:
-        close = difflib.get_close_matches(key, list(VALID_KEYS) + list(SHORT_KEYS), n=1, cutoff=0.6)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = suggest(key, list(VALID_KEYS) + list(SHORT_KEYS), "; did you mean '{}'?")
         raise CnnfitError(f"unknown key '{key}'{hint} (`cnnfit train --help` lists every key)")
     return key
 
@@ -279,6 +275,26 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys -> the nested mapping they name: the inverse of `flatten`."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def with_overrides(cfg: Config | None, overrides: dict[str, Any]) -> Config:
+    """`cfg` (or the defaults) with keyword overrides on top (`train__epochs=3` or `epochs=3`): the API's path."""
+    if cfg is not None and not overrides:
+        return cfg
+    base = flatten(cfg.model_dump(mode="json")) if cfg is not None else {}
+    return load_config(**{**{k.replace(".", "__"): v for k, v in base.items()}, **overrides})  # overrides win
 
 
 def _parse_value(text: str) -> Any:
@@ -355,16 +371,9 @@ def load_config(args: list[str] | None = None, **overrides: Any) -> Config:
     if space:
         given = flat.pop("space", flat.pop("tune.space", {})) or {}
         flat["tune.space"] = {**given, **space}
-    values = {_canonical(k): v for k, v in flat.items()}
-    tree: dict[str, Any] = {}
-    for key, value in values.items():
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = str(value) if isinstance(value, Path) else value
+    values = {_canonical(k): str(v) if isinstance(v, Path) else v for k, v in flat.items()}
     try:
-        return Config.model_validate(tree)
+        return Config.model_validate(unflatten(values))
     except ValidationError as exc:
         raise CnnfitError(_describe(exc.errors()[0], values)) from None
 
@@ -373,14 +382,16 @@ def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-def help_text() -> list[tuple[str, str, str]]:
-    """(key, default, description) for every key, short names first where they exist."""
+def help_text(auto: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """(key, default, description) for every key, short names first where they exist; `auto` adds each auto
+    rule's text (the pipeline's table) to the key it fills."""
     short_for = {v: k for k, v in SHORT_KEYS.items()}
     rows = []
     for key, field in VALID_KEYS.items():
         shown = f"{short_for[key]} ({key})" if key in short_for else key
         default = "auto" if field.default is None else str(field.default)
-        rows.append((shown, default, field.description or ""))
+        rule = (auto or {}).get(key)
+        rows.append((shown, default, (field.description or "") + (f"; auto: {rule}" if rule else "")))
     return rows
 
 

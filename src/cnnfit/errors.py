@@ -1,5 +1,10 @@
 """The one error type that reaches users: a message that names the fix, exit code 2."""
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
 
 class CnnfitError(ValueError):
     """Bad input from the user; the CLI prints it on one line and exits with code 2."""
@@ -11,3 +16,9 @@ class TrainingStopped(CnnfitError):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+def suggest(name: str, choices: Iterable[str], template: str = "did you mean '{}'? ") -> str:
+    """`template` filled with the closest of `choices` to a misspelt `name`, or "" when none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return template.format(close[0]) if close else ""

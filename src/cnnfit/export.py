@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
-from rich.console import Console
 
+from cnnfit.data.cache import open_dataset
+from cnnfit.engine import load_checkpoint
 from cnnfit.errors import CnnfitError
+from cnnfit.files import atomic_path, write_atomic
+from cnnfit.models import from_checkpoint
+from cnnfit.predictor import BATCH, load_predictor, pixels_module, run_metrics
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 MAX_DIFF = 1e-4  # largest |p_exported - p_torch| accepted, in probability units
@@ -31,22 +37,20 @@ MIN_AGREEMENT = 1.0  # fraction of images whose top-1 class must agree
 CHECK_IMAGES = 2000  # val images the parity check runs on by default (~1 s for a small CNN on CPU)
 
 
-def export(run: str | Path, *, format: str = "onnx", out: Path | None = None, console: Console | None = None,
+def export(run: str | Path, *, format: str = "onnx", out: Path | None = None,
            check_images: int | None = CHECK_IMAGES, layout: str = "nchw") -> dict[str, Any]:
     """Export RUN's best.pt as `format` (onnx, torchscript, safetensors) to `out` (default RUN/model.<ext>).
 
     onnx and torchscript are checked against the torch predictor on up to `check_images` val images (None: all);
     beyond MAX_DIFF or MIN_AGREEMENT it raises CnnfitError and leaves no file. The record (path, bytes, parity,
     seconds) is returned and stored under its format in RUN/export.json."""
-    from cnnfit import engine as E
-    from cnnfit.inference import _run_dir
-
     t0 = time.perf_counter()
     if format not in FORMATS:
         raise CnnfitError(f"format={format!r} is not an export format; choose from: {', '.join(FORMATS)}")
-    run_dir = _run_dir(run)
-    console = console or Console()
-    ckpt = E.load_checkpoint(run_dir / "best.pt")
+    run_dir = Path(run)
+    if not (run_dir / "best.pt").is_file():
+        raise CnnfitError(f"'{run}' is not a finished run directory (no best.pt); pass e.g. runs/train")
+    ckpt = load_checkpoint(run_dir / "best.pt")
     task = ckpt.get("task", "classify")
     if format != "safetensors" and task != "classify":
         raise CnnfitError(f"format={format} exports classify runs; this run is {task}: use format=safetensors")
@@ -68,30 +72,27 @@ def export(run: str | Path, *, format: str = "onnx", out: Path | None = None, co
         p = record["parity"]
         line += (f"; {p['backend']} vs torch on {p['images']} {p['split']} images: max |dp| {p['max_abs_diff']:.2e}, "
                  f"top-1 agreement {p['agreement']:.2%}")
-    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    log.info(line)
     return record
 
 
 def _graph(format: str, run_dir: Path, ckpt: dict, path: Path, check_images: int | None,
            layout: str) -> dict[str, Any]:
     """ONNX or TorchScript of the uint8 -> probs module, written to a temporary name, checked, then renamed."""
-    from cnnfit.predictor import load_predictor, pixels_module, run_metrics
-
     module = pixels_module(ckpt, "cpu", layout=layout)
     images, split = _check_images(run_dir, ckpt, check_images)  # (N, C, H, W) uint8
     example = torch.from_numpy(images[:2] if len(images) >= 2 else np.repeat(images[:1], 2, axis=0))
     if layout == "nhwc":
         example = example.permute(0, 2, 3, 1).contiguous()  # (2, H, W, C)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keeps the suffix: load_predictor reads .onnx
     reference = load_predictor(run_dir, tta="none").predict
-    try:
+    with atomic_path(path) as tmp:  # checked before it takes the name: a failed check leaves no file
         if format == "onnx":
             _torch_to_onnx(module, example, tmp, output="probs")
             meta = {"classes": json.dumps(ckpt["classes"]), "imgsz": ckpt["imgsz"], "channels": ckpt["channels"],
                     "resize": ckpt["resize"], "task": "classify", "mean": json.dumps(ckpt["mean"]),
                     "std": json.dumps(ckpt["std"]), "temperature": module.temperature, "model": ckpt["model"],
                     "params": sum(p.numel() for p in module.model.parameters()), "layout": layout,
-                    "input": "images", "output": "probs", "cnnfit": _version(), **run_metrics(run_dir)}
+                    "input": "images", "output": "probs", "cnnfit": version("cnnfit"), **run_metrics(run_dir)}
             _set_metadata(tmp, meta)
             candidate, backend = load_predictor(tmp).predict, "onnxruntime"
         else:
@@ -112,9 +113,6 @@ def _graph(format: str, run_dir: Path, ckpt: dict, path: Path, check_images: int
                               f"{parity['agreement']:.2%} on {len(images)} {split} images; nothing was written")
         if format == "onnx":
             _set_metadata(tmp, {"parity": json.dumps(parity)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"path": str(path), "bytes": {path.name: path.stat().st_size}, "layout": layout,
             "input": {"name": "images", "dtype": "uint8",
                       "shape": ["N", *((ckpt["channels"], ckpt["imgsz"], ckpt["imgsz"]) if layout == "nchw"
@@ -132,8 +130,6 @@ def _torch_runner(module: nn.Module, layout: str) -> Callable[[np.ndarray], np.n
             return module(t).numpy()
 
     def predict(images: np.ndarray) -> np.ndarray:
-        from cnnfit.predictor import BATCH
-
         return np.concatenate([run(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
 
     return predict
@@ -142,12 +138,12 @@ def _torch_runner(module: nn.Module, layout: str) -> Callable[[np.ndarray], np.n
 def _check_images(run_dir: Path, ckpt: dict, limit: int | None) -> tuple[np.ndarray, str]:
     """The run's val images, decoded as training decoded them: (N, C, H, W) uint8 and the split's name.
     Data that moved or changed gives seeded random pixels instead, and says so."""
-    from cnnfit.config import Config
-    from cnnfit.prepare import load_data
-
     shape = (ckpt["channels"], ckpt["imgsz"], ckpt["imgsz"])
     try:
-        ds = load_data(Config.model_validate(ckpt["config"]))[0]
+        d = ckpt["config"]["data"]
+        ds = open_dataset(d["source"], imgsz=d["imgsz"], channels=d["channels"], resize=d["resize"],
+                          workers=d.get("workers"), cache=d.get("cache", True), task=d.get("task", "auto"),
+                          exclude=d.get("exclude", []))[0]
         split = json.loads((run_dir / "split.json").read_text())
         name = "val" if len(split.get("val", [])) else "test"
         idx = np.asarray(split[name], dtype=np.int64)[:limit]
@@ -189,15 +185,7 @@ def _set_metadata(path: Path, props: dict[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
-def _version() -> str:
-    from cnnfit import __version__
-
-    return __version__
-
-
 def _record(run_dir: Path, format: str, record: dict[str, Any]) -> None:
-    from cnnfit.files import write_atomic
-
     path = run_dir / "export.json"
     try:
         records = json.loads(path.read_text())
@@ -211,9 +199,7 @@ def _record(run_dir: Path, format: str, record: dict[str, Any]) -> None:
 def _safetensors(ckpt: dict, path: Path) -> dict[str, Any]:
     from safetensors.torch import save_file
 
-    from cnnfit.files import write_atomic
-
-    meta = {"format": "cnnfit-safetensors", "cnnfit": _version(), "model": ckpt["model"],
+    meta = {"format": "cnnfit-safetensors", "cnnfit": version("cnnfit"), "model": ckpt["model"],
             "model_kwargs": ckpt["model_kwargs"], "num_classes": len(ckpt["classes"]), "in_chans": ckpt["channels"],
             "classes": ckpt["classes"], "imgsz": ckpt["imgsz"], "channels": ckpt["channels"],
             "resize": ckpt["resize"], "mean": ckpt["mean"], "std": ckpt["std"], "task": ckpt.get("task", "classify"),
@@ -225,12 +211,8 @@ def _safetensors(ckpt: dict, path: Path) -> dict[str, Any]:
         raise CnnfitError(f"model options of {ckpt['model']} are not JSON ({exc}); use format=onnx") from None
     # safetensors refuses tensors that share memory; a clone per tensor costs one copy of the weights
     weights = {k: v.detach().contiguous().clone() for k, v in ckpt["state_dict"].items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(weights, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     desc = _description(path)
     write_atomic(desc, text)
     return {"path": str(path), "description": str(desc),
@@ -246,8 +228,6 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     takes float (N, C, H, W) normalized with meta["mean"], meta["std"] and returns logits."""
     from safetensors.torch import load_file
 
-    from cnnfit.inference import _model_from_checkpoint
-
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
@@ -257,7 +237,7 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
                           "cnnfit export RUN format=safetensors")
     meta = json.loads(desc.read_text())
     ckpt = {**meta, "state_dict": load_file(str(path))}
-    return _model_from_checkpoint(ckpt, torch.device("cpu")), meta
+    return from_checkpoint(ckpt, torch.device("cpu")), meta
 
 
 def to_onnx(model: nn.Module, path: str | Path, *, in_chans: int, imgsz: int, check: bool = True) -> Path:
@@ -266,14 +246,10 @@ def to_onnx(model: nn.Module, path: str | Path, *, in_chans: int, imgsz: int, ch
     path = Path(path)
     model = model.eval().float()
     x = torch.randn(2, in_chans, imgsz, imgsz)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         _torch_to_onnx(model, x, tmp, output="logits")
         if check:
             _check(model, tmp, x)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnfit import data as D
+from cnnfit.data import decode_image, normalize
 from cnnfit.errors import CnnfitError
+from cnnfit.models import from_checkpoint
 
 BATCH = 256  # images per forward pass: bounds memory for any N; ~3 MB of uint8 at 3x64x64
 LAYOUTS = ("nchw", "nhwc")
@@ -47,9 +48,7 @@ class Pixels(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layout == "nhwc":
             x = x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-        x = x.float() / 255.0  # (N, C, H, W) in [0, 1]
-        x = (x - self.mean) * self.inv_std
-        out = self.model(x).float()  # (N, K) logits
+        out = self.model(normalize(x, self.mean, self.inv_std)).float()  # (N, K) logits
         if self.task == "classify":
             return (out / self.temperature).softmax(1)
         if self.task == "multilabel":
@@ -74,7 +73,7 @@ class Predictor:
 
     def decode(self, src: str | Path | bytes) -> np.ndarray:
         """An image file or its bytes -> (C, H, W) uint8 at this model's size; raises data.DecodeError."""
-        return D.decode_image(src, self.imgsz, self.channels, self.resize)
+        return decode_image(src, self.imgsz, self.channels, self.resize)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) float32: class probabilities (classify), label probabilities
@@ -102,10 +101,9 @@ def pixels_module(ckpt: dict, device: torch.device | str = "cpu", *, tta: str = 
                   layout: str = "nchw") -> Pixels:
     """The run's model as a uint8 -> output `Pixels` module, in eval mode, with its calibration temperature."""
     from cnnfit.eval.tta import TTA
-    from cnnfit.inference import _model_from_checkpoint
 
     task = ckpt.get("task", "classify")  # checkpoints from before other tasks existed are classifiers
-    model = _model_from_checkpoint(ckpt, torch.device(device))
+    model = from_checkpoint(ckpt, torch.device(device))
     if tta != "none":
         shift = (ckpt.get("config") or {}).get("eval", {}).get("tta_shift")  # older runs: the default
         model = TTA(model, tta, task, shift)
@@ -125,16 +123,15 @@ def run_metrics(run_dir: Path) -> dict[str, float | None]:
 
 
 def _torch_predictor(run_dir: Path, *, device: str, tta: str | None) -> Predictor:
-    from cnnfit import engine as E
-    from cnnfit.config import Config
+    from cnnfit.engine import load_checkpoint
     from cnnfit.device import pick_device
     from cnnfit.eval.tta import MODES
 
     if not (run_dir / "best.pt").is_file():
         raise CnnfitError(f"'{run_dir}' is not a finished run directory (no best.pt) or an exported .onnx file; "
                           "pass e.g. runs/train or runs/train/model.onnx")
-    ckpt = E.load_checkpoint(run_dir / "best.pt")
-    tta = tta or Config.model_validate(ckpt["config"]).eval.tta
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    tta = tta or (ckpt.get("config") or {}).get("eval", {}).get("tta", "none")
     if tta not in MODES:
         raise CnnfitError(f"tta={tta!r} is not a mode; choose from: {', '.join(MODES)}")
     dev = pick_device(device)

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from cnnfit.data.loader import DeviceLoader, channel_stats
+from cnnfit.data.loader import DeviceLoader, channel_stats, normalize
 
 
 def test_channel_stats_match_numpy():
@@ -29,6 +29,15 @@ def test_batches_are_normalized_and_cover_every_image_once():
     first = next(iter(DeviceLoader(images, labels, batch=4, device=torch.device("cpu"), mean=mean, std=std)))
     expected = (torch.from_numpy(images[:4]).float() / 255 - mean[0]) / std[0]
     assert torch.allclose(first[0], expected, atol=1e-5)
+
+
+def test_normalize_is_the_loaders_op_order_bit_for_bit():
+    images = np.random.default_rng(0).integers(0, 256, (6, 3, 4, 4), dtype=np.uint8)
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.3, 0.7]
+    x, _ = next(iter(DeviceLoader(images, np.arange(6), batch=6, device=torch.device("cpu"), mean=mean, std=std)))
+    m, inv_std = torch.tensor(mean).view(1, 3, 1, 1), 1.0 / torch.tensor(std).view(1, 3, 1, 1)
+    raw = torch.from_numpy(images)
+    assert torch.equal(x, (raw.float() / 255.0 - m) * inv_std) and torch.equal(normalize(raw, m, inv_std), x)
 
 
 def test_channels_last_layout():

@@ -16,7 +16,7 @@ from cnnfit.errors import TrainingStopped
 def test_slow_copy_follows_the_schedule_and_the_run_ends_on_it():
     model = torch.nn.Linear(1, 1, bias=False)
     total, every = 12, 5
-    state = State(model, torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, steps_per_epoch=total, batch=1)
+    state = State(model, torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, steps_per_epoch=total)
     cb = Lookahead(every)
     cb.on_fit_start(state)
     slow = model.weight.item()

@@ -1,11 +1,13 @@
 import numpy as np
+import pytest
 import torch
 
 from cnnfit import models
 from cnnfit.data import DeviceLoader, channel_stats, resolve, split_indices
 from cnnfit.data.sources import read
 from cnnfit.engine import build_optimizer, fit
-from cnnfit.engine.callbacks import Callback, EarlyStopping
+from cnnfit.engine.callbacks import Callback, EarlyStopping, Monitor, ProgressBar
+from cnnfit.errors import CnnfitError
 
 
 def _loaders(batch=64):
@@ -56,6 +58,28 @@ def test_early_stopping_stops_with_a_reason_and_restores_best():
     state = fit(model, train, val, optimizer=opt, epochs=20, device=torch.device("cpu"), callbacks=[stopper])
     assert state.stop == "no val_acc improvement in 2 epochs"
     assert len(state.history) == 3
+
+
+def test_a_monitor_on_an_unknown_metric_is_refused_with_the_choices():
+    with pytest.raises(CnnfitError, match=r"cannot tell whether 'val_accuracy' should go up or down; "
+                                          r"did you mean 'val_acc'\? monitor one of: val_loss, "):
+        EarlyStopping("val_accuracy")
+    assert Monitor("val_loss").mode == "min" and Monitor("val_macro_f1").mode == "max"
+
+
+def test_progress_logs_a_row_per_epoch_and_the_live_bar_at_debug(caplog):
+    caplog.set_level("DEBUG", logger="cnnfit")
+    train, val = _loaders()
+    model = models.create("lenet5", num_classes=10, in_chans=1)
+    fit(model, train, val, optimizer=build_optimizer("sgd", model, lr=1e-9), epochs=5, device=torch.device("cpu"),
+        callbacks=[ProgressBar(every=5), EarlyStopping("val_acc", patience=1)])
+    lines = [r for r in caplog.records if r.levelname == "INFO"]
+    assert lines[0].getMessage().split()[:3] == ["epoch", "train_loss", "train_acc"] and lines[0].style == "bold"
+    assert [r.getMessage().split()[0] for r in lines[1:-1]] == ["1/5", "2/5"]
+    assert lines[-1].getMessage() == "stopped early: no val_acc improvement in 1 epochs"
+    bars = [r.progress for r in caplog.records if hasattr(r, "progress")]
+    assert bars[0] == {"task": "epoch 1/5", "completed": 0, "total": len(train), "info": "", "done": False}
+    assert bars[1]["completed"] == 5 and bars[1]["info"].startswith("loss ") and bars[-1] == {"stop": True}
 
 
 def test_balanced_scores_match_scikit_learn():

@@ -63,7 +63,7 @@ def test_plateau_lowers_the_lr_after_patience_epochs_without_improvement():
     from cnnfit.engine.state import State
 
     model = torch.nn.Linear(2, 2)
-    state = State(model, build_optimizer("sgd", model, lr=0.1), epochs=10, steps_per_epoch=1, batch=1)
+    state = State(model, build_optimizer("sgd", model, lr=0.1), epochs=10, steps_per_epoch=1)
     cb = ReduceLROnPlateau("val_loss", patience=2, factor=0.5)
     for epoch, loss in enumerate([1.0, 0.9, 0.95, 0.92, 0.91, 0.93]):
         state.epoch, state.metrics = epoch, {"val_loss": loss}

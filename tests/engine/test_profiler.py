@@ -15,7 +15,7 @@ def _train(callback, steps: int) -> State:
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 3, (8,))
-    state = State(model, opt, 1, steps, 8)
+    state = State(model, opt, 1, steps)
     callback.on_fit_start(state)
     callback.on_epoch_start(state)
     for _ in range(steps):

@@ -14,7 +14,7 @@ def _fit(callback, model, *, epochs=2, steps=3) -> list[dict]:
     """A tiny manual loop calling the hooks in the order fit does; returns the per-epoch metrics."""
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 3, (8,))
-    state = State(model, opt, epochs, steps, 8)
+    state = State(model, opt, epochs, steps)
     callback.on_fit_start(state)
     for epoch in range(epochs):
         state.epoch = epoch

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnfit.eval.plots import (_ece_bins, _plt, plot_confusion, plot_curves, plot_lr, plot_per_class_f1, plot_pr,
-                               plot_reliability, plot_roc, plot_wrong)
+from cnnfit.eval.plots import (_ece_bins, plot_confusion, plot_curves, plot_lr, plot_per_class_f1, plot_pr,
+                               plot_reliability, plot_roc, plot_wrong, pyplot)
 
 
 def _probs(n: int, k: int, seed: int = 0, noise: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
@@ -26,7 +26,7 @@ def _png(path, min_side: int = 250, max_side: int = 2500) -> tuple[int, int]:
         assert min_side <= img.width <= max_side and min_side <= img.height <= max_side, img.size
         size = img.size
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
-    assert _plt().get_fignums() == []  # every figure closed
+    assert pyplot().get_fignums() == []  # every figure closed
     return size
 
 

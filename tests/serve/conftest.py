@@ -8,15 +8,13 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from rich.console import Console
 
 import cnnfit
 
 
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory):
-    return cnnfit.train(data="digits", epochs=3, project=str(tmp_path_factory.mktemp("runs")), name="serve",
-                        console=Console(file=io.StringIO()))
+    return cnnfit.train(data="digits", epochs=3, project=str(tmp_path_factory.mktemp("runs")), name="serve")
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ trains, plots that open, a self-contained tune_report.html and tune.json."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from html.parser import HTMLParser
@@ -13,12 +12,11 @@ from pathlib import Path
 import optuna
 import pytest
 from PIL import Image
-from rich.console import Console
 
 from cnnfit.config import load_config
 from cnnfit.errors import CnnfitError
-from cnnfit.eval.plots import _plt
-from cnnfit.eval.report import format_metric
+from cnnfit.eval.plots import pyplot
+from cnnfit.report import format_metric
 from cnnfit.tune.results import apply_params, write_results
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -68,14 +66,13 @@ def base():
 
 
 @pytest.mark.filterwarnings("error::optuna.exceptions.ExperimentalWarning")
-def test_every_file_from_a_mixed_study(tmp_path, base):
+def test_every_file_from_a_mixed_study(tmp_path, base, caplog):
+    caplog.set_level("INFO", logger="cnnfit")
     study = make_study(tmp_path, [0.81, "pruned", 0.93, "fail", 0.88, "pruned"])
-    out = io.StringIO()
     tune_dir = tmp_path / "tune"
-    style = dict(_plt().rcParams)
-    summary = write_results(study, tune_dir, base_config=base, monitor="val_acc",
-                            console=Console(file=out, width=200))
-    assert dict(_plt().rcParams) == style  # optuna's ggplot style stays inside the tune plots
+    style = dict(pyplot().rcParams)
+    summary = write_results(study, tune_dir, base_config=base, monitor="val_acc")
+    assert dict(pyplot().rcParams) == style  # optuna's ggplot style stays inside the tune plots
     best = study.best_trial
     assert best.number == 2
 
@@ -113,8 +110,8 @@ def test_every_file_from_a_mixed_study(tmp_path, base):
     assert saved["counts"] == {"COMPLETE": 3, "PRUNED": 2, "FAIL": 1, "RUNNING": 0, "WAITING": 0}
     assert saved["best"] == {"number": 2, "value": 0.93, "params": best.params}
     assert saved["direction"] == "maximize" and saved["monitor"] == "val_acc" and saved["refit"] is None
-    # one console line per file: csv, yaml, 4 plots, html, json
-    assert len(out.getvalue().strip().splitlines()) == 8
+    # one log line per file: csv, yaml, 4 plots, html, json
+    assert len([r for r in caplog.records if r.name.startswith("cnnfit")]) == 8
 
 
 def test_refit_is_shown_and_linked(tmp_path, base):
@@ -123,8 +120,7 @@ def test_refit_is_shown_and_linked(tmp_path, base):
     refit_dir.mkdir(parents=True)
     (refit_dir / "report.html").write_text("<html></html>")
     refit = {"run_dir": str(refit_dir), "test_accuracy": 0.9123, "val_metric": 0.95, "epochs": 3}
-    summary = write_results(study, tmp_path / "tune", base_config=base, monitor="val_acc", refit=refit,
-                            console=Console(file=io.StringIO()))
+    summary = write_results(study, tmp_path / "tune", base_config=base, monitor="val_acc", refit=refit)
     page = (tmp_path / "tune" / "tune_report.html").read_text()
     assert summary["refit"] == refit
     assert 'href="../runs/refit/report.html"' in page and "0.9123" in page and "test_accuracy" in page
@@ -134,7 +130,7 @@ def test_refit_is_shown_and_linked(tmp_path, base):
 def test_no_completed_trial(tmp_path, base, outcomes):
     study = make_study(tmp_path, outcomes)
     tune_dir = tmp_path / "tune"
-    summary = write_results(study, tune_dir, base_config=base, monitor="val_acc", console=Console(file=io.StringIO()))
+    summary = write_results(study, tune_dir, base_config=base, monitor="val_acc")
     assert not (tune_dir / "best.yaml").exists()
     assert summary["best"] is None and any("no best.yaml" in n for n in summary["notes"])
     assert not (tune_dir / "plots" / "history.png").exists()
@@ -151,7 +147,7 @@ def test_importances_need_variance(tmp_path, base):
         trial = study.ask()
         trial.suggest_categorical("model.name", ["lenet5"])
         study.tell(trial, value)
-    summary = write_results(study, tmp_path, base_config=base, monitor="val_loss", console=Console(file=io.StringIO()))
+    summary = write_results(study, tmp_path, base_config=base, monitor="val_loss")
     assert not (tmp_path / "plots" / "importances.png").exists()
     assert any(n.startswith("no importances.png") for n in summary["notes"])
     assert summary["best"]["value"] == 0.4 and load_config([f"config={tmp_path / 'best.yaml'}"]).model.name == "lenet5"

@@ -1,7 +1,6 @@
 """`cnnfit tune` end to end on the digits set: grid, pruning, refit, resume after a kill, and two processes
 sharing one study on a real PostgreSQL server."""
 
-import io
 import json
 import os
 import signal
@@ -14,7 +13,6 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from rich.console import Console
 
 from cnnfit.cli import main
 from cnnfit.config import load_config
@@ -37,14 +35,10 @@ def _states_read_only(db: Path) -> list[str]:
         return []
 
 
-def _quiet() -> Console:
-    return Console(file=io.StringIO(), width=200)
-
-
 def test_grid_over_3x3_runs_exactly_nine_distinct_trials_on_two_workers(tmp_path):
     cfg = load_config([*QUICK, *GRID, "tune.sampler=grid", "pruner=none", "refit=false", "workers=2",
                        f"project={tmp_path}"])
-    result = tune(cfg, console=_quiet())
+    result = tune(cfg)
     trials = _study(result.dir).trials
     assert len(trials) == 9 and all(t.state == TrialState.COMPLETE for t in trials)
     points = {(t.params["optim.lr"], t.params["train.batch"]) for t in trials}
@@ -65,7 +59,7 @@ def test_tpe_with_median_pruning_prunes_bad_trials_and_refits_once_on_test(tmp_p
     # learning rates up to 3 ruin some trials within an epoch: the median pruner stops those
     cfg = load_config(["data=digits", "epochs=3", "model=simplecnn", "space.lr=loguniform(1e-4, 3)", "trials=8",
                        "tune.sampler=tpe", "pruner=median", f"project={tmp_path}"])
-    result = tune(cfg, console=_quiet())
+    result = tune(cfg)
     trials = _study(result.dir).trials
     states = [t.state for t in trials]
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 8

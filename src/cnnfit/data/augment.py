@@ -319,16 +319,18 @@ def rand_augment(num_ops: int = 2, magnitude: int = 9) -> Augment:
 
 # ---------------------------------------------------------------- chain and build
 
-def compose(*augments: Augment) -> Augment | None:
-    if not augments:
-        return None
+def identity(x: Tensor, g: torch.Generator) -> Tensor:
+    """No augmentation (it draws nothing from `g`): what `build` returns when every switch is off."""
+    return x
 
+
+def compose(*augments: Augment) -> Augment:
     def apply(x: Tensor, g: torch.Generator) -> Tensor:
         for aug in augments:
             x = aug(x, g)
         return x
 
-    return apply
+    return apply if augments else identity
 
 
 def _check(name: str, value: float, lo: float, hi: float, hi_open: bool = False) -> None:
@@ -339,12 +341,10 @@ def _check(name: str, value: float, lo: float, hi: float, hi_open: bool = False)
 def build(*, hflip: bool | str = False, vflip: bool = False, shift: float = 0.0, fill_mode: str = "constant",
           rotation: float = 0.0, zoom: float = 0.0, shear: float = 0.0, brightness: float = 0.0,
           contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0, noise: float = 0.0, erasing: float = 0.0,
-          randaugment: int = 0, magnitude: int = 9) -> Augment | None:
-    """The training augmentation from plain switches; None when nothing is switched on. Order, as
+          randaugment: int = 0, magnitude: int = 9) -> Augment:
+    """The training augmentation from plain switches; `identity` when nothing is switched on. Order, as
     timm's train transform: flips, shift, one affine warp, colour jitter, RandAugment, noise, erasing.
     hflip="alternate" is the loader's (it knows each image and the epoch), so it is left out here."""
-    if fill_mode not in ("constant", "reflect"):
-        raise ValueError(f"fill_mode={fill_mode!r}; choose constant or reflect")
     hflip = hflip is True
     for name, value, lo, hi, open_ in (("shift", shift, 0, 0.5, False), ("rotation", rotation, 0, 180, False),
                                        ("zoom", zoom, 0, 1, True), ("shear", shear, 0, 90, True),

@@ -18,7 +18,9 @@ import numpy as np
 
 from cnnfit.data.imageset import ImageSet, check_task
 from cnnfit.data.loader import channel_stats
-from cnnfit.data.sources import SourceRef, read
+from cnnfit.data.sources import SourceRef, read, resolve
+from cnnfit.errors import CnnfitError
+from cnnfit.files import write_atomic
 
 CACHE_VERSION = 3  # bump when decoding or the entry format changes, so old entries are never reused (2: task,
 #                   3: native size)
@@ -129,6 +131,30 @@ def load_imageset(ref: SourceRef, size: int | None = None, channels: int | None 
     return (loaded if loaded is not None else ds), False
 
 
+def exclude_patterns(spec: str | list[str]) -> tuple[str, ...]:
+    """`exclude=` as patterns: a .txt file contributes one per line (blank lines and # comments skipped)."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    patterns: list[str] = []
+    for item in items:
+        if item.endswith(".txt"):
+            if not Path(item).is_file():
+                raise CnnfitError(f"exclude file '{item}' not found; give a .txt with one path per line, or patterns")
+            lines = Path(item).read_text().splitlines()
+            patterns += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        else:
+            patterns.append(item)
+    return tuple(patterns)
+
+
+def open_dataset(source: str, *, imgsz: int | None, channels: int | None, resize: str, workers: int | None = None,
+                 cache: bool = True, task: str = "auto", download: bool = False,
+                 exclude: str | list[str] = ()) -> tuple[ImageSet, bool, Path | None]:
+    """The dataset a run's `data.*` settings name, decoded (or memory-mapped from the cache): the ImageSet,
+    whether the cache had it, and the folder, zip or file it came from."""
+    ref = resolve(source, download=download, exclude=exclude_patterns(exclude))
+    return *load_imageset(ref, imgsz, channels, resize, workers, cache, task=task), ref.path
+
+
 def remembered(ds: ImageSet, key: np.ndarray | str, kind: str, compute: Callable[[], Any]) -> Any:
     """compute(), kept as JSON next to the dataset's cache entry under (kind, key): a second run of
     the same data and split reuses it. Without a cache entry it is simply computed."""
@@ -143,9 +169,7 @@ def remembered(ds: ImageSet, key: np.ndarray | str, kind: str, compute: Callable
     value = compute()
     if path is not None:
         try:
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(value))
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(value))
         except OSError:
             pass  # a read-only cache still trains; it just recomputes next time
     return value

@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from cnnfit.errors import CnnfitError
+from cnnfit.files import atomic_path
 
 # (base URL, [(file, md5)]): the addresses and checksums the datasets' authors publish
 OFFICIAL = {
@@ -46,19 +46,16 @@ def md5sum(path: Path) -> str:
 
 
 def _fetch(url: str, target: Path, md5: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-        got = md5sum(Path(tmp))
-        if got != md5:
-            raise CnnfitError(f"download of {url} is corrupt (md5 {got}, expected {md5}); try again later")
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:  # checked before it takes the name: a corrupt download leaves no file
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+            got = md5sum(tmp)
+            if got != md5:
+                raise CnnfitError(f"download of {url} is corrupt (md5 {got}, expected {md5}); try again later")
     except OSError as exc:
         raise CnnfitError(f"cannot download {url} ({exc}); check the network or place the files by hand") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def download(name: str, root: Path, base_url: str | None = None) -> Path:

@@ -8,14 +8,23 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
-from cnnfit.data.augment import Augment
+from cnnfit.data.augment import Augment, identity
 from cnnfit.data.imageset import task_of
 from cnnfit.errors import CnnfitError
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, inv_std: torch.Tensor,
+              augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 (x / 255 - mean) * inv_std, with (1, C, 1, 1) float32 `mean` and `inv_std`;
+    `augment` acts in between, on [0, 1]. DeviceLoader and predictor.Pixels both use it: trained, exported and
+    served inputs match bit for bit."""
+    x = x.float() / 255.0  # (B, C, H, W) in [0, 1]
+    return (augment(x) - mean) * inv_std
 
 
 def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -93,12 +102,6 @@ def _cgroup_limit() -> int:
     return 1 << 62
 
 
-def _host_labels(labels: np.ndarray, task: str) -> np.ndarray:
-    """Labels in the dtype the loss takes: int64 classes, uint8 multi-hot, float32 targets."""
-    dtype = {"classify": np.int64, "multilabel": np.uint8, "regress": np.float32}[task]
-    return np.asarray(labels, dtype=dtype)
-
-
 class DeviceLoader:
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch: int, device: torch.device,
                  mean: list[float], std: list[float], augment: Augment | None = None, shuffle: bool = False,
@@ -128,27 +131,26 @@ class DeviceLoader:
                          ("aug.only_minority", "aug.only_minority=false"))
             raise CnnfitError(f"{what} draws by class and needs one class per image, but this data is {self.task}; "
                               f"set {fix}")
-        self.labels_host = _host_labels(labels, self.task)
+        dtype = {"classify": np.int64, "multilabel": np.uint8, "regress": np.float32}[self.task]  # as the loss takes
+        self.labels_host = np.asarray(labels, dtype=dtype)
         if not self.stream:
             # uint8 on device: 4x less memory than fp32; decoded once at cache time
             self.x = torch.from_numpy(read_rows(images, self.index)).to(device)  # (N, C, H, W) uint8
         # (N,) int64 classes, (N, L) uint8 multi-hot (made float per batch: 4x less memory) or (N,) float32 targets
         self.y = torch.from_numpy(self.labels_host[self.index]).to(device)
-        self.batch, self.device, self.augment, self.shuffle = batch, device, augment, shuffle
+        self.batch, self.device, self.augment, self.shuffle = batch, device, augment or identity, shuffle
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.inv_std = 1.0 / torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.rank, self.world = rank, world
-        self.order_generator = torch.Generator(device=device)  # the same on every rank: one global order
-        self.order_generator.manual_seed(seed)
-        self.generator = torch.Generator(device=device)  # augmentation and mixing: this rank's own stream
-        self.generator.manual_seed(seed if augment_seed is None else augment_seed)
+        self.order_generator = torch.Generator(device=device).manual_seed(seed)  # the same on every rank: one order
+        # augmentation and mixing: this rank's own stream
+        self.generator = torch.Generator(device=device).manual_seed(seed if augment_seed is None else augment_seed)
         n, tail = len(self.y), len(self.y) % batch
         drop = (drop_last and n > tail) or (world > 1 and 0 < tail < world)
-        self.n = n - tail if drop else n  # images served per epoch, over all ranks
+        self.num_images = n - tail if drop else n  # images served per epoch, over all ranks
         self.flip_half = None
         if alternate_flip:
-            flips = torch.Generator(device=device)
-            flips.manual_seed(seed + 1)
+            flips = torch.Generator(device=device).manual_seed(seed + 1)
             self.flip_half = torch.rand(n, generator=flips, device=device) < 0.5  # (N,) flipped in even epochs
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.sample_weights = None
@@ -161,13 +163,10 @@ class DeviceLoader:
             self.augment_mask[augment_classes] = True
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.batch)
+        return math.ceil(self.num_images / self.batch)
 
-    @property
-    def num_images(self) -> int:
-        return self.n
-
-    def _order(self) -> torch.Tensor | None:
+    def new_order(self) -> torch.Tensor | None:
+        """The next epoch's sample order (None: in index order), drawn from the loader's order generator."""
         n = len(self.y)
         if self.sample_weights is not None:
             return torch.multinomial(self.sample_weights, n, replacement=True, generator=self.order_generator)
@@ -184,7 +183,7 @@ class DeviceLoader:
                  epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """uint8 (B, C, H, W) and labels per batch from batch number `first` on: gathered on the device,
         or read from disk ahead."""
-        n, step = self.n, self.world
+        n, step = self.num_images, self.world
         if not self.stream:
             for start in range(first * self.batch, n, self.batch):
                 mine = slice(start + self.rank, min(start + self.batch, n), step)  # this rank's share of the batch
@@ -226,12 +225,8 @@ class DeviceLoader:
                 except queue.Empty:
                     thread.join(0.05)
 
-    def new_order(self) -> torch.Tensor | None:
-        """The next epoch's sample order (None: in index order), drawn from the loader's generator."""
-        return self._order()
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.iterate(self._order())
+        return self.iterate(self.new_order())
 
     def iterate(self, order: torch.Tensor | None, first: int = 0,
                 epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -239,11 +234,12 @@ class DeviceLoader:
         state saved alongside, a resumed epoch sees exactly the images and augmentations the interrupted one
         would have."""
         for xb, y in self._batches(order, first, epoch):
-            x = xb.float().div_(255.0)  # (B, C, H, W) in [0, 1]
-            if self.augment is not None:
-                if self.augment_mask is None:
-                    x = self.augment(x, self.generator)
-                else:  # minority classes only
-                    x = torch.where(self.augment_mask[y].view(-1, 1, 1, 1), self.augment(x, self.generator), x)
-            x = x.sub_(self.mean).mul_(self.inv_std).contiguous(memory_format=self.memory_format)
-            yield x, (y.float() if self.task == "multilabel" else y)  # BCE wants float targets, (B, L)
+            x = normalize(xb, self.mean, self.inv_std, lambda x: self._augment(x, y))  # (B, C, H, W) float32
+            yield x.contiguous(memory_format=self.memory_format), (
+                y.float() if self.task == "multilabel" else y)  # BCE wants float targets, (B, L)
+
+    def _augment(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Augment a [0, 1] batch: every image, or with `augment_classes` only theirs."""
+        if self.augment_mask is None:
+            return self.augment(x, self.generator)
+        return torch.where(self.augment_mask[y].view(-1, 1, 1, 1), self.augment(x, self.generator), x)

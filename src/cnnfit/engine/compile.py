@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from cnnfit.engine.loop import _autocast
+from cnnfit.engine.loop import autocast
 
 TOLERANCE = 0.05  # worst relative gradient difference allowed; bf16 autocast alone gives up to ~1e-2
 
@@ -21,7 +21,7 @@ def _grads(forward: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor
            amp_dtype: torch.dtype | None) -> list[torch.Tensor]:
     with torch.random.fork_rng(devices=[]):  # the same dropout masks for both, and the run's RNG untouched
         torch.manual_seed(0)
-        with _autocast(x.device, amp_dtype):
+        with autocast(x.device, amp_dtype):
             out = forward(x)
             loss = loss_fn(out[0] if isinstance(out, tuple) else out, y)
         loss.backward()

@@ -49,10 +49,6 @@ def make_loss(task: str, name: str = "auto", *, label_smoothing: float = 0.0,
     if task == "regress" and (label_smoothing or class_weight is not None):
         raise CnnfitError("label smoothing and class weights need classes; for task=regress set "
                           "train.label_smoothing=0 and train.class_weight=none")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise CnnfitError(f"label_smoothing={label_smoothing} is outside [0, 1); 0.1 is usual")
-    if focal_gamma < 0:
-        raise CnnfitError(f"focal_gamma={focal_gamma} is negative; use 0 (plain cross-entropy) or more, 2 is usual")
     if name == "ce":
         return lambda out, y: F.cross_entropy(out.float(), y, weight=class_weight, label_smoothing=label_smoothing)
     if name == "bce":

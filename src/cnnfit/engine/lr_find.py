@@ -7,7 +7,6 @@ as they were, so training can start right after.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from cnnfit.engine.loop import autocast
 from cnnfit.errors import CnnfitError
 
 SKIP_START = 10  # points; the bias-corrected average is still noisy here (Lightning skips 10 as well)
@@ -83,42 +83,25 @@ def _cuda_devices(model: nn.Module) -> list[int]:
     return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
 
-def _check(start: float, end: float, steps: int, smooth: float, diverge: float) -> None:
-    if not 0 < start < end:
-        raise CnnfitError(f"the LR range needs 0 < start < end; got start={start:g}, end={end:g}")
-    if steps < 2:
-        raise CnnfitError(f"the LR range test needs steps >= 2; got {steps}")
-    if not 0 < smooth <= 1:
-        raise CnnfitError(f"smooth is the weight of each new loss, in (0, 1]; got {smooth:g} (try 0.05)")
-    if diverge <= 1:
-        raise CnnfitError(f"diverge is a multiple of the best loss and must be > 1; got {diverge:g} (try 4)")
-
-
 def _sweep(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: Callable, *,
            start: float, end: float, steps: int, amp_dtype: torch.dtype | None, smooth: float,
            diverge: float) -> tuple[list[float], list[float], list[float]]:
     """The training steps themselves; leaves the model and optimizer changed (the caller restores them)."""
     lrs, losses, smoothed = [], [], []
     avg, best = 0.0, math.inf
-    scaler = None
+    device = next(model.parameters()).device  # where `batches` are too
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 gradients underflow unscaled
     model.train()
     for i, (x, y) in zip(range(steps), _cycle(batches)):
         lr = start * (end / start) ** (i / (steps - 1))  # exponential: equal steps in log LR
         _set_lr(optimizer, lr)
-        if scaler is None and amp_dtype == torch.float16:
-            scaler = torch.amp.GradScaler(x.device.type)  # fp16 gradients underflow without loss scaling
-        amp = torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-        with amp:
+        with autocast(device, amp_dtype):
             out = model(x)
             logits = out[0] if isinstance(out, tuple) else out  # (B, classes); aux heads are not scored
             loss = loss_fn(logits, y)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         value = loss.item()  # one host sync per step: the stop test needs it, and the sweep is short
         if not math.isfinite(value):
@@ -145,7 +128,8 @@ def lr_range_test(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
     `batches` yields (x, y) already on the model's device; `smooth` is the weight of each new loss in the
     running average (0.05: about the last 20 steps). Each param group trains at lr * group["lr_mult"] (default 1).
     """
-    _check(start, end, steps, smooth, diverge)
+    if not 0 < start < end:
+        raise CnnfitError(f"the LR range needs 0 < start < end; got start={start:g}, end={end:g}")
     weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}  # host copy: no GPU memory
     opt_state = copy.deepcopy(optimizer.state_dict())
     was_training = model.training

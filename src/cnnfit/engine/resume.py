@@ -44,15 +44,16 @@ def snapshot(state: State) -> dict[str, Any]:
     """The resumable part of last.pt; taken after a whole optimizer step or after an epoch's end hooks."""
     done = state.epoch_done
     loader, ctx = state.loader, state.dist
-    own = {"loader_rng": loader.generator.get_state() if loader is not None else None, "rng": rng_states()}
+    own = {"loader_rng": loader.generator.get_state(), "rng": rng_states()}
     ranks = distributed.gather_objects(ctx, own)  # a collective: every rank snapshots at the same step
     running = None
     if not done:
-        loss_sum, correct, seen = distributed.sum_(ctx, *_running_tensors(state))
+        seen = torch.tensor(float(state.seen), device=state.loss_sum.device)
+        loss_sum, correct, seen = distributed.sum_(ctx, state.loss_sum, state.correct, seen)
         running = {"loss_sum": float(loss_sum), "correct": int(correct), "seen": int(seen)}
     return {
         "optimizer": state.optimizer.state_dict(),
-        "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+        "scaler": state.scaler.state_dict() or None,  # {} from a disabled scaler (no fp16)
         "ema": state.ema.state_dict() if state.ema is not None else None,
         "train_state": {
             "next_epoch": state.epoch + 1 if done else state.epoch,
@@ -60,7 +61,7 @@ def snapshot(state: State) -> dict[str, Any]:
             "step": state.step,
             "order": None if done or state.order is None else state.order.cpu(),
             "loader_rng": own["loader_rng"],
-            "order_rng": loader.order_generator.get_state() if loader is not None else None,
+            "order_rng": loader.order_generator.get_state(),
             "rng": own["rng"],
             "world": ctx.world,
             "ranks": ranks if ctx.active else None,
@@ -73,20 +74,13 @@ def snapshot(state: State) -> dict[str, Any]:
     }
 
 
-def _running_tensors(state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    device = state.loss_sum.device if state.loss_sum is not None else torch.device("cpu")
-    zero = torch.zeros((), device=device)
-    return (state.loss_sum if state.loss_sum is not None else zero,
-            state.correct if state.correct is not None else zero, torch.tensor(float(state.seen), device=device))
-
-
 def restore(state: State, ckpt: dict[str, Any], device: torch.device) -> None:
     """Put a snapshot back into a freshly built State (the model's weights are already loaded)."""
     ts = ckpt["train_state"]
     ctx = state.dist
     own = ts["ranks"][ctx.rank] if ts.get("ranks") else {"loader_rng": ts["loader_rng"], "rng": ts["rng"]}
     state.optimizer.load_state_dict(ckpt["optimizer"])
-    if state.scaler is not None and ckpt.get("scaler"):
+    if ckpt.get("scaler"):  # a disabled scaler (no fp16 now) ignores it
         state.scaler.load_state_dict(ckpt["scaler"])
     if state.ema is not None and ckpt.get("ema"):
         state.ema.load_state_dict(ckpt["ema"])
@@ -99,9 +93,8 @@ def restore(state: State, ckpt: dict[str, Any], device: torch.device) -> None:
         state.loss_sum = torch.tensor(run["loss_sum"], device=device)
         state.correct = torch.tensor(run["correct"], device=device)
         state.seen = run["seen"]
-    if state.loader is not None and own["loader_rng"] is not None:
-        state.loader.generator.set_state(own["loader_rng"])
-    if state.loader is not None and ts.get("order_rng") is not None:
+    state.loader.generator.set_state(own["loader_rng"])
+    if ts.get("order_rng") is not None:  # absent from older last.pt files
         state.loader.order_generator.set_state(ts["order_rng"])
     set_rng_states(own["rng"])
     saved = ts["callbacks"]

@@ -7,9 +7,23 @@ from collections.abc import Callable
 
 import torch
 
-from cnnfit.errors import CnnfitError
+from cnnfit.errors import CnnfitError, suggest
 
 MONITORS = {"classify": "val_acc", "multilabel": "val_macro_f1", "regress": "val_loss"}
+# which way each metric of history.csv improves: the one table Monitor, compare and the plots read
+DIRECTIONS = {"val_loss": "min", "val_mae": "min", "val_rmse": "min", "train_loss": "min",
+              "val_acc": "max", "val_macro_f1": "max", "val_balanced_acc": "max", "val_f1": "max",
+              "val_subset_acc": "max", "val_r2": "max", "train_acc": "max", "epoch": "max"}
+
+
+def direction(metric: str) -> str:
+    """"min" or "max" for a metric of DIRECTIONS; an unknown name raises rather than guess (as Keras' monitor)."""
+    if metric not in DIRECTIONS:
+        raise CnnfitError(f"cannot tell whether '{metric}' should go up or down; {suggest(metric, DIRECTIONS)}"
+                          f"monitor one of: {', '.join(DIRECTIONS)}")
+    return DIRECTIONS[metric]
+
+
 _KEYS = {"classify": ("val_loss", "val_acc", "val_macro_f1", "val_balanced_acc"),
          "multilabel": ("val_loss", "val_f1", "val_macro_f1", "val_subset_acc"),
          "regress": ("val_loss", "val_mae", "val_rmse", "val_r2")}
@@ -94,4 +108,4 @@ def _regression_scores(outputs: torch.Tensor, targets: torch.Tensor,
     return {"val_mae": err.abs().mean().item() * std, "val_rmse": err.pow(2).mean().sqrt().item() * std, "val_r2": r2}
 
 
-__all__ = ["MONITORS", "epoch_scores", "train_correct"]
+__all__ = ["DIRECTIONS", "MONITORS", "direction", "epoch_scores", "train_correct"]

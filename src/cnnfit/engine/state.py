@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import torch
 
 from cnnfit.distributed import SINGLE, Dist
+
+
+class Batches(Protocol):
+    """The training data `fit` takes (DeviceLoader is one): an epoch's batches in an order drawn from
+    `order_generator`, augmented from `generator`; both are saved, so a run resumes mid-epoch exactly."""
+
+    batch: int  # images per batch, over all ranks
+    num_images: int  # images per epoch, over all ranks
+    generator: torch.Generator
+    order_generator: torch.Generator
+
+    def __len__(self) -> int: ...  # batches per epoch
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...  # a new epoch from batch 0
+    def new_order(self) -> torch.Tensor | None: ...  # the next epoch's order (None: in index order)
+    def iterate(self, order: torch.Tensor | None, first: int = 0,
+                epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...  # (x, y) from batch `first` on
 
 
 @dataclass
@@ -16,7 +33,6 @@ class State:
     optimizer: torch.optim.Optimizer
     epochs: int
     steps_per_epoch: int  # optimizer steps (batches / accumulate, rounded up)
-    batch: int
     epoch: int = 0  # 0-based index of the current epoch
     step: int = 0  # optimizer steps taken since the start
     epoch_step: int = 0  # optimizer steps taken in the current epoch
@@ -26,24 +42,27 @@ class State:
     failed: bool = False  # the stop is an error (a non-finite loss): nothing after it may be saved
     signal: str | None = None  # a signal just caught (set by the handler, at any moment)
     interrupted: str | None = None  # a signal the loop has acted on: last.pt is saved at this step boundary
-    epoch_done: bool = False  # the current epoch has been validated and its end hooks have run
     lr_scale: float = 1.0  # multiplies the scheduled LR (ReduceLROnPlateau lowers it)
     # what exact resume needs beside model and optimizer
-    loader: Any = None  # the train DeviceLoader: its generator draws orders and augmentations
+    loader: Batches | None = None  # the training batches: their generators draw orders, augmentations, mixing
     order: torch.Tensor | None = None  # this epoch's sample order
     callbacks: list = field(default_factory=list)
     dist: Dist = SINGLE  # this process's rank and the world size (data-parallel training)
-    scaler: torch.amp.GradScaler | None = None
+    scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler(enabled=False))  # fp16 only
     ema: torch.optim.swa_utils.AveragedModel | None = None
     # running sums of the current epoch, kept on the device so steps never wait for the host
-    loss_sum: torch.Tensor | None = None
-    correct: torch.Tensor | None = None
+    loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    correct: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
     seen: int = 0
-    bad_step: torch.Tensor | None = None  # first step whose loss was not finite, or -1; on the device
+    bad_step: torch.Tensor = field(default_factory=lambda: torch.tensor(-1))  # first non-finite loss's step, or -1
 
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+    @property
+    def epoch_done(self) -> bool:  # validated: its row is in history, and its end hooks are running or have run
+        return bool(self.history) and self.history[-1]["epoch"] == self.epoch + 1
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -54,9 +73,9 @@ class State:
         """Sync once and stop the run, with the step number, if any loss so far was NaN or Inf."""
         if self.failed:
             return False
-        if self.bad_step is None or int(self.bad_step) < 0:
-            return True
         bad = int(self.bad_step)
+        if bad < 0:
+            return True
         self.failed = True
         lr = self.optimizer.param_groups[0]["lr"]
         self.stop = (f"the loss became NaN or Inf at step {bad} (epoch {self.epoch + 1}) with lr {lr:.3g}; "

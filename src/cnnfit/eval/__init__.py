@@ -1,4 +1,4 @@
-"""Evaluation: metrics, calibration, test-time augmentation, plots and the run report."""
+"""Evaluation: metrics, calibration, test-time augmentation and plots; the pages that show them are in cnnfit.report."""
 
 from cnnfit.eval.calibration import expected_calibration_error, fit_temperature
 from cnnfit.eval.metrics import classification_metrics, fit_thresholds, multilabel_metrics, regression_metrics

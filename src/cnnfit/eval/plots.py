@@ -1,22 +1,25 @@
 """Plots a person reads at a glance; matplotlib is imported here only, with the file-only Agg backend.
 
 One style throughout: 110 dpi, grid alpha 0.3, constrained layout, sentence-case titles; every figure is written
-by `_save` (temporary file, then rename) and closed there.
+by `save_figure` (temporary file, then rename) and closed there.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cnnfit.engine.scores import DIRECTIONS
+from cnnfit.files import atomic_path
+
 if TYPE_CHECKING:
     from cnnfit.engine.lr_find import LRFind
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,27 +28,25 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    """Write to a temporary name and rename, so a reader never sees half a PNG; the figure is closed either way,
-    since pyplot keeps every open figure alive."""
+def save_figure(fig, path: Path) -> None:
+    """Write at 110 dpi through a temporary name, so a reader never sees half a PNG; the figure is closed either
+    way, since pyplot keeps every open figure alive."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
     finally:
-        tmp.unlink(missing_ok=True)
-        _plt().close(fig)
+        pyplot().close(fig)
 
 
 def _note(title: str, text: str, path: Path) -> None:
     """A figure that says why there is nothing to draw, so a report never links to a missing file."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3), constrained_layout=True)
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="grey", transform=ax.transAxes)
     ax.set_title(title)
     ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _short(name: str, width: int = 14) -> str:
@@ -53,20 +54,20 @@ def _short(name: str, width: int = 14) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-_SCORES = {"val_acc": "accuracy", "val_macro_f1": "macro F1", "val_r2": "R^2", "val_f1": "micro F1",
-           "val_mae": "MAE"}  # the score panel shows the first one a history holds: any task has one
-_LOWER_IS_BETTER = ("val_mae", "val_rmse", "val_loss")
+# a history score's name on a plot; the score panel shows the first one a history holds: any task has one
+SCORE_NAMES = {"val_acc": "accuracy", "val_macro_f1": "macro F1", "val_r2": "R^2", "val_f1": "micro F1",
+               "val_mae": "MAE"}
 
 
 def plot_curves(history: list[dict[str, float]], path: Path, score: str | None = None,
                 best_epoch: int | None = None) -> None:
     """Loss, and a score per epoch (train and val where both are logged): `score` (a history key such as
-    'val_macro_f1'), else the first of _SCORES in the history, with the best epoch marked: `best_epoch` (the
+    'val_macro_f1'), else the first of SCORE_NAMES in the history, with the best epoch marked: `best_epoch` (the
     one best.pt holds), else the score's best. A val series that is all nan (not validated) is left out."""
-    plt = _plt()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
-    score = score or next((k for k in _SCORES if history and k in history[0]), "val_loss")
-    name = _SCORES.get(score, score.removeprefix("val_"))
+    score = score or next((k for k in SCORE_NAMES if history and k in history[0]), "val_loss")
+    name = SCORE_NAMES.get(score, score.removeprefix("val_"))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for ax, key, title in zip(axes, ("val_loss", score), ("loss", name)):
         train = "train_" + key.removeprefix("val_")
@@ -76,14 +77,14 @@ def plot_curves(history: list[dict[str, float]], path: Path, score: str | None =
         if not np.all(np.isnan(values)):
             ax.plot(epochs, values, "o-", label="val")
         if key == score and history:
-            pick = np.nanargmin if score in _LOWER_IS_BETTER else np.nanargmax
+            pick = np.nanargmin if DIRECTIONS.get(score) == "min" else np.nanargmax
             best = (epochs.index(best_epoch) if best_epoch in epochs else
                     int(pick(values)) if not np.all(np.isnan(values)) else len(epochs) - 1)
             ax.axvline(epochs[best], color="grey", ls=":", label=f"best epoch ({epochs[best]})")
         ax.set(xlabel="epoch", ylabel=title, title=title[0].upper() + title[1:])
         ax.grid(alpha=0.3)
         ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion(matrix: list[list[int]] | np.ndarray, classes: list[str], path: Path,
@@ -91,7 +92,7 @@ def plot_confusion(matrix: list[list[int]] | np.ndarray, classes: list[str], pat
     """Where the errors go. Colour is always the share of the true class (row), so a rare class's mistakes
     stand out as much as a common one's; cell text is that share with `normalize` (recall on the diagonal),
     else the raw count. Above 30 classes the cells are too small for text."""
-    plt = _plt()
+    plt = pyplot()
     cm = np.asarray(matrix)  # (K, K): rows true, columns predicted
     n = len(classes)
     rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -114,12 +115,12 @@ def plot_confusion(matrix: list[list[int]] | np.ndarray, classes: list[str], pat
                 text = f"{rows[i, j]:.2f}" if normalize else str(cm[i, j])
                 ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
                         color="white" if rows[i, j] > 0.5 else "black")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_regression(true: np.ndarray, pred: np.ndarray, path: Path, name: str = "target") -> None:
     """Predicted against true targets, with the y = x line a perfect model would sit on."""
-    plt = _plt()
+    plt = pyplot()
     true, pred = np.asarray(true, dtype=np.float64), np.asarray(pred, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
     ax.scatter(true, pred, s=10, alpha=0.6)
@@ -130,7 +131,7 @@ def plot_regression(true: np.ndarray, pred: np.ndarray, path: Path, name: str = 
         ax.legend()
     ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title=f"Test split: {len(true)} images")
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_samples(images, labels, classes: list[str], path: Path) -> None:
@@ -138,7 +139,7 @@ def plot_samples(images, labels, classes: list[str], path: Path) -> None:
 
     `images` and `labels` may be numpy arrays or torch tensors; soft labels (B, K) from mixup show their top class.
     """
-    plt = _plt()
+    plt = pyplot()
     if hasattr(images, "detach"):  # a torch tensor; torch itself is not imported here
         images = images.detach().float().cpu().numpy()
     if hasattr(labels, "detach"):
@@ -147,7 +148,7 @@ def plot_samples(images, labels, classes: list[str], path: Path) -> None:
     y = np.asarray(labels)[: len(x)]
     y = y.argmax(1) if y.ndim == 2 else y
     fig = _image_grid(plt, x, [classes[int(label)] for label in y], cell=(1.3, 1.45))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _image_grid(plt, images: np.ndarray, titles: list[str], cell: tuple[float, float], extra_height: float = 0.0,
@@ -184,7 +185,7 @@ def _image_grid(plt, images: np.ndarray, titles: list[str], cell: tuple[float, f
 
 def plot_lr_find(result: LRFind, path: Path) -> None:
     """The LR range test: raw loss faint, smoothed loss bold, on a log LR axis, with the suggestion marked."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     ax.plot(result.lrs, result.losses, color="tab:blue", alpha=0.3, lw=1, label="loss")
     ax.plot(result.lrs, result.smoothed, color="tab:blue", lw=2.2, label="smoothed loss")
@@ -200,7 +201,7 @@ def plot_lr_find(result: LRFind, path: Path) -> None:
     ax.set(xlabel="learning rate (log scale)", ylabel="training loss", title="LR range test")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_lr(steps: list[int] | np.ndarray, lrs: list[float] | np.ndarray, path: Path,
@@ -209,7 +210,7 @@ def plot_lr(steps: list[int] | np.ndarray, lrs: list[float] | np.ndarray, path: 
     The y-axis turns log when most steps sit 2 decades below the peak (exponential or step decay), where a linear
     one would flatten them to zero; a cosine or one-cycle end that dives to 0 stays linear, or its last few steps
     would fill the plot. With `steps_per_epoch` a top axis reads in epochs. Returns the y scale used."""
-    plt = _plt()
+    plt = pyplot()
     steps, lrs = np.asarray(steps, dtype=np.float64), np.asarray(lrs, dtype=np.float64)
     if len(steps) != len(lrs):
         raise ValueError(f"plot_lr got {len(steps)} steps but {len(lrs)} learning rates; pass one lr per step")
@@ -228,7 +229,7 @@ def plot_lr(steps: list[int] | np.ndarray, lrs: list[float] | np.ndarray, path: 
         top.set_xlabel("epoch")
     ax.grid(alpha=0.3)
     scale = ax.get_yscale()
-    _save(fig, path)
+    save_figure(fig, path)
     return scale
 
 
@@ -236,7 +237,7 @@ def plot_per_class_f1(per_class: dict[str, dict], path: Path) -> None:
     """F1 per class, worst at the top, where a reviewer looks first; the dashed macro mean splits the classes
     that pull the average down (red) from the rest. Tick labels carry the support, since the F1 of a class
     with 5 test images is noise. Past 100 classes only the 60 worst are drawn: more bars stop being readable."""
-    plt = _plt()
+    plt = pyplot()
     if not per_class:
         _note("Per-class F1", "no classes", path)
         return
@@ -260,7 +261,7 @@ def plot_per_class_f1(per_class: dict[str, dict], path: Path) -> None:
     ax.invert_yaxis()  # bar 0, the worst, at the top
     ax.set(xlim=(0, 1.1), ylim=(n - 0.5, -0.5), xlabel="F1", title=title)
     ax.grid(alpha=0.3, axis="x")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _one_vs_rest(kind: str, probs: np.ndarray, labels: np.ndarray, classes: list[str], path: Path
@@ -270,49 +271,12 @@ def _one_vs_rest(kind: str, probs: np.ndarray, labels: np.ndarray, classes: list
     Binary: one curve, for classes[1]. Up to 12 classes: one curve each. More: macro and micro averages and the
     3 worst classes, since 20 crossing curves read as noise. A class with no positives or no negatives has no
     curve and is named in the title."""
-    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
-
-    plt = _plt()
+    plt = pyplot()
     probs = np.asarray(probs, dtype=np.float64)  # (N, K)
     labels = np.asarray(labels).astype(np.int64)  # (N,)
     n_classes = probs.shape[1]
     onehot = labels[:, None] == np.arange(n_classes)[None, :]  # (N, K) one-vs-rest truth
-    metric = "AUC" if kind == "roc" else "AP"
-    stepwise = {} if kind == "roc" else {"drawstyle": "steps-pre"}  # precision holds until recall moves on
-
-    def curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """(x, y, summary) with x increasing: (FPR, TPR, AUC) or (recall, precision, AP)."""
-        if kind == "roc":
-            fpr, tpr, _ = roc_curve(y, score)
-            return fpr, tpr, float(auc(fpr, tpr))
-        precision, recall, _ = precision_recall_curve(y, score)
-        return recall[::-1], precision[::-1], float(average_precision_score(y, score))
-
-    curves, skipped = [], []  # curves: (label, x, y, score, style)
-    for k in [1] if n_classes == 2 else range(n_classes):
-        y = onehot[:, k]
-        if y.all() or not y.any():
-            skipped.append(_short(classes[k]))
-            continue
-        x_, y_, score = curve(y, probs[:, k])
-        curves.append((classes[k], x_, y_, score, stepwise))
-    if n_classes == 2:
-        title = f"{'ROC' if kind == 'roc' else 'Precision-recall'} curve: {_short(classes[1], 30)} as positive"
-    else:
-        title = f"{'ROC' if kind == 'roc' else 'Precision-recall'} curves, one-vs-rest ({n_classes} classes)"
-    if n_classes > 12 and curves:
-        grid = np.linspace(0, 1, 201)
-        mean_y = np.mean([np.interp(grid, x_, y_) for _, x_, y_, _, _ in curves], axis=0)
-        macro = float(auc(grid, mean_y)) if kind == "roc" else float(np.mean([c[3] for c in curves]))
-        mx, my, micro = curve(onehot.ravel(), probs.ravel())
-        worst = sorted(curves, key=lambda c: c[3])[:3]
-        curves = [("macro average", grid, mean_y, macro, {"color": "black", "lw": 2.4}),
-                  ("micro average", mx, my, micro, {"color": "black", "lw": 1.8, "ls": "--", **stepwise})] + worst
-        title = (f"{'ROC' if kind == 'roc' else 'Precision-recall'}: macro and micro average, "
-                 f"and the 3 worst of {n_classes} classes")
-    if skipped:
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        title += f"\nno curve (no positives or no negatives): {shown}"
+    curves, title = _ovr_curves(kind, probs, onehot, classes)
 
     fig, ax = plt.subplots(figsize=(6.2, 6), constrained_layout=True)
     if kind == "roc":
@@ -321,6 +285,7 @@ def _one_vs_rest(kind: str, probs: np.ndarray, labels: np.ndarray, classes: list
         base = float(onehot[:, 1].mean()) if n_classes == 2 else 1 / n_classes
         ax.axhline(base, color="grey", ls=":", lw=1, label=f"chance (precision {base:.2f})")
     cycle = plt.colormaps["tab10"].colors
+    metric = "AUC" if kind == "roc" else "AP"
     for i, (name, x_, y_, score, style) in enumerate(curves):
         style = {"color": cycle[i % 10], "lw": 1.6, "ls": "-" if i < 10 else "--", **style}
         ax.plot(x_, y_, label=f"{_short(name)} ({metric} {score:.3f})", **style)
@@ -329,8 +294,50 @@ def _one_vs_rest(kind: str, probs: np.ndarray, labels: np.ndarray, classes: list
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
     return {name: score for name, _, _, score, _ in curves}
+
+
+def _curve(kind: str, y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(x, y, summary) with x increasing: (FPR, TPR, AUC) or (recall, precision, AP)."""
+    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+
+    if kind == "roc":
+        fpr, tpr, _ = roc_curve(y, score)
+        return fpr, tpr, float(auc(fpr, tpr))
+    precision, recall, _ = precision_recall_curve(y, score)
+    return recall[::-1], precision[::-1], float(average_precision_score(y, score))
+
+
+def _ovr_curves(kind: str, probs: np.ndarray, onehot: np.ndarray, classes: list[str]) -> tuple[list[tuple], str]:
+    """The curves to draw, each (label, x, y, score, style), and a title that says which and what was left out."""
+    from sklearn.metrics import auc
+
+    n_classes = probs.shape[1]
+    stepwise = {} if kind == "roc" else {"drawstyle": "steps-pre"}  # precision holds until recall moves on
+    what = "ROC" if kind == "roc" else "Precision-recall"
+    curves, skipped = [], []
+    for k in [1] if n_classes == 2 else range(n_classes):
+        y = onehot[:, k]
+        if y.all() or not y.any():
+            skipped.append(_short(classes[k]))
+            continue
+        curves.append((classes[k], *_curve(kind, y, probs[:, k]), stepwise))
+    title = (f"{what} curve: {_short(classes[1], 30)} as positive" if n_classes == 2 else
+             f"{what} curves, one-vs-rest ({n_classes} classes)")
+    if n_classes > 12 and curves:
+        grid = np.linspace(0, 1, 201)
+        mean_y = np.mean([np.interp(grid, x_, y_) for _, x_, y_, _, _ in curves], axis=0)
+        macro = float(auc(grid, mean_y)) if kind == "roc" else float(np.mean([c[3] for c in curves]))
+        mx, my, micro = _curve(kind, onehot.ravel(), probs.ravel())
+        worst = sorted(curves, key=lambda c: c[3])[:3]
+        curves = [("macro average", grid, mean_y, macro, {"color": "black", "lw": 2.4}),
+                  ("micro average", mx, my, micro, {"color": "black", "lw": 1.8, "ls": "--", **stepwise})] + worst
+        title = f"{what}: macro and micro average, and the 3 worst of {n_classes} classes"
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        title += f"\nno curve (no positives or no negatives): {shown}"
+    return curves, title
 
 
 def plot_roc(probs: np.ndarray, labels: np.ndarray, classes: list[str], path: Path) -> dict[str, float]:
@@ -368,7 +375,7 @@ def plot_reliability(probs_before: np.ndarray, labels: np.ndarray, path: Path, p
     """Reliability diagram: accuracy per top-1 confidence bin against the diagonal a calibrated model sits on
     (bars below it: overconfident), with the image count per bin underneath, since a bin of 3 images says
     little. With `probs_after` (e.g. after temperature scaling) both are drawn side by side, ECE in the legend."""
-    plt = _plt()
+    plt = pyplot()
     labels = np.asarray(labels).astype(np.int64)  # (N,)
     sets = [("before" if probs_after is not None else "model", probs_before, "tab:blue")]
     if probs_after is not None:
@@ -397,7 +404,7 @@ def plot_reliability(probs_before: np.ndarray, labels: np.ndarray, path: Path, p
     for a in (ax, ax_n):
         a.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_wrong(images: np.ndarray, true: np.ndarray, pred: np.ndarray, confidence: np.ndarray,
@@ -405,7 +412,7 @@ def plot_wrong(images: np.ndarray, true: np.ndarray, pred: np.ndarray, confidenc
     """The `n` most confidently wrong images (B, C, H, W; uint8 0..255 or float 0..1), 8 a row: confident
     mistakes are where label noise and look-alike classes show. Returns the indices drawn, most confident
     first, so a report can list the files."""
-    plt = _plt()
+    plt = pyplot()
     true, pred = np.asarray(true).astype(np.int64), np.asarray(pred).astype(np.int64)
     confidence = np.asarray(confidence, dtype=np.float64)
     wrong = np.flatnonzero(pred != true)
@@ -419,5 +426,9 @@ def plot_wrong(images: np.ndarray, true: np.ndarray, pred: np.ndarray, confidenc
               for i in shown]
     fig = _image_grid(plt, x, titles, cell=(1.5, 1.75), extra_height=0.4, color="tab:red")
     fig.suptitle(f"The {len(shown)} most confident mistakes ({len(wrong)} wrong of {len(true)} images)")
-    _save(fig, path)
+    save_figure(fig, path)
     return shown
+
+
+__all__ = ["SCORE_NAMES", "plot_confusion", "plot_curves", "plot_lr", "plot_lr_find", "plot_per_class_f1", "plot_pr",
+           "plot_regression", "plot_reliability", "plot_roc", "plot_samples", "plot_wrong", "pyplot", "save_figure"]

@@ -50,7 +50,6 @@ num_classes only (as torchvision's builders take it). It must return an nn.Modul
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +59,7 @@ import torch
 import torch.nn as nn
 import yaml
 
-from cnnfit.errors import CnnfitError
+from cnnfit.errors import CnnfitError, suggest
 from cnnfit.models import user_module
 from cnnfit.models.layers import ACTIVATIONS, Dropout, make_act
 
@@ -209,8 +208,7 @@ def _parse(entries: list, src: str, prefix: str = "") -> list[_Layer]:
             kind, value = "act", kind
         if kind not in _LAYERS:
             choices = [*_LAYERS, *ACTIVATIONS]
-            close = difflib.get_close_matches(kind, choices, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            hint = suggest(kind, choices)
             raise CnnfitError(f"{src}: layer {where} has unknown type '{kind}'; {hint}"
                               f"choose from: {', '.join(choices)}")
         defaults = _LAYERS[kind]
@@ -224,8 +222,7 @@ def _parse(entries: list, src: str, prefix: str = "") -> list[_Layer]:
             raise CnnfitError(f"{src}: layer {where} ({kind}) takes no arguments; write it as `{kind}`")
         for arg, v in given.items():
             if arg not in defaults:
-                close = difflib.get_close_matches(arg, defaults, n=1)
-                hint = f"did you mean '{close[0]}'? " if close else ""
+                hint = suggest(arg, defaults)
                 raise CnnfitError(f"{src}: layer {where} ({kind}) has no argument '{arg}'; {hint}"
                                   f"it takes: {', '.join(defaults) or 'none'}")
             ok, what = _CHECKS[arg]

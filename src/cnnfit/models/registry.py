@@ -5,13 +5,12 @@ Besides registered names, every function here takes a custom name (see cnnfit.mo
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Callable
 
 import torch.nn as nn
 
-from cnnfit.errors import CnnfitError
+from cnnfit.errors import CnnfitError, suggest
 from cnnfit.models import custom
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
@@ -33,8 +32,7 @@ def check_name(name: str) -> None:
         custom.check(name)
         return
     if name not in _BUILDERS:
-        close = difflib.get_close_matches(name, _BUILDERS, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        hint = suggest(name, _BUILDERS)
         raise CnnfitError(f"unknown model '{name}'; {hint}choose from: {', '.join(list_models())}; "
                           f"or a layers file such as net.yaml, or your own module as pkg.mod:Class")
 

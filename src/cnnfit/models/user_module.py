@@ -3,7 +3,6 @@ sys.path, and called with whichever of num_classes, in_chans and imgsz its signa
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import os
@@ -12,7 +11,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from cnnfit.errors import CnnfitError
+from cnnfit.errors import CnnfitError, suggest
 
 
 def load(name: str) -> Callable[..., Any]:
@@ -42,8 +41,7 @@ def load(name: str) -> Callable[..., Any]:
     for part in attr.split("."):
         if not hasattr(obj, part):
             public = [n for n in dir(obj) if not n.startswith("_")]
-            close = difflib.get_close_matches(part, public, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            hint = suggest(part, public)
             own = [n for n in public if _defines_model(getattr(obj, n), module.__name__)]
             listing = f"it defines: {', '.join(own[:12])}" if own else "name a class or function it defines"
             raise CnnfitError(f"model '{name}': {module_name} has no attribute '{attr}'; {hint}{listing}")

@@ -1,6 +1,6 @@
 """What a finished (or interrupted) search leaves in its folder: trials.csv, best.yaml, plots/, tune_report.html and
 tune.json, all from the Optuna study alone, so they can be rewritten at any time while trials still run; the
-page itself is built by cnnfit.tune.results_page.
+page itself is built by cnnfit.report.tune_page.
 
 Every trial is an ordinary cnnfit run; its params are dotted config keys ("optim.lr", "model.name") and its user
 attrs say where it ran and how it ended (run_dir, best_epoch, epochs_run, stop, seconds, worker).
@@ -11,25 +11,29 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from rich.console import Console
 
 from cnnfit.config import SHORT_KEYS, Config, to_yaml
 from cnnfit.errors import CnnfitError
+from cnnfit.eval.plots import pyplot, save_figure
 from cnnfit.files import write_atomic
-from cnnfit.tune.results_page import STATES, count_text, tune_page
+from cnnfit.report.numbers import set_dotted
+from cnnfit.report.tune_page import STATES, count_text, tune_page
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
 _ATTRS = ("best_epoch", "epochs_run", "seconds", "stop", "worker", "run_dir")  # user attrs each trial sets
-_FIGSIZE = (8, 4.5)  # inches: 880 x 495 px at plots._save's 110 dpi, full width on a laptop, legible on a phone
+_FIGSIZE = (8, 4.5)  # inches: 880 x 495 px at save_figure's 110 dpi, full width on a laptop, legible on a phone
+
+log = logging.getLogger(__name__)
 
 
 def apply_params(base_config: Config, params: dict[str, Any]) -> Config:
@@ -38,11 +42,7 @@ def apply_params(base_config: Config, params: dict[str, Any]) -> Config:
     tree = base_config.model_dump(mode="json")
     tree.pop("tune", None)  # absent = defaults: a trained config must not start a search
     for key, value in params.items():
-        node = tree
-        *parents, leaf = SHORT_KEYS.get(key, key).split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        set_dotted(tree, SHORT_KEYS.get(key, key), value)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
@@ -53,10 +53,9 @@ def apply_params(base_config: Config, params: dict[str, Any]) -> Config:
 
 
 def write_results(study: optuna.Study, tune_dir: Path, *, base_config: Config, monitor: str,
-                  refit: dict | None = None, console: Console | None = None) -> dict:
+                  refit: dict | None = None) -> dict:
     """Write trials.csv, best.yaml (when a trial completed), plots/*.png, tune_report.html and tune.json into
-    `tune_dir`, each atomically, one console line per file; returns what tune.json holds."""
-    console = console or Console()
+    `tune_dir`, each atomically, one log line per file; returns what tune.json holds."""
     tune_dir = Path(tune_dir)
     tune_dir.mkdir(parents=True, exist_ok=True)
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
@@ -65,19 +64,18 @@ def write_results(study: optuna.Study, tune_dir: Path, *, base_config: Config, m
     best = study.best_trial if counts["COMPLETE"] else None
     notes: list[str] = []
 
-    def wrote(path: Path, what: str) -> None:
-        console.print(f"{what}: {path}", highlight=False, markup=False, soft_wrap=True)
+    def write(path: Path, text: str, what: str) -> None:
+        write_atomic(path, text)  # workers still running read a whole file or the previous one
+        log.info(f"{what}: {path}")
 
     params = sorted({k for t in trials for k in t.params})
     rows = [_row(t, params) for t in trials]
     columns = ["number", "state", "value", *params, *_ATTRS, "datetime_start", "datetime_complete"]
-    _write_text(tune_dir / "trials.csv", _csv(rows, columns))
-    wrote(tune_dir / "trials.csv", f"{len(rows)} trials")
+    write(tune_dir / "trials.csv", _csv(rows, columns), f"{len(rows)} trials")
 
     best_yaml = tune_dir / "best.yaml"
     if best is not None:
-        _write_text(best_yaml, _best_yaml(study, best, base_config, monitor, best_yaml))
-        wrote(best_yaml, f"best config (trial {best.number})")
+        write(best_yaml, _best_yaml(study, best, base_config, monitor, best_yaml), f"best config (trial {best.number})")
     else:
         best_yaml.unlink(missing_ok=True)  # from an earlier study in this folder: it is not this one's best
         tried = count_text(counts) or "no trials yet"
@@ -86,7 +84,7 @@ def write_results(study: optuna.Study, tune_dir: Path, *, base_config: Config, m
     plots, plot_notes = _plots(study, trials, best, monitor, tune_dir / "plots")
     notes += plot_notes
     for name in plots:
-        wrote(tune_dir / "plots" / name, "plot")
+        log.info(f"plot: {tune_dir / 'plots' / name}")
 
     summary = _finite({
         "study": study.study_name, "direction": direction, "monitor": monitor, "counts": counts,
@@ -94,18 +92,12 @@ def write_results(study: optuna.Study, tune_dir: Path, *, base_config: Config, m
         "refit": refit, "notes": notes,
     })  # the dict returned is the one tune.json holds
     page = tune_page(study, trials, rows, columns, params, best, summary, base_config, plots, tune_dir)
-    _write_text(tune_dir / "tune_report.html", page)
-    wrote(tune_dir / "tune_report.html", "report")
-    _write_text(tune_dir / "tune.json", json.dumps(summary, indent=2, default=str) + "\n")
-    wrote(tune_dir / "tune.json", "summary")
+    write(tune_dir / "tune_report.html", page, "report")
+    write(tune_dir / "tune.json", json.dumps(summary, indent=2, default=str) + "\n", "summary")
     return summary
 
 
 # --- files ----------------------------------------------------------------------------------------------
-
-def _write_text(path: Path, text: str) -> None:
-    write_atomic(path, text)  # workers still running read a whole file or the previous one
-
 
 def _row(t: FrozenTrial, params: list[str]) -> dict[str, Any]:
     when = lambda d: d.isoformat(timespec="seconds") if d else None  # noqa: E731
@@ -150,16 +142,7 @@ def _finite(value: Any) -> Any:
 def _plots(study: optuna.Study, trials: list[FrozenTrial], best: FrozenTrial | None, monitor: str,
            out: Path) -> tuple[list[str], list[str]]:
     """The four Optuna pictures that apply, as PNGs in `out`; (written names, why each other one was skipped)."""
-    from optuna.exceptions import ExperimentalWarning
     from optuna.visualization import matplotlib as ovm
-
-    from cnnfit.eval.plots import _plt, _save
-
-    plt = _plt()
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    stepped = [t for t in trials if t.intermediate_values]
-    varied = [k for k in {k for t in complete for k in t.params}
-              if len({repr(t.params.get(k)) for t in complete}) > 1]
 
     def history():
         ax = ovm.plot_optimization_history(study, target_name=monitor)
@@ -188,44 +171,59 @@ def _plots(study: optuna.Study, trials: list[FrozenTrial], best: FrozenTrial | N
         ax.set(title=f"{monitor} per epoch of every trial", xlabel="epoch", ylabel=monitor)
         return ax
 
-    plans = [
-        ("history.png", history, "" if complete else "no trial completed yet"),
-        ("importances.png", importances,
-         "" if len(complete) >= 2 and varied else
-         f"needs 2 or more completed trials with a setting that varies ({len(complete)} completed"
-         f"{', no setting varied' if len(complete) >= 2 else ''})"),
-        ("parallel.png", parallel, "" if any(t.params for t in complete) else
-         "no trial completed yet" if not complete else "no settings were searched"),
-        ("intermediate.png", intermediate, "" if stepped else "no trial reported a per-epoch value yet"),
-    ]
+    skip = _skip_reasons(trials)
     out.mkdir(parents=True, exist_ok=True)
     written, notes = [], []
-    for name, draw, skip in plans:
-        path = out / name
-        if skip:
-            path.unlink(missing_ok=True)  # from an earlier write: it would no longer match the report
-            notes.append(f"no {name}: {skip}")
-            continue
-        # optuna switches pyplot to its ggplot style for good; rc_context puts cnnfit's own style back after
-        with plt.rc_context(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            # a setting with one value in every completed trial gives a flat axis; matplotlib widens it itself
-            warnings.filterwarnings("ignore", "Attempting to set identical low and high", UserWarning)
-            before = set(plt.get_fignums())
-            try:
-                ax = draw()
-            except Exception as exc:  # a picture optuna cannot draw for this study must not lose the others
-                for num in set(plt.get_fignums()) - before:
-                    plt.close(num)
-                path.unlink(missing_ok=True)
-                notes.append(f"no {name}: optuna could not draw it ({type(exc).__name__}: {exc})")
-                continue
-            fig = ax.figure
-            fig.set_size_inches(*_FIGSIZE)
-            fig.set_layout_engine("tight")
-            _save(fig, path)
-        written.append(name)
+    for name, draw in (("history.png", history), ("importances.png", importances), ("parallel.png", parallel),
+                       ("intermediate.png", intermediate)):
+        why = skip[name] or _draw(draw, out / name)
+        if why:
+            (out / name).unlink(missing_ok=True)  # from an earlier write: it would no longer match the report
+            notes.append(f"no {name}: {why}")
+        else:
+            written.append(name)
     return written, notes
+
+
+def _skip_reasons(trials: list[FrozenTrial]) -> dict[str, str]:
+    """Per picture, why the study cannot show it yet; '' where it can."""
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    varied = [k for k in {k for t in complete for k in t.params}
+              if len({repr(t.params.get(k)) for t in complete}) > 1]
+    return {
+        "history.png": "" if complete else "no trial completed yet",
+        "importances.png": "" if len(complete) >= 2 and varied else
+        f"needs 2 or more completed trials with a setting that varies ({len(complete)} completed"
+        f"{', no setting varied' if len(complete) >= 2 else ''})",
+        "parallel.png": "" if any(t.params for t in complete) else
+        "no trial completed yet" if not complete else "no settings were searched",
+        "intermediate.png": "" if any(t.intermediate_values for t in trials) else
+        "no trial reported a per-epoch value yet",
+    }
+
+
+def _draw(draw: Any, path: Path) -> str:
+    """One Optuna picture (`draw` returns its axes) written to `path`; '' or why Optuna could not draw it."""
+    from optuna.exceptions import ExperimentalWarning
+
+    plt = pyplot()
+    # optuna switches pyplot to its ggplot style for good; rc_context puts cnnfit's own style back after
+    with plt.rc_context(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        # a setting with one value in every completed trial gives a flat axis; matplotlib widens it itself
+        warnings.filterwarnings("ignore", "Attempting to set identical low and high", UserWarning)
+        before = set(plt.get_fignums())
+        try:
+            ax = draw()
+        except Exception as exc:  # a picture optuna cannot draw for this study must not lose the others
+            for num in set(plt.get_fignums()) - before:
+                plt.close(num)
+            return f"optuna could not draw it ({type(exc).__name__}: {exc})"
+        fig = ax.figure
+        fig.set_size_inches(*_FIGSIZE)
+        fig.set_layout_engine("tight")
+        save_figure(fig, path)
+    return ""
 
 
 def _restyle_intermediate(ax: Any, trials: list[FrozenTrial], best: FrozenTrial | None) -> None:

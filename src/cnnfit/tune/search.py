@@ -8,27 +8,40 @@ trials that were running when it died are run again. The test split is touched o
 
 from __future__ import annotations
 
-import io
+import contextlib
+import logging
+import logging.handlers
 import multiprocessing
 import os
 import socket
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 
 from cnnfit import models
 from cnnfit.config import Config, TuneConfig
-from cnnfit.engine.callbacks.base import Callback, Monitor
-from cnnfit.engine.state import State
+from cnnfit.engine import State
+from cnnfit.engine.callbacks import Callback, Monitor
+from cnnfit.engine.scores import DIRECTIONS
 from cnnfit.errors import CnnfitError, TrainingStopped
+from cnnfit.files import new_run_dir
+from cnnfit.pipeline import train
+from cnnfit.pipeline.prepare import prepare
+from cnnfit.pipeline.resolve import AUTO_LR, AUTO_WEIGHT_DECAY
+from cnnfit.report.numbers import get_dotted, set_dotted
+from cnnfit.tune.results import write_results
 from cnnfit.tune.space import DEFAULT_SPACE, Dist, contains, grid_points, parse_space
 
+log = logging.getLogger(__name__)
+
 _GRID_READY = "cnnfit_grid_ready"  # study attribute set once every grid point is enqueued
+# what a trial's own run logs: warnings only while it trains, since the search says one line per trial
+_TRIAL_LOGGERS = ("cnnfit.pipeline", "cnnfit.engine", "cnnfit.data", "cnnfit.models", "cnnfit.eval", "cnnfit.report")
 
 
 @dataclass
@@ -49,7 +62,8 @@ class Pruning(Callback):
 
     def on_fit_start(self, state: State) -> None:
         if self.monitor == "auto":
-            self.monitor = next(cb.monitor.name for cb in state.callbacks if isinstance(getattr(cb, "monitor", None), Monitor))
+            self.monitor = next(cb.monitor.name for cb in state.callbacks
+                                if isinstance(getattr(cb, "monitor", None), Monitor))
 
     def on_epoch_end(self, state: State) -> None:
         value = state.metrics.get(self.monitor)
@@ -68,7 +82,7 @@ def _direction(cfg: Config, task: str) -> tuple[str, str]:
     monitor = cfg.train.monitor
     if monitor == "auto":
         monitor = "val_loss" if task == "regress" else "auto"
-    return monitor, "minimize" if "loss" in monitor else "maximize"
+    return monitor, "minimize" if DIRECTIONS.get(monitor) == "min" else "maximize"
 
 
 def _storage(url: str) -> Any:
@@ -108,8 +122,6 @@ def _pruner(name: str, epochs: int) -> Any:
 
 
 def _tune_dir(cfg: Config) -> Path:
-    from cnnfit.prepare import new_run_dir
-
     name = "tune" if cfg.name == "train" else cfg.name
     if cfg.tune.resume:
         path = Path(cfg.project) / name
@@ -161,21 +173,15 @@ def _open_study(cfg: Config, tune_dir: Path, direction: str, space: dict[str, Di
 def _baseline(cfg: Config, space: dict[str, Dist]) -> dict[str, Any] | None:
     """The searched keys' values in the config as given (auto lr and weight decay resolved as train resolves
     them), when every one lies inside the space; else None."""
-    from cnnfit.pipeline import _AUTO_LR, _AUTO_WD
-
-    tree = cfg.model_dump()
+    tree, auto = cfg.model_dump(), {"optim.lr": AUTO_LR, "optim.weight_decay": AUTO_WEIGHT_DECAY}
     point = {}
     for key, dist in space.items():
-        node = tree
-        for part in key.split("."):
-            node = node[part]
-        if node is None and key == "optim.lr":
-            node = _AUTO_LR[cfg.optim.name]
-        elif node is None and key == "optim.weight_decay":
-            node = _AUTO_WD[cfg.optim.name]
-        if not contains(dist, node):
+        value = get_dotted(tree, key)
+        if value is None and key in auto:
+            value = auto[key][cfg.optim.name]
+        if not contains(dist, value):
             return None
-        point[key] = node
+        point[key] = value
     return point
 
 
@@ -212,31 +218,39 @@ def _next_trial(study: Any, grid: bool, trials: int) -> Any:
     return study.ask()
 
 
-def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], monitor: str, pruner: str,
-               tune_dir: Path, console: Console) -> None:
-    from optuna.trial import TrialState
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The run of a trial or the refit logs warnings only, its loggers restored after."""
+    saved = {lg: lg.level for lg in map(logging.getLogger, _TRIAL_LOGGERS)}
+    for lg in saved:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in saved.items():
+            lg.setLevel(level)
 
-    from cnnfit.pipeline import train
+
+def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], monitor: str, pruner: str,
+               tune_dir: Path) -> None:
+    from optuna.trial import TrialState
 
     params = {key: dist.suggest(trial, key) for key, dist in space.items()}
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    name = f"trial{trial.number:03d}"
     pruning = Pruning(trial, monitor, pruner)
     shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
     t0 = time.perf_counter()
     try:
-        run = train(base, console=Console(file=io.StringIO()), callbacks=[pruning], test=False,
-                    project=str(tune_dir / "trials"), name=name,
-                    **_overrides(params))
+        with _quiet():
+            run = train(base, callbacks=[pruning], test=False, project=str(tune_dir / "trials"),
+                        name=f"trial{trial.number:03d}", **_overrides(params))
     except (CnnfitError, TrainingStopped) as exc:  # a bad combination (model too big for the images, NaN loss)
         trial.set_user_attr("stop", str(exc))
         study.tell(trial, state=TrialState.FAIL)
-        console.print(f"trial {trial.number:>3}  failed     {shown}: {exc}", markup=False, highlight=False,
-                      soft_wrap=True)
+        log.info(f"trial {trial.number:>3}  failed     {shown}: {exc}")
         return
     attrs = {"run_dir": str(run.dir), "monitor": run.metrics["monitor"], "best_epoch": run.metrics["best_epoch"],
-             "epochs_run": len(run.history),
-             "stop": run.metrics.get("stop"), "seconds": time.perf_counter() - t0}
+             "epochs_run": len(run.history), "stop": run.metrics.get("stop"), "seconds": time.perf_counter() - t0}
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     if pruning.pruned:
@@ -245,15 +259,14 @@ def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], mon
     else:
         study.tell(trial, float(run.metrics["value"]))
         outcome = f"{run.metrics['monitor']} {run.metrics['value']:.4f}"
-    console.print(f"trial {trial.number:>3}  {outcome}  {shown}  ({attrs['seconds']:.0f} s)", markup=False,
-                  highlight=False, soft_wrap=True)
+    log.info(f"trial {trial.number:>3}  {outcome}  {shown}  ({attrs['seconds']:.0f} s)")
 
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, console: Console, study: Any = None) -> None:
+def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any = None) -> None:
     """One process's share: claim trials and run them until the study is done or the time is up. `study`: the
     one this process already opened (spawned workers open their own)."""
     import optuna
@@ -268,7 +281,7 @@ def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, console: Co
         trial = _next_trial(study, cfg.tune.sampler == "grid", trials)
         if trial is None:
             break
-        _run_trial(study, trial, base, space, monitor, cfg.tune.pruner, tune_dir, console)
+        _run_trial(study, trial, base, space, monitor, cfg.tune.pruner, tune_dir)
 
 
 def _seed(cfg: Config) -> int | None:
@@ -285,68 +298,27 @@ def _trials(cfg: Config, space: dict[str, Dist]) -> int:
     return min(cfg.tune.trials, len(grid_points(space))) if cfg.tune.sampler == "grid" else cfg.tune.trials
 
 
-def _spawned_worker(cfg_json: dict, tune_dir: str, monitor: str, direction: str, threads: int) -> None:
-    torch.set_num_threads(threads)
-    cfg = Config.model_validate(cfg_json)
-    _work(cfg, Path(tune_dir), monitor, direction, Console())
-
-
-def tune(cfg: Config, console: Console | None = None) -> TuneResult:
+def tune(cfg: Config) -> TuneResult:
     """Search `cfg.tune.space` around `cfg`, then retrain the best config on train+val and test it once."""
     import optuna
 
-    from cnnfit.pipeline import train
-    from cnnfit.prepare import prepare
-    from cnnfit.tune.results import write_results
-
-    console = console or Console()
     space = parse_space(cfg.tune.space)
     trials = _trials(cfg, space)
-    # every point must make a valid config: check one of each choice now, not at trial 17
-    for key, dist in space.items():
-        for value in (dist.args if dist.kind == "choice" else dist.args[:1]):
-            try:
-                Config.model_validate(_with_key(cfg.model_dump(mode="json"), key, value))
-            except Exception as exc:  # pydantic's message names the key and the rule
-                raise CnnfitError(f"space.{key}: value {value!r} is not valid for {key} ({_first_line(exc)})") from None
-    names = space["model.name"].args if "model.name" in space else (cfg.model.name,)
-    for name in names:
-        models.check_name(name)
-    smallest = max(names, key=models.min_size)  # every model the search may pick must fit the images
-    # the data is checked (and cached) once, before any trial or directory
-    task = prepare(cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": smallest})}),
-                   min_size=models.min_size(smallest)).ds.task
+    task = _check(cfg, space)
     monitor, direction = _direction(cfg, task)
     tune_dir = _tune_dir(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(cfg, tune_dir, direction, space, trials, _seed(cfg))
     if cfg.tune.resume and cfg.tune.storage is None:
         lost = _retry_lost(study)
-        console.print(f"resuming study '{study.study_name}': {_finished(study)} trials finished"
-                      + (f", {lost} interrupted ones queued again" if lost else ""), highlight=False)
-    console.print(f"tune {tune_dir}: {cfg.tune.sampler} sampler, {cfg.tune.pruner} pruner, {trials} trials, "
-                  f"{'maximize' if direction == 'maximize' else 'minimize'} {monitor if monitor != 'auto' else 'the val score'}"
-                  f", {cfg.tune.workers} worker(s); storage {cfg.tune.storage or tune_dir / 'study.db'}",
-                  highlight=False, soft_wrap=True)
+        log.info(f"resuming study '{study.study_name}': {_finished(study)} trials finished"
+                 + (f", {lost} interrupted ones queued again" if lost else ""))
+    log.info(f"tune {tune_dir}: {cfg.tune.sampler} sampler, {cfg.tune.pruner} pruner, {trials} trials, {direction} "
+             f"{monitor if monitor != 'auto' else 'the val score'}, {cfg.tune.workers} worker(s); "
+             f"storage {cfg.tune.storage or tune_dir / 'study.db'}")
     if not cfg.tune.space:
-        console.print("no space given: searching " + ", ".join(f"{k} {v}" for k, v in DEFAULT_SPACE.items()),
-                      highlight=False, soft_wrap=True)
-    processes = []
-    threads = max(1, torch.get_num_threads() // cfg.tune.workers)
-    if cfg.tune.workers > 1:
-        ctx = multiprocessing.get_context("spawn")
-        for _ in range(1, cfg.tune.workers):
-            p = ctx.Process(target=_spawned_worker, args=(cfg.model_dump(mode="json"), str(tune_dir), monitor,
-                                                          direction, threads))
-            p.start()
-            processes.append(p)
-        torch.set_num_threads(threads)
-    try:
-        _work(cfg, tune_dir, monitor, direction, console, study)
-    finally:
-        for p in processes:
-            p.join()
-    refit_run, refit = None, None
+        log.info("no space given: searching " + ", ".join(f"{k} {v}" for k, v in DEFAULT_SPACE.items()))
+    _run_workers(cfg, tune_dir, monitor, direction, study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study = optuna.load_study(storage=_storage(cfg.tune.storage or f"sqlite:///{tune_dir / 'study.db'}"),
@@ -355,31 +327,76 @@ def tune(cfg: Config, console: Console | None = None) -> TuneResult:
     start = next((t for t in completed if t.user_attrs.get("baseline")), None)
     if start is not None:
         best = study.best_trial
-        console.print(f"the config as given (trial {start.number}): {start.value:.4f}; best (trial {best.number}): "
-                      f"{best.value:.4f}", highlight=False)
+        log.info(f"the config as given (trial {start.number}): {start.value:.4f}; best (trial {best.number}): "
+                 f"{best.value:.4f}")
     base = cfg.model_copy(update={"tune": TuneConfig()})
-    if cfg.tune.refit and completed:
-        best = study.best_trial
-        console.print(f"refit: trial {best.number}'s config on train+val, then the test split once", highlight=False)
-        refit_run = train(base, console=Console(file=io.StringIO()), project=str(tune_dir), name="refit",
-                          data__merge_val=True, **_overrides(best.params))
-        refit = {"run_dir": str(refit_run.dir), "trial": best.number, "val_value": best.value,
-                 "test_accuracy" if task == "classify" else "test_score": refit_run.score,
-                 "epochs": len(refit_run.history)}
-        console.print(f"refit test {'accuracy' if task == 'classify' else 'score'} {refit_run.score:.4f} "
-                      f"-> {refit_run.dir / 'report.html'}", highlight=False)
+    refit_run, refit = _refit(base, study, tune_dir, task) if cfg.tune.refit and completed else (None, None)
     resolved = next((t.user_attrs["monitor"] for t in completed if "monitor" in t.user_attrs), monitor)
-    summary = write_results(study, tune_dir, base_config=base, monitor=resolved, refit=refit, console=console)
+    summary = write_results(study, tune_dir, base_config=base, monitor=resolved, refit=refit)
     return TuneResult(tune_dir, study.study_name, summary, refit_run)
 
 
-def _with_key(tree: dict, key: str, value: Any) -> dict:
-    node = tree
-    *parents, leaf = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-    return tree
+def _check(cfg: Config, space: dict[str, Dist]) -> str:
+    """Refuse a space with a point that makes no valid config or a model too big for the images, before any trial
+    or directory; the data is checked (and cached) here, once. Returns the task."""
+    # every point must make a valid config: check one of each choice now, not at trial 17
+    for key, dist in space.items():
+        for value in (dist.args if dist.kind == "choice" else dist.args[:1]):
+            try:
+                Config.model_validate(set_dotted(cfg.model_dump(mode="json"), key, value))
+            except Exception as exc:  # pydantic's message names the key and the rule
+                raise CnnfitError(f"space.{key}: value {value!r} is not valid for {key} ({_first_line(exc)})") from None
+    names = space["model.name"].args if "model.name" in space else (cfg.model.name,)
+    for name in names:
+        models.check_name(name)
+    smallest = max(names, key=models.min_size)  # every model the search may pick must fit the images
+    return prepare(cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": smallest})}),
+                   min_size=models.min_size(smallest)).ds.task
+
+
+def _run_workers(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any) -> None:
+    """Claim and run trials here and in workers-1 spawned processes until the study is done; what the spawned
+    ones log comes back through a queue and is logged here."""
+    if cfg.tune.workers == 1:
+        _work(cfg, tune_dir, monitor, direction, study)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    threads = max(1, torch.get_num_threads() // cfg.tune.workers)
+    queue = ctx.Queue()
+    # each record a spawned worker logs is handled by this process's "cnnfit" logger, so its handlers show it
+    listener = logging.handlers.QueueListener(queue, logging.getLogger("cnnfit"))
+    listener.start()
+    args = (cfg.model_dump(mode="json"), str(tune_dir), monitor, direction, threads, queue, log.getEffectiveLevel())
+    processes = [ctx.Process(target=_spawned_worker, args=args) for _ in range(1, cfg.tune.workers)]
+    for p in processes:
+        p.start()
+    torch.set_num_threads(threads)
+    try:
+        _work(cfg, tune_dir, monitor, direction, study)
+    finally:
+        for p in processes:
+            p.join()
+        listener.stop()
+
+
+def _spawned_worker(cfg_json: dict, tune_dir: str, monitor: str, direction: str, threads: int, queue: Any,
+                    level: int) -> None:
+    torch.set_num_threads(threads)
+    logging.getLogger("cnnfit").addHandler(logging.handlers.QueueHandler(queue))
+    logging.getLogger("cnnfit").setLevel(level)
+    _work(Config.model_validate(cfg_json), Path(tune_dir), monitor, direction)
+
+
+def _refit(base: Config, study: Any, tune_dir: Path, task: str) -> tuple[Any, dict]:
+    """The best trial's config trained on train+val as an ordinary run and tested once: (the run, its summary)."""
+    best = study.best_trial
+    log.info(f"refit: trial {best.number}'s config on train+val, then the test split once")
+    with _quiet():
+        run = train(base, project=str(tune_dir), name="refit", data__merge_val=True, **_overrides(best.params))
+    what = "accuracy" if task == "classify" else "score"
+    log.info(f"refit test {what} {run.score:.4f} -> {run.dir / 'report.html'}")
+    return run, {"run_dir": str(run.dir), "trial": best.number, "val_value": best.value, f"test_{what}": run.score,
+                 "epochs": len(run.history)}
 
 
 def _first_line(exc: Exception) -> str:

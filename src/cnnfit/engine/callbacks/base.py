@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from cnnfit.engine.scores import direction
 from cnnfit.engine.state import State
 
 HOOKS = ("on_fit_start", "on_epoch_start", "on_step_end", "on_epoch_end", "on_fit_end")
@@ -29,7 +30,7 @@ class Monitor:
 
     def __init__(self, name: str, mode: Literal["min", "max", "auto"] = "auto", min_delta: float = 0.0) -> None:
         self.name = name
-        self.mode = ("min" if "loss" in name else "max") if mode == "auto" else mode
+        self.mode = direction(name) if mode == "auto" else mode
         self.min_delta = min_delta
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = -1
@@ -47,3 +48,13 @@ class Monitor:
         if better:
             self.best, self.best_epoch = value, epoch
         return better
+
+    @classmethod
+    def replay(cls, history: list[dict[str, float]], name: str, mode: Literal["min", "max", "auto"] = "auto",
+               min_delta: float = 0.0) -> Monitor:
+        """The monitor after the epochs of `history` (history.csv's rows): `best_epoch` is the epoch best.pt
+        holds, as Checkpointing chose it while the run trained."""
+        monitor = cls(name, mode, min_delta)
+        for row in history:
+            monitor.update(row, row["epoch"])
+        return monitor

@@ -1,9 +1,9 @@
-"""The run directory as the report reads it, and the run's plots as figures: every reader returns None for a
-missing or unreadable file and notes the unreadable ones, so one bad file costs one section, not the page."""
+"""A run directory as the pages read it (the run report, compare and the tune report), and the run's plots as
+figures. Each file is read once; a missing one reads as None, and one that exists but cannot be read does
+too, with the reason kept in `problems`, so one bad file costs one section, not the page."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -13,8 +13,9 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from cnnfit.eval.html import figure, figure_grid
-from cnnfit.eval.report_numbers import Metrics
+from cnnfit.config import flatten
+from cnnfit.report.html import figure, figure_grid, png_uri
+from cnnfit.report.numbers import Metrics, get_dotted, to_float
 
 # title and how-to-read caption of each plot that train and evaluate write; any other PNG in plots/ goes into
 # "More plots"
@@ -44,60 +45,31 @@ PLOT_CAPTIONS = {
 }
 
 
-class Run:
-    """The files of one run directory, each read once; `problems` lists those that exist but could not be read."""
+class RunFiles:
+    """The files of one run directory: metrics.json, config.yaml (nested and as dotted keys), data_report.json,
+    split.json, history.csv (as written and as numbers), predictions.csv, skipped.txt and the PNG plots."""
 
-    def __init__(self, run_dir: Path):
-        self.dir = run_dir
-        self.problems: list[str] = []  # files that exist but could not be read, said at the top of the page
-        metrics = self._json("metrics.json")
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self.unreadable: dict[str, str] = {}  # file (relative to dir) -> why it could not be read
+        metrics = self._parse("metrics.json", json.loads)
         if metrics is not None and not isinstance(metrics, dict):
-            self.problems.append(f"metrics.json: a JSON {type(metrics).__name__}, not an object")
+            self.unreadable["metrics.json"] = f"a JSON {type(metrics).__name__}, not an object"
         self.metrics = Metrics(metrics if isinstance(metrics, dict) else {})
-        self.config = self._yaml("config.yaml")
-        self.data_report = self._json("data_report.json")
-        self.split = self._json("split.json")
-        self.history = self._csv("history.csv")
-        self.predictions = self._csv("predictions.csv")
+        self.config = self._parse("config.yaml", yaml.safe_load)
+        self.flat_config = flatten(self.config) if isinstance(self.config, dict) else {}
+        self.data_report = self._parse("data_report.json", json.loads)
+        self.split = self._parse("split.json", json.loads)
+        self.history: list[dict[str, str]] | None = self._parse("history.csv", _rows)
+        self.history_values = [{k: to_float(v) for k, v in row.items()} for row in self.history or []]
+        self.predictions: list[dict[str, str]] | None = self._parse("predictions.csv", _rows)
         self.skipped_txt = self.text("skipped.txt")
         self.plots = self._plots()
 
-    def text(self, name: str) -> str | None:
-        """The file as text; None when it is missing or unreadable (said in `problems`)."""
-        path = self.dir / name
-        if not path.is_file():
-            return None
-        try:
-            return path.read_text(errors="replace")
-        except OSError as e:
-            self.problems.append(f"{name}: {e}")
-            return None
-
-    def _json(self, name: str) -> Any:
-        text = self.text(name)
-        try:
-            return None if text is None else json.loads(text)
-        except ValueError as e:
-            self.problems.append(f"{name}: {e}")
-            return None
-
-    def _yaml(self, name: str) -> Any:
-        text = self.text(name)
-        if text is None:
-            return None
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            self.problems.append(f"{name}: {str(e).splitlines()[0]}")
-            return None
-
-    def _csv(self, name: str) -> list[dict[str, str]] | None:
-        text = self.text(name)
-        try:
-            return None if text is None else list(csv.DictReader(io.StringIO(text)))
-        except csv.Error as e:
-            self.problems.append(f"{name}: {e}")
-            return None
+    @property
+    def problems(self) -> list[str]:
+        """'file: why' for each file that exists but could not be read, said at the top of the report."""
+        return [f"{name}: {why}" for name, why in self.unreadable.items()]
 
     def _plots(self) -> dict[str, tuple[str, int, int]]:
         """name -> (data URI, width, height) of every PNG that opens as one; plots/ first, then the run root."""
@@ -117,31 +89,47 @@ class Run:
                     im.verify()  # a truncated PNG fails here, not as a broken image in the page
                     width, height = im.size
             except Exception as e:
-                self.problems.append(f"{path.relative_to(self.dir)}: {e}")
+                self.unreadable[str(path.relative_to(self.dir))] = str(e)
                 continue
-            found[path.name] = ("data:image/png;base64," + base64.b64encode(data).decode("ascii"), width, height)
+            found[path.name] = (png_uri(data), width, height)
         return found
 
     @property
     def task(self) -> str:
         """classify, multilabel or regress: from metrics.json, else config.yaml, else data_report.json."""
-        return (self.metrics.get("task") or dig(self.config, "data", "task") or
+        return (self.metrics.get("task") or get_dotted(self.config, "data.task") or
                 (self.data_report or {}).get("task") or "classify")
 
+    def text(self, name: str) -> str | None:
+        """The file as text; None when it is missing or unreadable (said in `problems`)."""
+        path = self.dir / name
+        if not path.is_file():
+            return None
+        try:
+            return path.read_text(errors="replace")
+        except OSError as e:
+            self.unreadable[name] = str(e)
+            return None
 
-def dig(d: Any, *keys: str) -> Any:
-    """d[k0][k1]... through nested dicts; None where a level is missing or not a dict."""
-    for k in keys:
-        d = d.get(k) if isinstance(d, dict) else None
-    return d
+    def _parse(self, name: str, parse: Any) -> Any:
+        text = self.text(name)
+        try:
+            return None if text is None else parse(text)
+        except (ValueError, yaml.YAMLError, csv.Error) as e:
+            self.unreadable[name] = str(e).splitlines()[0] if isinstance(e, yaml.YAMLError) else str(e)
+            return None
 
 
-def figures(run: Run, *names: str) -> str:
+def _rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def figures(run: RunFiles, *names: str) -> str:
     """The named plots the run has, captioned, in a grid; '' when it has none of them."""
     return figure_grid([_figure(run, n) for n in names])
 
 
-def _figure(run: Run, name: str) -> str:
+def _figure(run: RunFiles, name: str) -> str:
     if name not in run.plots:
         return ""
     uri, width, height = run.plots[name]
@@ -151,4 +139,4 @@ def _figure(run: Run, name: str) -> str:
     return figure(uri, width, height, title, how, wide=width >= 1.6 * height)
 
 
-__all__ = ["PLOT_CAPTIONS", "Run", "dig", "figures"]
+__all__ = ["PLOT_CAPTIONS", "RunFiles", "figures"]

@@ -9,10 +9,10 @@ from PIL import Image
 
 import cnnfit
 from cnnfit.engine import load_checkpoint, save_checkpoint
-from cnnfit.prepare import inspect
+from cnnfit.pipeline import inspect
 from tests.conftest import COLORS, make_folder, write_image
 
-COMMON = dict(model="simplecnn", imgsz=16, epochs=5, batch=16, seed=0, console=None)
+COMMON = dict(model="simplecnn", imgsz=16, epochs=5, batch=16, seed=0)
 
 
 def _multilabel_csv(root, n=200):
@@ -106,7 +106,7 @@ def test_inspect_reports_a_regression_manifest(tmp_path):
 
 def test_checkpoints_without_a_task_are_classifiers(tmp_path):
     folder = make_folder(tmp_path / "photos", per_class=10)
-    run = cnnfit.train(data=str(folder), imgsz=16, epochs=1, batch=8, project=str(tmp_path / "runs"), console=None)
+    run = cnnfit.train(data=str(folder), imgsz=16, epochs=1, batch=8, project=str(tmp_path / "runs"))
     ckpt = load_checkpoint(run.dir / "best.pt")
     old = {k: v for k, v in ckpt.items() if k not in ("task", "target_scale", "format_version")}
     save_checkpoint(old, run.dir / "best.pt")  # as cnnfit wrote it before multilabel and regression

@@ -126,7 +126,7 @@ def test_exclude_file_trains_on_the_cleaned_list(tmp_path):
 
 
 def test_fine_tune_from_a_run_keeps_the_frozen_backbone(tmp_path):
-    common = dict(data="digits", model="resnet20", imgsz=16, project=str(tmp_path), console=None)
+    common = dict(data="digits", model="resnet20", imgsz=16, project=str(tmp_path))
     source = cnnfit.train(name="source", epochs=2, **common)
     tuned = cnnfit.train(name="tuned", epochs=2, init=str(source.dir), freeze="backbone", head_lr_mult=3, **common)
     report = json.loads((tuned.dir / "init.json").read_text())
@@ -142,7 +142,7 @@ def test_fine_tune_from_a_run_keeps_the_frozen_backbone(tmp_path):
 
 def test_model_options_reach_the_model_and_its_checkpoint(tmp_path):
     run = cnnfit.train(data="digits", model="simplecnn", model__width=0.5, model__act="gelu", model__bn=True,
-                       epochs=2, imgsz=12, project=str(tmp_path), console=None)
+                       epochs=2, imgsz=12, project=str(tmp_path))
     ckpt = load_checkpoint(run.dir / "best.pt")
     assert ckpt["model_kwargs"] == {"width": 0.5, "bn": True, "act": "gelu"}
     assert ckpt["state_dict"]["conv1.weight"].shape[0] == 16 and "bn1.running_mean" in ckpt["state_dict"]

@@ -3,13 +3,10 @@ section shown, every image decoded, nothing wider than a phone's screen."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from rich.console import Console
 
 import cnnfit
-from cnnfit.eval.report import write_report
+from cnnfit.report import write_report
 
 
 VIEWPORTS = [(390, 844), (1440, 900)]  # a phone (iPhone 12-15) and a laptop
@@ -18,8 +15,7 @@ VIEWPORTS = [(390, 844), (1440, 900)]  # a phone (iPhone 12-15) and a laptop
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     project = tmp_path_factory.mktemp("runs")
-    run = cnnfit.train(data="digits", epochs=2, batch=64, project=str(project), name="browser",
-                       console=Console(file=io.StringIO()))
+    run = cnnfit.train(data="digits", epochs=2, batch=64, project=str(project), name="browser")
     return write_report(run.dir)
 
 

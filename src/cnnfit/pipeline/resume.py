@@ -3,25 +3,18 @@ data would change what the run computes."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
-
 from cnnfit.config import Config, flatten, load_config, set_keys
-from cnnfit.engine.checkpoint import load_checkpoint
+from cnnfit.engine import load_checkpoint
 from cnnfit.errors import CnnfitError
+from cnnfit.pipeline.resolve import absolute
 
 # settings that change how a run is watched, or where its data is read from, never what it computes
 RESUME_SAFE = {"train.device", "train.log_every", "train.time", "train.ckpt_every", "train.profile",
                "train.tensorboard", "train.repeats", "train.devices", "train.dist_timeout", "data.workers",
                "data.cache", "data.stream", "data.download",
                "eval.calibrate", "eval.tta", "eval.tta_shift", "eval.report", "resume.run", "resume.force"}
-
-
-def absolute(source: str) -> str:
-    """Paths become absolute in config.yaml so eval and predict work from any folder; names stay names."""
-    return str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source
 
 
 def resume_config(cfg: Config) -> tuple[Config, Path, dict]:
@@ -47,10 +40,5 @@ def resume_config(cfg: Config) -> tuple[Config, Path, dict]:
     return merged, run_dir, ckpt
 
 
-def split_changed(run_dir: Path, parts: dict[str, np.ndarray]) -> str | None:
-    """Why the data's split no longer matches the run's split.json, or None when it does."""
-    saved = json.loads((run_dir / "split.json").read_text())
-    for name, idx in parts.items():
-        if saved.get(name) != idx.tolist():
-            return f"its {name} split has {len(saved.get(name, []))} images, the data now gives {len(idx)}"
-    return None
+
+__all__ = ["RESUME_SAFE", "resume_config"]

@@ -3,6 +3,7 @@ one self-contained file, inline CSS and no JavaScript, so the pieces below only 
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from typing import Any
@@ -85,6 +86,25 @@ footer{color:var(--muted);font-size:13px;padding-bottom:24px}
 """
 
 
+def page(title: str, heading: str, subtitle: str, sections: list[tuple[str, str, str]], footer: str,
+         css: str = "") -> str:
+    """A whole report page: `heading` (HTML) and `subtitle` at the top, a table of contents, one section per
+    (id, title, body HTML), and `footer` (HTML) at the end; `css` is appended to the shared stylesheet."""
+    nav = "".join(f'<a href="#{sid}">{esc(name)}</a>' for sid, name, _ in sections)
+    main = "".join(f'<section id="{sid}"><h2>{esc(name)}</h2>{body}</section>' for sid, name, body in sections)
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{CSS}{css}</style></head><body>"
+            f'<header><div class="wrap"><h1>{heading}</h1><p>{esc(subtitle)}</p></div></header>'
+            f'<nav aria-label="Sections"><div class="wrap">{nav}</div></nav>'
+            f'<main class="wrap">{main}</main><footer class="wrap">{footer}</footer></body></html>\n')
+
+
+def png_uri(data: bytes) -> str:
+    """PNG bytes as a data: URI, so a page embeds its images and stays one file."""
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
 def esc(text: Any) -> str:
     """`text` as HTML text or attribute value: &, <, >, " and ' escaped."""
     return html.escape(str(text), quote=True)
@@ -154,4 +174,5 @@ def figure_grid(figures: list[str]) -> str:
     return f'<div class="figs">{"".join(shown)}</div>' if shown else ""
 
 
-__all__ = ["CSS", "data_table", "esc", "figure", "figure_grid", "kv_table", "note", "tile", "tile_grid"]
+__all__ = ["CSS", "data_table", "esc", "figure", "figure_grid", "kv_table", "note", "page", "png_uri", "tile",
+           "tile_grid"]

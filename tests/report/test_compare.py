@@ -1,35 +1,29 @@
 """`compare`: three real digits runs that differ only in lr, side by side; bad input is refused by name."""
 
 import csv
-import io
 import json
 import shutil
 
 import pytest
 from PIL import Image
-from rich.console import Console
 
 import cnnfit
-from cnnfit.compare import compare
 from cnnfit.errors import CnnfitError
+from cnnfit.report import compare
 
 LRS = (3e-4, 1e-3, 3e-3)
-
-
-def _quiet() -> Console:
-    return Console(file=io.StringIO(), width=120)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     project = tmp_path_factory.mktemp("runs")
     return [cnnfit.train(data="digits", model="simplecnn", epochs=2, batch=64, lr=lr, project=str(project),
-                         name=f"lr{i}", console=_quiet()).dir for i, lr in enumerate(LRS)]
+                         name=f"lr{i}").dir for i, lr in enumerate(LRS)]
 
 
-def test_compare_writes_table_differences_and_curves(runs, tmp_path):
-    console = _quiet()
-    out = compare(runs, out=tmp_path / "cmp", console=console)
+def test_compare_writes_table_differences_and_curves(runs, tmp_path, caplog):
+    caplog.set_level("INFO", logger="cnnfit")
+    out = compare(runs, out=tmp_path / "cmp")
     assert out == tmp_path / "cmp"
     with Image.open(out / "compare.png") as img:
         assert img.size[0] > 500
@@ -51,13 +45,13 @@ def test_compare_writes_table_differences_and_curves(runs, tmp_path):
     summary = json.loads((out / "compare.json").read_text())
     assert summary["differences"]["optim.lr"] == {run.name: lr for run, lr in zip(runs, LRS)}
     assert "train.seed" not in summary["differences"] and "name" not in summary["differences"]
-    text = console.file.getvalue()
+    text = caplog.text
     assert "optim.lr" in text and f"{max(accuracies):.4f}*" in text and str(out) in text
 
 
 def test_default_folder_is_a_fresh_compare_beside_the_first_run(runs):
-    first = compare(runs[:2], console=_quiet())
-    second = compare(runs[:2], console=_quiet())
+    first = compare(runs[:2])
+    second = compare(runs[:2])
     assert (first.parent, first.name, second.name) == (runs[0].parent, "compare", "compare2")
     assert (second / "compare.html").is_file()
 
@@ -78,7 +72,7 @@ def test_bad_input_is_refused_by_name(runs, tmp_path):
 def test_unfinished_run_is_compared_with_its_history(runs, tmp_path):
     copy = shutil.copytree(runs[1], tmp_path / "elsewhere" / runs[0].name)  # same folder name as runs[0]
     (copy / "metrics.json").unlink()
-    out = compare([runs[0], copy], out=tmp_path / "cmp", console=_quiet())
+    out = compare([runs[0], copy], out=tmp_path / "cmp")
     with open(out / "compare.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["status"] for r in rows] == ["finished", "unfinished"]

@@ -20,7 +20,7 @@ TEXT (`format_metric(value, PATH)`), by the value's JSON type:
   - anything else: str(value)
 
 Numbers from the other files (history.csv, data_report.json, config.yaml, predictions.csv) are plain text
-(`plain_text`).
+(`plain_text`). Settings are read and written by dotted key ("optim.lr") with `get_dotted` and `set_dotted`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cnnfit.eval.html import esc
+from cnnfit.report.html import esc
 
 _NAMES = {"f1": "F1", "roc_auc": "ROC AUC", "pr_auc": "PR AUC", "ece": "ECE", "mae": "MAE", "rmse": "RMSE",
           "r2": "R²", "val_acc": "val accuracy", "val_macro_f1": "val macro F1", "val_r2": "val R²",
@@ -145,5 +145,24 @@ def to_float(text: str) -> float:
         return float("nan")
 
 
-__all__ = ["Metrics", "format_metric", "is_number", "lookup_metric", "metric_label", "metric_path", "metric_span",
-           "plain_text", "to_float"]
+# --- settings by dotted key ("optim.lr"), as config.yaml nests them -------------------------------------
+
+def get_dotted(tree: Any, key: str) -> Any:
+    """tree["a"]["b"] for key "a.b"; None where a level is missing or not a dict."""
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> dict:
+    """Set tree["a"]["b"] = value for key "a.b", making the missing levels; returns `tree`."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return tree
+
+
+__all__ = ["Metrics", "format_metric", "get_dotted", "is_number", "lookup_metric", "metric_label", "metric_path",
+           "metric_span", "plain_text", "set_dotted", "to_float"]

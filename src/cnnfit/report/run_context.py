@@ -9,21 +9,21 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from cnnfit.eval.html import data_table, esc, kv_table, note
-from cnnfit.eval.report_numbers import is_number, metric_label, plain_text, to_float
-from cnnfit.eval.report_run import PLOT_CAPTIONS, Run, figures
+from cnnfit.report.html import data_table, esc, kv_table, note
+from cnnfit.report.numbers import is_number, metric_label, plain_text, to_float
+from cnnfit.report.runfiles import PLOT_CAPTIONS, RunFiles, figures
 
 
-def _data(run: Run) -> str:
-    rep, out = run.data_report if isinstance(run.data_report, dict) else {}, ""
+def _data(run: RunFiles) -> str:
+    rep, split = run.data_report if isinstance(run.data_report, dict) else {}, run.split or {}
     if not (rep or run.split or run.skipped_txt is not None):
         return figures(run, "samples.png")
     counts = rep.get("counts") or {}
     facts = [("images", plain_text(rep["images"]) if "images" in rep else ""),
              ("decoded shape", esc(" x ".join(map(str, rep["shape"]))) if isinstance(rep.get("shape"), list) else "")]
-    split_how = rep.get("split") or (run.split or {}).get("how")
+    split_how = rep.get("split") or split.get("how")
     facts.append(("split", esc(split_how) if split_how else ""))
-    per_split = counts.get("per_split") or {k: len(v) for k, v in (run.split or {}).items() if isinstance(v, list)}
+    per_split = counts.get("per_split") or {k: len(v) for k, v in split.items() if isinstance(v, list)}
     if per_split:
         facts.append(("images per split", " / ".join(f"{esc(k)} {plain_text(v)}" for k, v in per_split.items())))
     imb = rep.get("imbalance")
@@ -38,8 +38,13 @@ def _data(run: Run) -> str:
                       f"{plain_text(h.get('median'))}"))
     if isinstance(files, dict) and isinstance(files.get("modes"), dict):
         facts.append(("colour modes", ", ".join(f"{esc(k)} {plain_text(v)}" for k, v in files["modes"].items())))
-    out += kv_table(facts)
+    return (kv_table(facts) + _data_counts(counts) + _skipped(rep, run) + _data_checks(rep)
+            + figures(run, "samples.png"))
 
+
+def _data_counts(counts: dict) -> str:
+    """Images per class (or label) and split, and a regression target's range per split."""
+    out = ""
     key = next((k for k in ("per_class", "per_label") if isinstance(counts.get(k), dict)), None)
     if key:
         per = counts[key]
@@ -54,19 +59,27 @@ def _data(run: Run) -> str:
                 for s, v in {"all": target, **(target.get("per_split") or {})}.items()]
         out += (f"<h3>Target '{esc(target.get('name', ''))}'</h3>"
                 + data_table(["split", "min", "max", "mean", "std"], rows, {1, 2, 3, 4}))
+    return out
 
+
+def _skipped(rep: dict, run: RunFiles) -> str:
+    """The files that were not decoded, from data_report.json, else skipped.txt: the first ten."""
     skipped = [(s.get("file", ""), s.get("reason", "")) for s in rep.get("skipped") or [] if isinstance(s, dict)]
     if not skipped and run.skipped_txt:
         skipped = [tuple((line.split("\t", 1) + [""])[:2]) for line in run.skipped_txt.splitlines() if line.strip()]
-    out += f"<h3>Skipped files: {len(skipped):,}</h3>"
-    if skipped:
-        out += data_table(["file", "reason"], [[f'<span class="path">{esc(f)}</span>', esc(why)]
-                                               for f, why in skipped[:10]])
-        if len(skipped) > 10:
-            out += note(f"... and {len(skipped) - 10:,} more (skipped.txt, data_report.json)")
-    else:
-        out += note("Every file decoded." if rep or run.skipped_txt is not None else "Not recorded.")
+    out = f"<h3>Skipped files: {len(skipped):,}</h3>"
+    if not skipped:
+        return out + note("Every file decoded." if rep or run.skipped_txt is not None else "Not recorded.")
+    rows = [[f'<span class="path">{esc(f)}</span>', esc(why)] for f, why in skipped[:10]]
+    out += data_table(["file", "reason"], rows)
+    if len(skipped) > 10:
+        out += note(f"... and {len(skipped) - 10:,} more (skipped.txt, data_report.json)")
+    return out
 
+
+def _data_checks(rep: dict) -> str:
+    """What the data checks found: duplicate counts and the findings, the first thirty."""
+    out = ""
     summary = rep.get("summary")
     if isinstance(summary, dict):
         dup = [("exact duplicate groups", "exact_groups"), ("extra exact copies", "exact_extra_copies"),
@@ -86,10 +99,10 @@ def _data(run: Run) -> str:
             out += note(f"... and {len(findings) - 30:,} more in data_report.json")
     elif rep:
         out += note("No findings: no duplicates, leaks, label conflicts or unreadable files.")
-    return out + figures(run, "samples.png")
+    return out
 
 
-def _config(run: Run) -> str:
+def _config(run: RunFiles) -> str:
     cfg = run.config
     if cfg is None:
         text = run.text("config.yaml")
@@ -109,6 +122,7 @@ def _config(run: Run) -> str:
 
 
 def _flat(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """Dotted keys and values; unlike config.flatten, an empty mapping stays as a row, so every key is shown."""
     out: list[tuple[str, Any]] = []
     for k, v in d.items():
         if isinstance(v, dict) and v:
@@ -128,7 +142,7 @@ def _yaml_value(v: Any) -> str:
     return str(v)
 
 
-def _environment(run: Run) -> str:
+def _environment(run: RunFiles) -> str:
     m = run.metrics
     env = m.get("environment")
     if not isinstance(env, dict) or not env:
@@ -138,7 +152,7 @@ def _environment(run: Run) -> str:
     return kv_table(rows)
 
 
-def _timing(run: Run) -> str:
+def _timing(run: RunFiles) -> str:
     m = run.metrics
     rows = [(label, m.num("timings", key)) for label, key in (("setup (data, model)", "setup_seconds"),
                                                                ("training", "train_seconds"),
@@ -160,11 +174,11 @@ def _timing(run: Run) -> str:
     return kv_table(rows) + note("In seconds, wall clock.")
 
 
-def _more_plots(run: Run) -> str:
+def _more_plots(run: RunFiles) -> str:
     return figures(run, *sorted(n for n in run.plots if n not in PLOT_CAPTIONS))
 
 
-RENDERERS: dict[str, Callable[[Run], str]] = {
+RENDERERS: dict[str, Callable[[RunFiles], str]] = {
     "data": _data, "config": _config, "environment": _environment, "timing": _timing, "more-plots": _more_plots}
 
 __all__ = ["RENDERERS"]

@@ -2,18 +2,20 @@
 a trained model on another dataset."""
 
 import csv
-import io
 import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from rich.console import Console
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
 import cnnfit
-from cnnfit import inference
+from cnnfit import models
+from cnnfit.data import DeviceLoader
+from cnnfit.device import cpu_has_bf16
+from cnnfit.engine import infer
+from cnnfit.pipeline.resolve import eval_amp
 from cnnfit.cli import main
 from cnnfit.data import load_imageset, resolve
 from cnnfit.engine import load_checkpoint
@@ -23,7 +25,7 @@ from tests.conftest import make_folder, write_image
 @pytest.fixture(scope="module")
 def calibrated_run(tmp_path_factory):
     return cnnfit.train(data="digits", epochs=4, calibrate=True, project=str(tmp_path_factory.mktemp("runs")),
-                        name="cal", console=Console(file=io.StringIO()))
+                        name="cal")
 
 
 def _logits(run_dir, split="test", as_evaluated=False):
@@ -32,9 +34,11 @@ def _logits(run_dir, split="test", as_evaluated=False):
     ckpt = load_checkpoint(run_dir / "best.pt")
     ds = load_imageset(resolve("digits"), None, None, "squash", None, True)[0]
     idx = np.asarray(json.loads((run_dir / "split.json").read_text())[split])
-    model = inference._model_from_checkpoint(ckpt, torch.device("cpu"))
-    amp = inference.eval_amp(ckpt["config"]["train"]["amp"], torch.device("cpu")) if as_evaluated else None
-    outputs, labels, _ = inference._outputs(model, ds, idx, ckpt, torch.device("cpu"), None, amp_dtype=amp)
+    model = models.from_checkpoint(ckpt, torch.device("cpu"))
+    amp = eval_amp(ckpt["config"]["train"]["amp"], torch.device("cpu")) if as_evaluated else None
+    loader = DeviceLoader(ds.images, ds.labels, index=idx, batch=256, device=torch.device("cpu"), mean=ckpt["mean"],
+                          std=ckpt["std"])
+    outputs, labels = infer(model, loader, amp_dtype=amp)
     return outputs.double(), labels
 
 
@@ -78,14 +82,13 @@ def test_calibration_is_stored_lowers_ece_on_val_fit_and_predict_uses_it(calibra
     idx = json.loads((calibrated_run.dir / "split.json").read_text())["test"][:5]
     for i in idx:
         Image.fromarray(np.asarray(ds.images[i][0])).save(tmp_path / f"{i:04d}.png")
-    rows = cnnfit.predict(calibrated_run.dir, [str(tmp_path)], topk=1, console=Console(file=io.StringIO()))
+    rows = cnnfit.predict(calibrated_run.dir, [str(tmp_path)], topk=1)
     probs, _ = _test_probs(calibrated_run.dir)
     assert [r["prob1"] for r in rows] == pytest.approx(probs[:5].max(1), abs=1e-5)
 
 
 def test_eval_with_tta_reports_the_mode(calibrated_run, tmp_path):
-    out = io.StringIO()
-    m = cnnfit.evaluate(calibrated_run.dir, tta="flip", console=Console(file=out, width=200))
+    m = cnnfit.evaluate(calibrated_run.dir, tta="flip")
     assert m["tta"] == "flip" and 0.0 < m["accuracy"] <= 1.0
     saved = json.loads((calibrated_run.dir / "metrics.json").read_text())
     assert saved["tta"] == "flip" and saved["accuracy"] == m["accuracy"]
@@ -94,25 +97,24 @@ def test_eval_with_tta_reports_the_mode(calibrated_run, tmp_path):
 
 def test_eval_scores_in_the_precision_the_run_trained_in_unless_told(tmp_path):
     run = cnnfit.train(data="digits", epochs=2, amp="bf16", project=str(tmp_path), name="bf16",
-                       console=Console(file=io.StringIO()), **{"eval.report": False})
+                       **{"eval.report": False})
     trained = json.loads((run.dir / "metrics.json").read_text())
-    native = inference.cpu_has_bf16()
+    native = cpu_has_bf16()
     assert trained["amp"] == ("bf16" if native else "off")  # a CPU without bf16 scores in fp32
     assert main(["eval", str(run.dir), "amp=off"]) == 0
     fp32 = json.loads((run.dir / "metrics.json").read_text())
     assert fp32["amp"] == "off" and abs(fp32["accuracy"] - trained["accuracy"]) <= 0.01
     assert main(["eval", str(run.dir), "amp=fp8"]) == 2
     cpu = torch.device("cpu")
-    assert inference.eval_amp("off", cpu) is None and inference.eval_amp("fp16", cpu) is None
-    assert inference.eval_amp("bf16", cpu, "off") is None
-    assert inference.eval_amp("bf16", torch.device("cuda")) is torch.bfloat16
-    assert inference.eval_amp("bf16", torch.device("cuda"), task="regress") is None  # the numbers themselves
+    assert eval_amp("off", cpu) is None and eval_amp("fp16", cpu) is None
+    assert eval_amp("bf16", cpu, "off") is None
+    assert eval_amp("bf16", torch.device("cuda")) is torch.bfloat16
+    assert eval_amp("bf16", torch.device("cuda"), task="regress") is None  # the numbers themselves
 
 
 def test_eval_on_another_dataset_matches_classes_by_name(tmp_path, capsys):
     folder = make_folder(tmp_path / "photos", per_class=16)
-    run = cnnfit.train(data=str(folder), imgsz=16, epochs=3, batch=8, project=str(tmp_path / "runs"),
-                       console=Console(file=io.StringIO()))
+    run = cnnfit.train(data=str(folder), imgsz=16, epochs=3, batch=8, project=str(tmp_path / "runs"))
     own = (run.dir / "metrics.json").read_bytes()
     other = tmp_path / "other"
     rng = np.random.default_rng(5)
@@ -140,12 +142,12 @@ def test_fashion_mnist_run_writes_every_plot_and_a_report_true_to_metrics(tmp_pa
     import html
     import re
 
-    from cnnfit.eval.report import format_metric, lookup_metric
+    from cnnfit.report import format_metric, lookup_metric
     from tests.conftest import shared_dataset
 
     shared_dataset("fashion-mnist")
     run = cnnfit.train(data="fashion-mnist", model="lenet5", epochs=1, batch=128, data__fraction=0.05,
-                       calibrate=True, project=str(tmp_path), console=Console(file=io.StringIO()))
+                       calibrate=True, project=str(tmp_path))
     plots = {p.name for p in (run.dir / "plots").iterdir()}
     assert {"curves.png", "lr.png", "confusion.png", "confusion_normalized.png", "per_class_f1.png", "roc.png",
             "pr.png", "reliability.png", "wrong.png", "samples.png"} <= plots
@@ -163,12 +165,11 @@ def test_predict_with_tta_averages_the_mirrored_image(calibrated_run, tmp_path):
     ds = load_imageset(resolve("digits"), None, None, "squash", None, True)[0]
     image = np.asarray(ds.images[0][0])  # (H, W)
     Image.fromarray(image).save(tmp_path / "a.png")
-    quiet = Console(file=io.StringIO())
-    plain = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, console=quiet, tta="none")[0]
+    plain = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, tta="none")[0]
     Image.fromarray(image[:, ::-1].copy()).save(tmp_path / "a.png")
-    mirror = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, console=quiet, tta="none")[0]
+    mirror = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, tta="none")[0]
     Image.fromarray(image).save(tmp_path / "a.png")
-    both = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, console=quiet, tta="flip")[0]
+    both = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, tta="flip")[0]
     prob = lambda row: {row[f"top{j}"]: row[f"prob{j}"] for j in range(1, 11)}  # noqa: E731
     p, m, b = prob(plain), prob(mirror), prob(both)
     # TTA averages the raw softmax, then the temperature applies: p ** T, renormalized, undoes the temperature

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from rich.console import Console
 
 import cnnfit
-from cnnfit.eval.report import format_metric, lookup_metric, metric_path, write_report
+from cnnfit.report import format_metric, lookup_metric, metric_path, write_report
 
 SECTION_ORDER = ["summary", "metrics", "curves", "per-class", "confusion", "roc", "calibration", "errors", "data",
                  "config", "environment", "timing", "more-plots"]
@@ -103,8 +102,7 @@ def check_section_order(page: Page) -> None:
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory) -> Path:
     project = tmp_path_factory.mktemp("runs")
-    run = cnnfit.train(data="digits", epochs=2, batch=64, project=str(project), name="r",
-                       console=Console(file=io.StringIO()))
+    run = cnnfit.train(data="digits", epochs=2, batch=64, project=str(project), name="r")
     return run.dir
 
 

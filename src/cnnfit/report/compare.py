@@ -1,28 +1,28 @@
 """`cnnfit compare RUN RUN ...`: runs side by side. Their test metrics with the best of each column marked, the
-config keys that differ, and their curves overlaid; on the console, and in compare.html (one self-contained
-file), compare.png, compare.csv and compare.json."""
+config keys that differ, and their curves overlaid; logged as two tables, and written as compare.html (one
+self-contained file), compare.png, compare.csv and compare.json."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import math
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-from cnnfit.compare_page import compare_page
-from cnnfit.config import flatten
+from cnnfit.engine.callbacks import Monitor
+from cnnfit.engine.scores import DIRECTIONS, direction
 from cnnfit.errors import CnnfitError
-from cnnfit.eval.plots import _LOWER_IS_BETTER, _SCORES, _plt, _save
-from cnnfit.prepare import new_run_dir
+from cnnfit.eval.plots import SCORE_NAMES, pyplot, save_figure
+from cnnfit.files import new_run_dir, write_atomic
+from cnnfit.report.html import esc, note, png_uri
+from cnnfit.report.numbers import get_dotted
+from cnnfit.report.runfiles import RunFiles
+
+log = logging.getLogger(__name__)
 
 _ALL = ("classify", "multilabel", "regress")
 # test metrics in column order: (column, header, where metrics.json keeps it (the first found wins),
@@ -46,20 +46,10 @@ _Heads = list[tuple[str, str]]  # the metrics table's columns: (key in compare.c
 _Cells = list[list[tuple[str, bool]]]  # per run, per column: (text, best of its column)
 
 
-@dataclass
-class _Run:
-    path: Path  # resolved
-    config: dict[str, Any]  # config.yaml as dotted keys
-    history: list[dict[str, float]]  # history.csv, one dict per epoch
-    metrics: dict[str, Any] | None  # metrics.json; None while the run is unfinished
-    label: str = ""  # the folder name, with as many parents as it takes to tell equal names apart
-
-
-def compare(runs: list[str | Path], *, out: str | Path | None = None, console: Console | None = None) -> Path:
+def compare(runs: list[str | Path], out: str | Path | None = None) -> Path:
     """Compare two or more run directories; unfinished runs (no metrics.json) take part with their history.
     Writes compare.html/.png/.csv/.json into `out`, or into a fresh compare* folder beside the first run, and
     returns that folder. Every run is read and checked before anything is written."""
-    console = console or Console()
     runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
     if len(runs) < 2:
         raise CnnfitError(f"compare needs two or more run directories, {len(runs)} given; "
@@ -67,82 +57,62 @@ def compare(runs: list[str | Path], *, out: str | Path | None = None, console: C
     loaded = [_load(r) for r in runs]
     seen: dict[Path, str | Path] = {}
     for given, run in zip(runs, loaded):
-        if run.path in seen:
-            raise CnnfitError(f"'{given}' is the same run as '{seen[run.path]}'; name each run once")
-        seen[run.path] = given
+        if run.dir in seen:
+            raise CnnfitError(f"'{given}' is the same run as '{seen[run.dir]}'; name each run once")
+        seen[run.dir] = given
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise CnnfitError(f"out='{out}' is a file; give a folder for compare.html and the other files")
-    _label(loaded)
+    labels = _labels([run.dir for run in loaded])
 
-    diffs = _differences([r.config for r in loaded])
+    diffs = _differences([r.flat_config for r in loaded])
     score = _score_key(loaded)
-    rows = [_row(r, score) for r in loaded]
+    rows = [_row(r, label, score) for r, label in zip(loaded, labels)]
     heads, cells = _cells(rows, score)
-    legend = _legend(loaded, diffs)
 
-    out_dir = Path(out) if out is not None else new_run_dir(str(loaded[0].path.parent), "compare")
+    out_dir = Path(out) if out is not None else new_run_dir(loaded[0].dir.parent, "compare")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _plot(loaded, rows, score, legend, out_dir / "compare.png")
-    _write_csv(rows, out_dir / "compare.csv")
-    shown_diffs = {k: {r.label: v for r, v in zip(loaded, values) if v is not _ABSENT} for k, values in diffs.items()}
-    best = {key: [r.label for r, c in zip(loaded, cells) if c[i][1]] for i, (key, _) in enumerate(heads)}
+    _plot(loaded, rows, score, _legend(loaded, labels, diffs), out_dir / "compare.png")
+    write_atomic(out_dir / "compare.csv", _csv(rows))
+    shown_diffs = {k: {label: v for label, v in zip(labels, values) if v is not _ABSENT} for k, values in diffs.items()}
+    best = {key: [label for label, c in zip(labels, cells) if c[i][1]] for i, (key, _) in enumerate(heads)}
     summary = {"runs": rows, "best": {k: names for k, names in best.items() if names}, "differences": shown_diffs}
-    (out_dir / "compare.json").write_text(json.dumps(summary, indent=2))
+    write_atomic(out_dir / "compare.json", json.dumps(summary, indent=2))
     shown = {k: [_show(v) for v in values] for k, values in diffs.items()}
-    page = compare_page(loaded, heads, cells, shown, (out_dir / "compare.png").read_bytes())
-    (out_dir / "compare.html").write_text(page, encoding="utf-8")
+    write_atomic(out_dir / "compare.html", _page(rows, heads, cells, shown, (out_dir / "compare.png").read_bytes()))
 
-    _print(console, loaded, heads, cells, diffs)
-    console.print(f"{', '.join(_FILES)} -> {out_dir}", highlight=False, markup=False, soft_wrap=True)
+    _log_tables(labels, heads, cells, diffs)
+    log.info(f"{', '.join(_FILES)} -> {out_dir}")
     return out_dir
 
 
-def _load(given: str | Path) -> _Run:
-    path = Path(given).expanduser()
-    if not (path / "config.yaml").is_file():
+# --- the runs -------------------------------------------------------------------------------------------
+
+def _load(given: str | Path) -> RunFiles:
+    run = RunFiles(Path(given).expanduser().resolve())
+    if not (run.dir / "config.yaml").is_file():
         raise CnnfitError(f"'{given}' is not a run directory (it has no config.yaml); pass folders that cnnfit train "
                           "wrote, e.g. runs/train runs/train2")
-    try:
-        tree = yaml.safe_load((path / "config.yaml").read_text())
-        metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else None
-    except (yaml.YAMLError, ValueError) as exc:
-        raise CnnfitError(f"'{given}' holds a damaged config.yaml or metrics.json ({type(exc).__name__}); "
-                          "rerun cnnfit eval on it, or leave it out") from None
-    if not isinstance(tree, dict):
-        raise CnnfitError(f"{path / 'config.yaml'} is not a cnnfit config (no keys); leave '{given}' out")
-    history = _read_history(path / "history.csv")
-    if not history and metrics is None:
+    damaged = [f"{name} ({why})" for name, why in run.unreadable.items() if name in ("config.yaml", "metrics.json")]
+    if damaged:
+        raise CnnfitError(f"'{given}' holds a damaged {damaged[0]}; rerun cnnfit eval on it, or leave it out")
+    if not isinstance(run.config, dict):
+        raise CnnfitError(f"{run.dir / 'config.yaml'} is not a cnnfit config (no keys); leave '{given}' out")
+    if not run.history_values and not (run.dir / "metrics.json").is_file():
         raise CnnfitError(f"'{given}' has no history.csv and no metrics.json: it has not finished an epoch yet; "
                           "compare it once it has")
-    return _Run(path.resolve(), flatten(tree), history, metrics)
+    return run
 
 
-def _read_history(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def _float(text: Any) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _label(runs: list[_Run]) -> None:
+def _labels(paths: list[Path]) -> list[str]:
     """Folder names, with parents added to names that two runs share: runs/a and old/a become runs/a, old/a."""
-    depth = [1] * len(runs)
+    depth = [1] * len(paths)
     while True:
-        labels = ["/".join(r.path.parts[-d:]) for r, d in zip(runs, depth)]
-        clash = [i for i, name in enumerate(labels) if labels.count(name) > 1 and depth[i] < len(runs[i].path.parts)]
+        labels = ["/".join(p.parts[-d:]) for p, d in zip(paths, depth)]
+        clash = [i for i, name in enumerate(labels) if labels.count(name) > 1 and depth[i] < len(paths[i].parts)]
         if not clash:
-            break
+            return labels
         for i in clash:
             depth[i] += 1
-    for run, name in zip(runs, labels):
-        run.label = name
 
 
 def _differences(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -168,59 +138,50 @@ def _resolved(value: Any) -> Any:
     return value
 
 
-def _score_key(runs: list[_Run]) -> str | None:
+def _score_key(runs: list[RunFiles]) -> str | None:
     """The validation score to plot and tabulate: val_acc for classifiers, else the first val_* score a history
     holds (micro F1 for multilabel, MAE for regression); where tasks are mixed, the one most runs have."""
     keys = []
     for run in runs:
-        names = list(run.history[0]) if run.history else []
+        names = list(run.history_values[0]) if run.history_values else []
         scores = [k for k in names if k.startswith("val_") and k != "val_loss"]
         if scores:
             keys.append("val_acc" if "val_acc" in scores else scores[0])
     return Counter(keys).most_common(1)[0][0] if keys else None
 
 
-def _lower_is_better(key: str) -> bool:
-    return key in _LOWER_IS_BETTER or "loss" in key
-
-
 def _best_epoch(history: list[dict[str, float]], monitor: str | None) -> int | None:
     """The epoch a checkpoint would have kept: the best value of the run's monitor (val_acc when unknown)."""
     monitor = monitor if history and monitor in history[0] else "val_acc"
-    points = [(h[monitor], int(h["epoch"])) for h in history if math.isfinite(h.get(monitor, math.nan))]
-    if not points:
+    if not history or monitor not in history[0] or monitor not in DIRECTIONS:
         return None
-    return (min(points) if _lower_is_better(monitor) else max(points, key=lambda p: (p[0], -p[1])))[1]
+    best = Monitor.replay(history, monitor).best_epoch
+    return int(best) if best >= 0 else None
 
 
-def _row(run: _Run, score: str | None) -> dict[str, Any]:
+def _row(run: RunFiles, label: str, score: str | None) -> dict[str, Any]:
     """One run's figures, as plain values (None where unknown): a line of compare.csv and compare.json."""
-    m = run.metrics or {}
-    task = m.get("task") or run.config.get("data.task") or "classify"
-    best = m.get("best_epoch") or _best_epoch(run.history, run.config.get("train.monitor"))
-    at_best = next((h for h in run.history if h.get("epoch") == best), {})
+    m, config, history, task = run.metrics.data, run.flat_config, run.history_values, run.task
+    best = m.get("best_epoch") or _best_epoch(history, config.get("train.monitor"))
+    at_best = next((h for h in history if h.get("epoch") == best), {})
     seconds = _number(m, ("timings.train_seconds",))
-    if seconds is None and run.history and "seconds" in run.history[0]:
-        seconds = math.fsum(h["seconds"] for h in run.history if math.isfinite(h["seconds"]))
+    if seconds is None and history and "seconds" in history[0]:
+        seconds = math.fsum(h["seconds"] for h in history if math.isfinite(h["seconds"]))
     return {
-        "run": run.label, "path": str(run.path), "status": "finished" if run.metrics is not None else "unfinished",
-        "task": task, "model": run.config.get("model.name"),
+        "run": label, "path": str(run.dir),
+        "status": "finished" if (run.dir / "metrics.json").is_file() else "unfinished",
+        "task": task, "model": config.get("model.name"),
         **{col: _number(m, paths) for col, _, paths, _, tasks in _METRICS if task in tasks},
         **({score: at_best.get(score)} if score else {}),
-        "best_epoch": best, "epochs": int(run.history[-1]["epoch"]) if run.history else best,
-        "planned_epochs": run.config.get("train.epochs"), "train_seconds": seconds, "params": _params(run.path),
+        "best_epoch": best, "epochs": int(history[-1]["epoch"]) if history else best,
+        "planned_epochs": config.get("train.epochs"), "train_seconds": seconds, "params": _params(run.dir),
     }
 
 
 def _number(tree: dict[str, Any], paths: tuple[str, ...]) -> float | None:
     """The first of the dotted paths that leads to a number in the nested dict."""
-    for path in paths:
-        value: Any = tree
-        for part in path.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value
-    return None
+    values = (get_dotted(tree, path) for path in paths)
+    return next((v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
 
 
 def _params(run_dir: Path) -> int | None:
@@ -238,13 +199,15 @@ def _params(run_dir: Path) -> int | None:
     return None
 
 
+# --- the table ------------------------------------------------------------------------------------------
+
 def _cells(rows: list[dict[str, Any]], score: str | None) -> tuple[_Heads, _Cells]:
-    """The metrics table as text, shared by the console and the HTML: (row key, header) per column, and per run
+    """The metrics table as text, shared by the log and the HTML: (row key, header) per column, and per run
     (text, is best) cells. A metric column is shown when any run has it; its best value is marked when two or
     more runs have one."""
     columns = [(col, head, lower) for col, head, _, lower, _ in _METRICS]
     if score:
-        columns.append((score, "val " + _SCORES.get(score, score.removeprefix("val_")), _lower_is_better(score)))
+        columns.append((score, "val " + SCORE_NAMES.get(score, score.removeprefix("val_")), direction(score) == "min"))
     columns = [c for c in columns if any(_finite(row.get(c[0])) for row in rows)]
     heads = [("run", "run"), ("status", "status"), ("task", "task"), ("model", "model"),
              *((col, head) for col, head, _ in columns),
@@ -298,46 +261,69 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _legend(runs: list[_Run], diffs: dict[str, list[Any]], most: int = 3) -> list[str]:
+def _log_tables(labels: list[str], heads: _Heads, cells: _Cells, diffs: dict[str, list[Any]]) -> None:
+    """Both tables with one column per run, so a few runs fit an 80-column terminal."""
+    rows = [[head] + [c[i][0] + "*" if c[i][1] else c[i][0] for c in cells] for i, (_, head) in enumerate(heads)]
+    _log_table(f"{len(labels)} runs (* best of each metric)", ["", *labels], rows[1:])
+    if not diffs:
+        log.info("config differences: none (every key but name and project is equal)")
+        return
+    _log_table("config differences", ["key", *labels], [[key] + [_show(v) for v in values]
+                                                       for key, values in diffs.items()])
+
+
+def _log_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """One record: the table as aligned plain text, and in extra["table"] for the CLI to draw."""
+    widths = [max(len(r[i]) for r in (columns, *rows)) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in (columns, *rows)]
+    justify = ["left"] + ["right"] * (len(columns) - 1)
+    log.info("\n".join([title, *lines]),
+             extra={"table": {"title": title, "columns": columns, "rows": rows, "styles": None, "justify": justify}})
+
+
+# --- the files ------------------------------------------------------------------------------------------
+
+def _legend(runs: list[RunFiles], labels: list[str], diffs: dict[str, list[Any]], most: int = 3) -> list[str]:
     """Run labels with their first `most` differing settings: 'train2 (lr=0.003)', 'train3 (model=resnet18)'.
     A key goes by its last part where no other key ends the same (optim.patience and train.patience do), *.name
     by its group; a path by its file name."""
-    ends = Counter(k.rsplit(".", 1)[-1] for k in dict.fromkeys(k for r in runs for k in r.config))
+    ends = Counter(k.rsplit(".", 1)[-1] for k in dict.fromkeys(k for r in runs for k in r.flat_config))
     keys = list(diffs)[:most]
     short = []
     for key in keys:
         group, _, last = key.rpartition(".")
         short.append(group if last == "name" and group else last if ends[last] == 1 else key)
     more = ", ..." if len(diffs) > most else ""
-    labels = []
-    for i, run in enumerate(runs):
+    legend = []
+    for i, label in enumerate(labels):
         values = [diffs[k][i] for k in keys]
         shown = [Path(v).name if k in _PATHS and isinstance(v, str) else _show(v) for k, v in zip(keys, values)]
-        labels.append(run.label + (f" ({', '.join(f'{s}={v}' for s, v in zip(short, shown))}{more})" if keys else ""))
-    return labels
+        legend.append(label + (f" ({', '.join(f'{s}={v}' for s, v in zip(short, shown))}{more})" if keys else ""))
+    return legend
 
 
-def _plot(runs: list[_Run], rows: list[dict[str, Any]], score: str | None, legend: list[str], path: Path) -> None:
+def _plot(runs: list[RunFiles], rows: list[dict[str, Any]], score: str | None, legend: list[str], path: Path) -> None:
     """Loss (val solid, train dashed) and the val score per epoch, one colour per run, a star at each best epoch."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    name = _SCORES.get(score, score.removeprefix("val_")) if score else "score"
+    name = SCORE_NAMES.get(score, score.removeprefix("val_")) if score else "score"
     fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
     colors = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20").colors
     handles = []
     for i, (run, row) in enumerate(zip(runs, rows)):
-        color = colors[i % len(colors)]
+        color, history = colors[i % len(colors)], run.history_values
         handles.append(Line2D([], [], color=color, lw=2, label=legend[i]))
-        epochs = [h["epoch"] for h in run.history]
+        epochs = [h["epoch"] for h in history]
         best = next((j for j, e in enumerate(epochs) if e == row["best_epoch"]), None)
-        if run.history and "train_loss" in run.history[0]:
-            loss_ax.plot(epochs, [h["train_loss"] for h in run.history], "--", color=color, lw=1.2, alpha=0.8)
+        if history and "train_loss" in history[0]:
+            loss_ax.plot(epochs, [h["train_loss"] for h in history], "--", color=color, lw=1.2, alpha=0.8)
         for ax, key in ((loss_ax, "val_loss"), (score_ax, score)):
-            if not run.history or key not in run.history[0]:
+            if not history or key not in history[0]:
                 continue
-            values = [h[key] for h in run.history]
+            values = [h[key] for h in history]
             ax.plot(epochs, values, "o-", color=color, lw=1.6, ms=3)
             if best is not None:
                 ax.plot(epochs[best], values[best], "*", color=color, ms=14, mec="black", mew=0.6, zorder=3)
@@ -351,38 +337,85 @@ def _plot(runs: list[_Run], rows: list[dict[str, Any]], score: str | None, legen
     widest = max(len(h.get_label()) for h in handles)
     ncols = max(1, min(len(runs), 3, 150 // (widest + 8)))  # about 150 characters of 9 pt text span 11 inches
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return buf.getvalue()
 
 
-def _print(console: Console, runs: list[_Run], heads: _Heads, cells: _Cells, diffs: dict[str, list[Any]]) -> None:
-    """Both tables with one column per run, so a few runs fit an 80-column terminal."""
-    table = Table(title=f"{len(runs)} runs (* best of each metric)", box=box.SIMPLE_HEAD)
-    table.add_column("")
-    for run in runs:
-        table.add_column(Text(run.label), justify="right")
-    for i, (_, head) in enumerate(heads[1:], start=1):
-        table.add_row(Text(head), *(Text(c[i][0] + "*", style="bold green") if c[i][1] else
-                                    Text(c[i][0], style="yellow" if c[i][0] == "unfinished" else "") for c in cells))
-    console.print(table)
-    if not diffs:
-        console.print("config differences: none (every key but name and project is equal)", highlight=False)
-        return
-    table = Table(title="config differences", box=box.SIMPLE_HEAD)
-    table.add_column("key")
-    for run in runs:
-        table.add_column(Text(run.label), justify="right")
-    for key, values in diffs.items():
-        table.add_row(Text(key), *(Text(_show(v)) for v in values))
-    console.print(table)
+_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1b1b;background:#fff;
+  margin:0 auto;max-width:1500px;padding:12px 16px 40px}
+h1{font-size:1.35rem;margin:.4em 0}
+h2{font-size:1.1rem;margin:1.6em 0 .5em}
+.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;border:1px solid #ddd;border-radius:6px}
+table{border-collapse:collapse;min-width:100%;font-variant-numeric:tabular-nums}
+th,td{padding:6px 9px;white-space:nowrap;border-bottom:1px solid #eee;text-align:right}
+th{background:#f5f5f7;font-weight:600}
+th:first-child,td:first-child{text-align:left;position:sticky;left:0;background:#fff}
+th:first-child{background:#f5f5f7}
+td.text,th.text{text-align:left}
+td.unfinished{color:#a15c00}
+strong{color:#0b6b2b}
+img{display:block;width:100%;height:auto;border:1px solid #ddd;border-radius:6px}
+li code{word-break:break-all}
+p.note{color:#666;font-size:.9rem}
+"""
+
+
+def _page(rows: list[dict[str, Any]], heads: _Heads, cells: _Cells, diffs: dict[str, list[str]], png: bytes) -> str:
+    """compare.html: the metrics table with the best of each column in bold, each differing key's values as
+    config.yaml writes them (one per run), the curves and where each run lives, on one self-contained page
+    (inline CSS, the PNG as a data URI, no scripts and nothing fetched), so it can be mailed or archived."""
+    def row(tag: str, items: list[tuple[str, str]]) -> str:
+        """A table row from (HTML, CSS class) pairs; the HTML is escaped already."""
+        return "<tr>" + "".join(f'<{tag} class="{c}">{t}</{tag}>' if c else f"<{tag}>{t}</{tag}>"
+                                for t, c in items) + "</tr>"
+
+    def table(head: str, body: list[str]) -> str:
+        rows = "\n".join(body)
+        return f'<div class="scroll"><table>\n<thead>{head}</thead>\n<tbody>\n{rows}\n</tbody></table></div>'
+
+    metrics = table(row("th", [(esc(h), "text" if i < 4 else "") for i, (_, h) in enumerate(heads)]), [
+        row("td", [(f"<strong>{esc(t)}</strong>" if best else esc(t),
+                    "unfinished" if t == "unfinished" else "text" if i < 4 else "") for i, (t, best) in enumerate(c)])
+        for c in cells])
+    if diffs:
+        diff_html = table(row("th", [("key", "text")] + [(esc(r["run"]), "text") for r in rows]), [
+            row("td", [(esc(k), "text")] + [(esc(v), "text") for v in values]) for k, values in diffs.items()])
+    else:
+        diff_html = note("none: every key but name and project is equal")
+    names = ", ".join(r["run"] for r in rows)
+    paths = "".join(f"<li><strong>{esc(r['run'])}</strong>: <code>{esc(r['path'])}</code>"
+                    f"{' (unfinished)' if r['status'] == 'unfinished' else ''}</li>" for r in rows)
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>cnnfit compare: {esc(names)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>cnnfit compare: {len(rows)} runs</h1>
+<h2>Test metrics</h2>
+{metrics}
+<p class="note">Bold: the best value of each column. Unfinished runs have no test metrics; their best epoch and
+validation score come from history.csv.</p>
+<h2>Config differences</h2>
+{diff_html}
+<h2>Curves</h2>
+<img src="{png_uri(png)}" alt="loss and validation score per epoch of each run">
+<h2>Runs</h2>
+<ol>{paths}</ol>
+</body>
+</html>
+"""
 
 
 __all__ = ["compare"]

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import math
 import os
@@ -13,11 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from PIL import Image
-
 from cnnfit.config import SHORT_KEYS, Config
-from cnnfit.eval.html import CSS, data_table, esc, figure, figure_grid, kv_table, note, tile, tile_grid
-from cnnfit.eval.report_numbers import format_metric
+from cnnfit.report.html import data_table, esc, figure, figure_grid, kv_table, note, page, tile, tile_grid
+from cnnfit.report.numbers import format_metric, get_dotted
+from cnnfit.report.runfiles import RunFiles
 
 if TYPE_CHECKING:
     import optuna
@@ -55,19 +52,11 @@ def tune_page(study: optuna.Study, trials: list[FrozenTrial], rows: list[dict], 
         sections.append(("refit", "Refit of the best config", _refit_section(summary["refit"], tune_dir)))
     sections.append(("plots", "Plots", _plots_section(plots, summary["notes"], monitor, direction, tune_dir)))
     sections.append(("trials", "Trials", _trials_section(rows, columns, params, best, tune_dir)))
-    nav = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title, _ in sections)
-    main = "".join(f'<section id="{sid}"><h2>{esc(title)}</h2>{body}</section>' for sid, title, body in sections)
     name = study.study_name
-    sub = f"{monitor} ({direction}) · {len(trials)} trials"
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(name)} · cnnfit tune report</title><style>{CSS}{_EXTRA_CSS}</style></head><body>"
-            f'<header><div class="wrap"><h1>cnnfit tune <code>{esc(name)}</code></h1>'
-            f"<p>{esc(sub)}</p></div></header>"
-            f'<nav aria-label="Sections"><div class="wrap">{nav}</div></nav>'
-            f'<main class="wrap">{main}</main>'
-            f'<footer class="wrap">Written by cnnfit from the Optuna study; the same rows are in trials.csv, the '
-            f"summary in tune.json.</footer></body></html>\n")
+    return page(f"{name} · cnnfit tune report", f"cnnfit tune <code>{esc(name)}</code>",
+                f"{monitor} ({direction}) · {len(trials)} trials", sections,
+                "Written by cnnfit from the Optuna study; the same rows are in trials.csv, the summary in tune.json.",
+                _EXTRA_CSS)
 
 
 def _summary_section(study: optuna.Study, trials: list[FrozenTrial], best: FrozenTrial | None, summary: dict) -> str:
@@ -105,9 +94,7 @@ def _best_section(best: FrozenTrial | None, base_config: Config, monitor: str, n
     base = base_config.model_dump(mode="json")
     rows = []
     for key in sorted(best.params):
-        node: Any = base
-        for part in SHORT_KEYS.get(key, key).split("."):
-            node = node.get(part) if isinstance(node, dict) else None
+        node = get_dotted(base, SHORT_KEYS.get(key, key))
         rows.append([f"<code>{esc(key)}</code>", esc(_value_text(best.params[key], 6)),
                      esc("auto" if node is None else _value_text(node, 6))])
     run = best.user_attrs.get("run_dir")
@@ -153,15 +140,8 @@ def _captions(monitor: str, direction: str) -> dict[str, tuple[str, str]]:
 
 
 def _plots_section(plots: list[str], notes: list[str], monitor: str, direction: str, tune_dir: Path) -> str:
-    captions = _captions(monitor, direction)
-    figures = []
-    for name in plots:
-        data = (tune_dir / "plots" / name).read_bytes()
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-        title, how = captions[name]
-        figures.append(figure(uri, width, height, title, how, wide=True))
+    captions, found = _captions(monitor, direction), RunFiles(tune_dir).plots
+    figures = [figure(*found[name], *captions[name], wide=True) for name in plots if name in found]
     skipped = "".join(note(n) for n in notes if n.startswith("no ") and n.split(":")[0].endswith(".png"))
     return figure_grid(figures) + skipped
 
@@ -202,20 +182,18 @@ def _trials_section(rows: list[dict], columns: list[str], params: list[str], bes
 
 def _link(run_dir: str, tune_dir: Path) -> str:
     """The run directory as text, linked to its report.html by a relative address when that file exists."""
-    report = Path(run_dir) / "report.html"
+    report, code = Path(run_dir) / "report.html", f'<code class="path">{esc(run_dir)}</code>'
     if not report.is_file():
-        return f'<code class="path">{esc(run_dir)}</code>'
+        return code
     try:
         rel = os.path.relpath(report.resolve(), tune_dir.resolve())
     except ValueError:  # another drive (Windows): no relative address exists
-        return f'<code class="path">{esc(run_dir)}</code>'
-    return f'<a href="{esc(quote(Path(rel).as_posix()))}"><code class="path">{esc(run_dir)}</code></a>'
+        return code
+    return f'<a href="{esc(quote(Path(rel).as_posix()))}">{code}</a>'
 
 
 def _value_text(value: Any, digits: int) -> str:
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 def _seconds(t: FrozenTrial) -> float:

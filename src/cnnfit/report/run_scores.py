@@ -8,28 +8,28 @@ import math
 from datetime import datetime
 from typing import Callable
 
-from cnnfit.eval.html import data_table, esc, kv_table, note, tile, tile_grid
-from cnnfit.eval.report_numbers import Metrics, is_number, metric_label, plain_text, to_float
-from cnnfit.eval.report_run import Run, dig, figures
+from cnnfit.report.html import data_table, esc, kv_table, note, tile, tile_grid
+from cnnfit.report.numbers import Metrics, get_dotted, is_number, metric_label, plain_text, to_float
+from cnnfit.report.runfiles import RunFiles, figures
 
 
-def _summary(run: Run) -> str:
+def _summary(run: RunFiles) -> str:
     m, cfg = run.metrics, run.config or {}
-    source = m.get("dataset") or dig(cfg, "data", "source")
+    source = m.get("dataset") or get_dotted(cfg, "data.source")
     images = (run.data_report or {}).get("images")
     data = esc(source) if source else ""
     if images is not None:
         data += f" ({plain_text(images)} images)" if data else f"{plain_text(images)} images"
-    model = m.get("model") or dig(cfg, "model", "name")
+    model = m.get("model") or get_dotted(cfg, "model.name")
     model_html = esc(model) if model else ""
     if m.has("params"):
         model_html += f" · {m.num('params')} parameters"
-    monitor = dig(cfg, "train", "monitor")
+    monitor = get_dotted(cfg, "train.monitor")
     best = m.num("val", monitor) if isinstance(monitor, str) else ""
     headline = {"classify": ("test accuracy", ("accuracy",)), "multilabel": ("test micro F1", ("micro", "f1")),
                 "regress": ("test R²", ("r2",))}.get(run.task, ("", ()))
     epochs_run = len(run.history) if run.history else None
-    planned = dig(cfg, "train", "epochs")
+    planned = get_dotted(cfg, "train.epochs")
     epochs = ""
     if m.has("best_epoch"):
         epochs = m.num("best_epoch")
@@ -37,7 +37,7 @@ def _summary(run: Run) -> str:
             epochs += " of " + plain_text(epochs_run if epochs_run is not None else planned)
     stop = m.get("stop")
     stop_text = esc(stop) if stop else ("ran every epoch" if m.has("stop") else "")
-    device = m.get("environment", "device") or dig(cfg, "train", "device")
+    device = m.get("environment", "device") or get_dotted(cfg, "train.device")
     gpu = m.get("environment", "gpu")
     written = datetime.now().astimezone().isoformat(timespec="seconds")
     tiles = [tile(headline[0], m.num(*headline[1])) if headline[1] else "",
@@ -83,7 +83,7 @@ _SHOWN = {"task", "split", "per_class", "per_label", "confusion_matrix", "confus
           "thresholds", "thresholds_from", "repeats", *_AVERAGES, *(k for v in _HEADLINES.values() for k, _ in v)}
 
 
-def _metrics(run: Run) -> str:
+def _metrics(run: RunFiles) -> str:
     m = run.metrics
     if not m.data:
         return ""
@@ -139,7 +139,7 @@ def _calibration_table(m: Metrics) -> str:
     return head + data_table(["", "before", "after"], rows, {1, 2})
 
 
-def _curves(run: Run) -> str:
+def _curves(run: RunFiles) -> str:
     out = figures(run, "curves.png", "lr.png")
     if run.history:
         cols = [c for c in run.history[0] if any(r.get(c, "") != "nan" for r in run.history)]  # unscored val: out
@@ -153,7 +153,7 @@ def _curves(run: Run) -> str:
 _PER_CLASS_COLS = ("precision", "recall", "f1", "support", "roc_auc", "pr_auc", "threshold")
 
 
-def _per_class(run: Run) -> str:
+def _per_class(run: RunFiles) -> str:
     m = run.metrics
     key = "per_label" if isinstance(m.get("per_label"), dict) else "per_class"
     per = m.get(key)
@@ -179,7 +179,7 @@ def _per_class(run: Run) -> str:
     return out + figures(run, "per_class_f1.png")
 
 
-def _confusion(run: Run) -> str:
+def _confusion(run: RunFiles) -> str:
     m = run.metrics
     out = figures(run, "confusion.png", "confusion_normalized.png")
     cm, classes = m.get("confusion_matrix"), m.get("classes")
@@ -193,7 +193,7 @@ def _confusion(run: Run) -> str:
     return out
 
 
-def _roc(run: Run) -> str:
+def _roc(run: RunFiles) -> str:
     m = run.metrics
     if not ({"roc.png", "pr.png"} & set(run.plots)):
         return ""
@@ -201,7 +201,7 @@ def _roc(run: Run) -> str:
     return tile_grid(tiles) + figures(run, "roc.png", "pr.png")
 
 
-def _calibration(run: Run) -> str:
+def _calibration(run: RunFiles) -> str:
     m = run.metrics
     cal = m.get("calibration")
     if "reliability.png" not in run.plots and not isinstance(cal, dict):
@@ -213,7 +213,7 @@ def _calibration(run: Run) -> str:
     return out + figures(run, "reliability.png") + _calibration_table(m)
 
 
-def _errors(run: Run) -> str:
+def _errors(run: RunFiles) -> str:
     out = figures(run, "wrong.png")
     rows = run.predictions or []
     if run.task == "classify" and rows and {"true", "pred", "confidence"} <= set(rows[0]):
@@ -238,7 +238,7 @@ def _prediction_table(rows: list[dict[str, str]], keys: list[str], head: list[st
     return data_table(["index"] + ["file"] * with_files + head, table, {0} | set(range(first, first + len(keys))))
 
 
-RENDERERS: dict[str, Callable[[Run], str]] = {
+RENDERERS: dict[str, Callable[[RunFiles], str]] = {
     "summary": _summary, "metrics": _metrics, "curves": _curves, "per-class": _per_class, "confusion": _confusion,
     "roc": _roc, "calibration": _calibration, "errors": _errors}
 

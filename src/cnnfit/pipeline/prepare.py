@@ -3,7 +3,7 @@ normalization statistics, and the data report with its augmented-samples grid.""
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,17 +11,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-
-from cnnfit import data as D
 from cnnfit.config import Config
+from cnnfit.data import DeviceLoader, ImageSet, augment, class_counts, label_text, read_rows, split_indices, split_stats
+from cnnfit.data import subsample
+from cnnfit.data.augment import Augment
+from cnnfit.data.cache import open_dataset, remembered
+from cnnfit.data.inspect import format_report, inspect_dataset, write_clean_manifest
 from cnnfit.device import synchronize
 from cnnfit.errors import CnnfitError
+from cnnfit.files import new_run_dir
+from cnnfit.pipeline.rundir import write_json
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Prepared:
-    ds: D.ImageSet
+    ds: ImageSet
     cache_hit: bool
     parts: dict[str, np.ndarray]  # train/val/test indices into ds
     split_how: str
@@ -33,28 +39,13 @@ class Prepared:
     @property
     def train_counts(self) -> np.ndarray | None:
         """(K,) train images per class, or per label (multilabel); None for regression, which has no classes."""
-        return None if self.ds.task == "regress" else D.class_counts(self.ds, self.parts["train"])
+        return None if self.ds.task == "regress" else class_counts(self.ds, self.parts["train"])
 
 
-def exclude_patterns(spec: str | list[str]) -> tuple[str, ...]:
-    """`exclude=` as patterns: a .txt file contributes one per line (blank lines and # comments skipped)."""
-    items = [spec] if isinstance(spec, str) else list(spec)
-    patterns: list[str] = []
-    for item in items:
-        if item.endswith(".txt"):
-            if not Path(item).is_file():
-                raise CnnfitError(f"exclude file '{item}' not found; give a .txt with one path per line, or patterns")
-            lines = Path(item).read_text().splitlines()
-            patterns += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-        else:
-            patterns.append(item)
-    return tuple(patterns)
-
-
-def load_data(cfg: Config) -> tuple[D.ImageSet, bool, Path | None]:
-    ref = D.resolve(cfg.data.source, download=cfg.data.download, exclude=exclude_patterns(cfg.data.exclude))
+def load_data(cfg: Config) -> tuple[ImageSet, bool, Path | None]:
     d = cfg.data
-    return *D.load_imageset(ref, d.imgsz, d.channels, d.resize, d.workers, d.cache, task=d.task), ref.path
+    return open_dataset(d.source, imgsz=d.imgsz, channels=d.channels, resize=d.resize, workers=d.workers,
+                        cache=d.cache, task=d.task, download=d.download, exclude=d.exclude)
 
 
 def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
@@ -70,59 +61,53 @@ def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
     if side < min_size:
         raise CnnfitError(f"imgsz={side} is below {cfg.model.name}'s minimum of {min_size} px; "
                           f"set imgsz={min_size} or larger")
-    parts, split_how = D.split_indices(ds, cfg.data.val, cfg.data.test, cfg.train.seed)
+    parts, split_how = split_indices(ds, cfg.data.val, cfg.data.test, cfg.train.seed)
     d = cfg.data
     if d.fraction < 1 or d.per_class:
         for name in ("train", "val"):
-            parts[name] = D.subsample(ds.labels, parts[name], fraction=d.fraction, per_class=d.per_class,
+            parts[name] = subsample(ds.labels, parts[name], fraction=d.fraction, per_class=d.per_class,
                                       seed=cfg.train.seed)
-        group = "class" if ds.task == "classify" else "group"  # other tasks: the groups D.strata names
+        group = "class" if ds.task == "classify" else "group"  # other tasks: the groups strata names
         limits = ([f"{d.fraction:g} of each {group}"] if d.fraction < 1 else []) + (
             [f"at most {d.per_class} per {group}"] if d.per_class else [])
         split_how += f"; train and val limited to {' and '.join(limits)}"
     if d.merge_val:  # the val images join training; they stay the val split only to keep the loop's bookkeeping
         parts["train"] = np.sort(np.concatenate([parts["train"], parts["val"]]))
         split_how += "; val merged into train (merge_val)"
-    mean, std = D.split_stats(ds, parts["train"])
+    mean, std = split_stats(ds, parts["train"])
     return Prepared(ds, cache_hit, parts, split_how, mean, std, source, merged_val=d.merge_val)
 
 
-def augmented_samples(prep: Prepared, augment: D.augment.Augment | None, seed: int,
+def augmented_samples(prep: Prepared, augment: Augment, seed: int,
                       n: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """n random training images as the model sees them, before normalization: (n, C, H, W) in [0, 1], and
     their (n,) indices into prep.ds."""
-    import torch
-
     idx = np.sort(np.random.default_rng(seed).choice(prep.parts["train"], min(n, len(prep.parts["train"])),
                                                      replace=False))
-    x = torch.from_numpy(D.read_rows(prep.ds.images, idx)).float() / 255
-    if augment is not None:
-        g = torch.Generator()
-        g.manual_seed(seed)
-        x = augment(x, g)
+    x = torch.from_numpy(read_rows(prep.ds.images, idx)).float() / 255
+    g = torch.Generator()
+    g.manual_seed(seed)
+    x = augment(x, g)
     return x.clamp(0, 1).numpy(), idx
 
 
-def write_data_report(prep: Prepared, out_dir: Path, console: Console, max_lines: int = 12) -> dict[str, Any]:
-    """data_report.json and clean_manifest.csv in out_dir, and the findings on the console. The report
-    is remembered with the cached data, so a second run of the same data and split starts at once."""
-    from cnnfit.data.cache import remembered
-    from cnnfit.data.inspect import format_report, inspect_dataset, write_clean_manifest
-
+def write_data_report(prep: Prepared, out_dir: Path, max_lines: int = 12) -> dict[str, Any]:
+    """data_report.json and clean_manifest.csv in out_dir, and the findings logged. The report is remembered
+    with the cached data, so a second run of the same data and split starts at once."""
     # merged into train, val is no split of its own: checked apart, its images would all be "in train and val"
     parts = {k: v for k, v in prep.parts.items() if not (prep.merged_val and k == "val")}
     key = np.concatenate([parts.get(k, np.array([-2])) for k in ("train", "val", "test")] + [np.array([-1])])
     report = remembered(prep.ds, key, "report", lambda: inspect_dataset(prep.ds, parts, source=prep.source))
     report["split"] = prep.split_how
-    (out_dir / "data_report.json").write_text(json.dumps(report, indent=2, default=str))
+    write_json(out_dir / "data_report.json", report)
     if prep.ds.files is not None:
         write_clean_manifest(report, prep.ds, out_dir / "clean_manifest.csv")
     lines = format_report(report)
     shown = lines[:-1]
-    if len(shown) > max_lines:  # the console gets the overview and the first findings; the file has all
+    if len(shown) > max_lines:  # the log gets the overview and the first findings; the file has all
         shown = shown[:max_lines] + [f"... more findings in {out_dir / 'data_report.json'}"]
     for line in shown + lines[-1:]:
-        console.print(line, highlight=False, soft_wrap=True, markup=False)
+        log.info(line)
     return report
 
 
@@ -131,22 +116,8 @@ def write_samples(prep: Prepared, out_dir: Path, augment, seed: int) -> None:
     from cnnfit.eval.plots import plot_samples
 
     images, idx = augmented_samples(prep, augment, seed)
-    titles = [D.label_text(prep.ds, i) for i in idx]  # 'cat', 'cat;outdoor' or '3.25': any task
+    titles = [label_text(prep.ds, i) for i in idx]  # 'cat', 'cat;outdoor' or '3.25': any task
     plot_samples(images, np.arange(len(idx)), titles, out_dir / "samples.png")
-
-
-def new_run_dir(project: str, name: str) -> Path:
-    """runs/name, or runs/name2, runs/name3 ...: an existing run is never touched."""
-    parent = Path(project)
-    parent.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 10_000):
-        candidate = parent / (name if i == 1 else f"{name}{i}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise CnnfitError(f"no free run name for '{name}' in {parent}; pick another name=")
 
 
 def init_from_data(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, train: np.ndarray, seed: int,
@@ -158,31 +129,28 @@ def init_from_data(model: torch.nn.Module, images: np.ndarray, labels: np.ndarra
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)  # a sample of every class: a split is often in class-folder order
     rows = np.sort(rng.choice(train, min(sample, len(train)), replace=False))
-    x, _ = next(iter(D.DeviceLoader(images, labels, index=rows, **{**loader_args, "batch": len(rows)})))
+    x, _ = next(iter(DeviceLoader(images, labels, index=rows, **{**loader_args, "batch": len(rows)})))
     model.init_from_data(x)  # (N, C, H, W)
     synchronize(loader_args["device"])
     return time.perf_counter() - t0
 
 
-def build_augment(cfg: Config) -> D.augment.Augment | None:
+def build_augment(cfg: Config) -> Augment:
     """The batched training augmentation from `aug.*` (mixup/cutmix act on labels, in the loop)."""
     keys = {k: v for k, v in cfg.aug.model_dump().items() if k not in ("mixup", "cutmix", "only_minority")}
-    return D.augment.build(**keys)
+    return augment.build(**keys)
 
 
-def inspect(cfg: Config, console: Console | None = None) -> Path:
+def inspect(cfg: Config) -> Path:
     """`cnnfit inspect`: the data report alone, in runs/inspect*, without training."""
-    console = console or Console()
     prep = prepare(cfg)
     out = new_run_dir(cfg.project, "inspect")
     ds = prep.ds
     what = {"classify": f"{len(ds.classes)} classes", "multilabel": f"{len(ds.classes)} labels",
             "regress": f"target '{ds.classes[0]}'"}[ds.task]
-    console.print(f"{cfg.data.source}: {len(ds)} images, {what}, "
-                  f"{'x'.join(map(str, ds.shape))}, {len(ds.skipped)} skipped; {prep.split_how}", highlight=False,
-                  markup=False, soft_wrap=True)
-    write_data_report(prep, out, console, max_lines=60)
+    log.info(f"{cfg.data.source}: {len(ds)} images, {what}, {'x'.join(map(str, ds.shape))}, {len(ds.skipped)} "
+             f"skipped; {prep.split_how}")
+    write_data_report(prep, out, max_lines=60)
     write_samples(prep, out, build_augment(cfg), cfg.train.seed)
-    console.print(f"report -> {out / 'data_report.json'}, augmented samples -> {out / 'samples.png'}", markup=False,
-                  soft_wrap=True)
+    log.info(f"report -> {out / 'data_report.json'}, augmented samples -> {out / 'samples.png'}")
     return out
