@@ -265,21 +265,6 @@ def _table(rows: list[list[str]], title: str | None = None, columns: list[str] |
 
 
 @contextlib.contextmanager
-def _rendering(console: Console) -> Iterator[None]:
-    """A ConsoleHandler on the "cnnfit" logger for one command; removed after, the logger's level restored."""
-    logger, handler = logging.getLogger("cnnfit"), ConsoleHandler(console)
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(handler.level)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        handler.close()
-
-
-@contextlib.contextmanager
 def _importing(process: bool) -> Iterator[None]:
     """Importing torch and sklearn makes ~400k objects that live until exit, and the collector sweeps them again and
     again as they pile up (~0.7 s of a 3.5 s start on 2 cores). A command pauses it for its imports, then freezes
@@ -358,9 +343,12 @@ def _show_models(console: Console, name: str, o: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     console = Console()
+    logger, handler = logging.getLogger("cnnfit"), ConsoleHandler(console)  # for this command only
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(handler.level)
     try:
-        with _rendering(console):
-            return _run(list(sys.argv[1:] if argv is None else argv), console, process=argv is None)
+        return _run(list(sys.argv[1:] if argv is None else argv), console, process=argv is None)
     except CnnfitError as exc:
         if os.environ.get("RANK", "0") == "0" or str(exc).startswith("rank "):  # under torchrun: one copy each
             Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
@@ -369,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         Console(stderr=True).print("interrupted")
         return 130
     finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
         if argv is None:  # a command, about to exit: Python's shutdown would sweep the ~400k objects torch, sklearn
             gc.freeze()  # and matplotlib leave several times over (0.9 s on 2 cores); frozen, they are skipped
 

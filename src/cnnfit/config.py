@@ -277,15 +277,20 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    """Dotted keys -> the nested mapping they name: the inverse of `flatten`."""
-    tree: dict[str, Any] = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+def get_dotted(tree: Any, key: str) -> Any:
+    """tree["a"]["b"] for key "a.b"; None where a level is missing or not a dict."""
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> dict:
+    """Set tree["a"]["b"] = value for key "a.b", making the missing levels; returns `tree`."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
     return tree
 
 
@@ -373,7 +378,10 @@ def load_config(args: list[str] | None = None, **overrides: Any) -> Config:
         flat["tune.space"] = {**given, **space}
     values = {_canonical(k): str(v) if isinstance(v, Path) else v for k, v in flat.items()}
     try:
-        return Config.model_validate(unflatten(values))
+        tree: dict[str, Any] = {}
+        for key, value in values.items():
+            set_dotted(tree, key, value)
+        return Config.model_validate(tree)
     except ValidationError as exc:
         raise CnnfitError(_describe(exc.errors()[0], values)) from None
 

@@ -145,13 +145,9 @@ def gather(ctx: Dist, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Each tensor concatenated over ranks in rank order (CPU tensors; ranks may hold different lengths)."""
     if not ctx.active:
         return tensors
-    parts: list[Any] = [None] * ctx.world
-    dist.all_gather_object(parts, [t.cpu() for t in tensors])
-    out = []
-    for i in range(len(tensors)):
-        pieces = [p[i] for p in parts if p[i].numel()]
-        out.append(torch.cat(pieces) if pieces else tensors[i])
-    return tuple(out)
+    parts = gather_objects(ctx, [t.cpu() for t in tensors])
+    pieces = [[p[i] for p in parts if p[i].numel()] for i in range(len(tensors))]
+    return tuple(torch.cat(ps) if ps else t for ps, t in zip(pieces, tensors))
 
 
 def gather_objects(ctx: Dist, obj: Any) -> list[Any]:

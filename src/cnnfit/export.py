@@ -59,15 +59,12 @@ def export(run: str | Path, *, format: str = "onnx", out: Path | None = None,
     if path.suffix != ext:
         raise CnnfitError(f"out={path} does not end in {ext}; format={format} writes a {ext} file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if format == "safetensors":
-        record = _safetensors(ckpt, path)
-    else:
-        record = _graph(format, run_dir, ckpt, path, check_images, layout)
-    record = {"format": format, **record, "seconds": round(time.perf_counter() - t0, 3),
+    written = (_safetensors(ckpt, path) if format == "safetensors"
+               else _graph(format, run_dir, ckpt, path, check_images, layout))
+    record = {"format": format, **written, "seconds": round(time.perf_counter() - t0, 3),
               "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _record(run_dir, format, record)
-    size = sum(record["bytes"].values()) / 1e6
-    line = f"exported {path} ({size:.2f} MB)"
+    line = f"exported {path} ({sum(record['bytes'].values()) / 1e6:.2f} MB)"
     if "parity" in record:
         p = record["parity"]
         line += (f"; {p['backend']} vs torch on {p['images']} {p['split']} images: max |dp| {p['max_abs_diff']:.2e}, "
@@ -99,14 +96,16 @@ def _graph(format: str, run_dir: Path, ckpt: dict, path: Path, check_images: int
             try:
                 with warnings.catch_warnings(), torch.no_grad():
                     warnings.simplefilter("ignore")  # torch.jit's deprecation notice
-                    traced = torch.jit.trace(module, example)
-                    traced.save(str(tmp))
+                    torch.jit.trace(module, example).save(str(tmp))
                     loaded = torch.jit.load(str(tmp))
             except Exception as exc:
                 raise CnnfitError(f"{ckpt['model']} cannot be traced for TorchScript ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else ''}); use format=onnx") from None
             candidate, backend = _torch_runner(loaded, layout), "torchscript"
-        parity = {"backend": backend, "split": split, "images": len(images), **_parity(reference, candidate, images)}
+        want, got = reference(images), candidate(images)  # (N, K) each
+        parity = {"backend": backend, "split": split, "images": len(images),
+                  "max_abs_diff": float(np.abs(got.astype(np.float64) - want).max()),
+                  "agreement": float((got.argmax(1) == want.argmax(1)).mean())}
         if parity["max_abs_diff"] > MAX_DIFF or parity["agreement"] < MIN_AGREEMENT:
             raise CnnfitError(f"{backend} export of {run_dir} differs from torch: max |dp| "
                               f"{parity['max_abs_diff']:.2e} (limit {MAX_DIFF:.0e}), top-1 agreement "
@@ -122,15 +121,12 @@ def _graph(format: str, run_dir: Path, ckpt: dict, path: Path, check_images: int
 
 
 def _torch_runner(module: nn.Module, layout: str) -> Callable[[np.ndarray], np.ndarray]:
-    def run(x: np.ndarray) -> np.ndarray:  # (n, C, H, W) uint8 -> (n, K)
-        t = torch.from_numpy(x)
+    def predict(images: np.ndarray) -> np.ndarray:  # (N, C, H, W) uint8 -> (N, K), BATCH images per call
         if layout == "nhwc":
-            t = t.permute(0, 2, 3, 1).contiguous()  # (n, H, W, C)
+            images = images.transpose(0, 2, 3, 1)  # (N, H, W, C)
         with torch.inference_mode():
-            return module(t).numpy()
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return np.concatenate([run(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+            return np.concatenate([module(torch.from_numpy(np.ascontiguousarray(images[i:i + BATCH]))).numpy()
+                                   for i in range(0, len(images), BATCH)])
 
     return predict
 
@@ -154,12 +150,6 @@ def _check_images(run_dir: Path, ckpt: dict, limit: int | None) -> tuple[np.ndar
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         rng = np.random.default_rng(0)
         return rng.integers(0, 256, (min(limit or 256, 256), *shape), dtype=np.uint8), f"random (no data: {why})"
-
-
-def _parity(reference: Callable, candidate: Callable, images: np.ndarray) -> dict[str, float]:
-    want, got = reference(images), candidate(images)  # (N, K) each
-    return {"max_abs_diff": float(np.abs(got.astype(np.float64) - want).max()),
-            "agreement": float((got.argmax(1) == want.argmax(1)).mean())}
 
 
 def _torch_to_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, output: str) -> None:
@@ -213,14 +203,10 @@ def _safetensors(ckpt: dict, path: Path) -> dict[str, Any]:
     weights = {k: v.detach().contiguous().clone() for k, v in ckpt["state_dict"].items()}
     with atomic_path(path) as tmp:
         save_file(weights, str(tmp), metadata={"format": "pt"})
-    desc = _description(path)
+    desc = path.with_suffix(".json")  # model.safetensors -> model.json
     write_atomic(desc, text)
     return {"path": str(path), "description": str(desc),
             "bytes": {path.name: path.stat().st_size, desc.name: desc.stat().st_size}}
-
-
-def _description(path: Path) -> Path:
-    return path.with_suffix(".json")  # model.safetensors -> model.json
 
 
 def load_safetensors(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -231,13 +217,12 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
-    desc = _description(path)
+    desc = path.with_suffix(".json")
     if not path.is_file() or not desc.is_file():
         raise CnnfitError(f"'{path}' and '{desc.name}' beside it are needed; write them with: "
                           "cnnfit export RUN format=safetensors")
     meta = json.loads(desc.read_text())
-    ckpt = {**meta, "state_dict": load_file(str(path))}
-    return from_checkpoint(ckpt, torch.device("cpu")), meta
+    return from_checkpoint({**meta, "state_dict": load_file(str(path))}, torch.device("cpu")), meta
 
 
 def to_onnx(model: nn.Module, path: str | Path, *, in_chans: int, imgsz: int, check: bool = True) -> Path:
@@ -249,22 +234,17 @@ def to_onnx(model: nn.Module, path: str | Path, *, in_chans: int, imgsz: int, ch
     with atomic_path(path) as tmp:
         _torch_to_onnx(model, x, tmp, output="logits")
         if check:
-            _check(model, tmp, x)
+            import onnx
+            import onnxruntime as ort
+
+            onnx.checker.check_model(str(tmp))
+            got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+            with torch.no_grad():
+                want = model(x).numpy()
+            if not np.allclose(got, want, atol=1e-4, rtol=1e-3):
+                raise CnnfitError(f"ONNX export of {type(model).__name__} differs from torch by up to "
+                                  f"{np.abs(got - want).max():.2e}; please report this model")
     return path
-
-
-def _check(model: nn.Module, path: Path, x: torch.Tensor) -> None:
-    import onnx
-    import onnxruntime as ort
-
-    onnx.checker.check_model(str(path))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"images": x.numpy()})[0]
-    with torch.no_grad():
-        want = model(x).numpy()
-    if not np.allclose(got, want, atol=1e-4, rtol=1e-3):
-        raise CnnfitError(f"ONNX export of {type(model).__name__} differs from torch by up to "
-                          f"{np.abs(got - want).max():.2e}; please report this model")
 
 
 __all__ = ["FORMATS", "export", "load_safetensors", "to_onnx"]

@@ -158,7 +158,9 @@ def _onnx_predictor(path: Path, *, device: str, tta: str | None) -> Predictor:
         options = ort.SessionOptions()
         # no busy-waiting between calls: spinning pool threads take the CPU a server's event loop needs
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), options, providers=_providers(ort, device))
+        cuda = device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers()
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own types for a damaged or foreign file
         raise CnnfitError(f"'{path}' cannot be loaded by onnxruntime ({type(exc).__name__}); re-export it") from None
     meta = session.get_modelmeta().custom_metadata_map
@@ -177,12 +179,6 @@ def _onnx_predictor(path: Path, *, device: str, tta: str | None) -> Predictor:
     return Predictor(classes=json.loads(meta["classes"]), imgsz=int(meta["imgsz"]), channels=int(meta["channels"]),
                      resize=meta["resize"], task=meta.get("task", "classify"), source=str(path), backend="onnx",
                      info=info, _run=run)
-
-
-def _providers(ort, device: str) -> list[str]:
-    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 def _float(value: str | None) -> float | None:

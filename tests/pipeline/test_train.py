@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -169,3 +171,13 @@ def test_report_false_skips_plots_and_page_and_eval_can_draw_them_later(tmp_path
     again = cnnfit.evaluate(run.dir, report=True)
     assert again["accuracy"] == run.accuracy
     assert (run.dir / "report.html").exists() and (run.dir / "plots" / "confusion.png").exists()
+
+
+def test_the_python_api_prints_nothing_until_the_caller_configures_logging(tmp_path):
+    train = (f"import cnnfit; cnnfit.train(data='digits', epochs=1, project={str(tmp_path)!r}, "
+             "**{'eval.report': False})")
+    quiet = subprocess.run([sys.executable, "-c", train], capture_output=True, text=True, check=True)
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    logged = subprocess.run([sys.executable, "-c", "import logging; logging.basicConfig(level=logging.INFO, "
+                             f"format='%(message)s'); {train}"], capture_output=True, text=True, check=True)
+    assert "optimizer    adamw lr 0.001" in logged.stderr and "test accuracy" in logged.stderr

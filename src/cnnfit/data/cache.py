@@ -80,11 +80,10 @@ def _store(entry: Path, tmp: Path, ds: ImageSet) -> None:
     """Finish the entry being built in `tmp` and rename it into place."""
     try:
         target = tmp / "images.npy"
-        if isinstance(ds.images, NpyWriter):
-            if ds.images.path != target:  # rows of failed files were dropped into a second file
-                os.replace(ds.images.path, target)
-        else:
+        if not isinstance(ds.images, NpyWriter):
             np.save(target, np.ascontiguousarray(ds.images))
+        elif ds.images.path != target:  # rows of failed files were dropped into a second file
+            os.replace(ds.images.path, target)
         np.save(tmp / "labels.npy", ds.labels)  # dtype and shape travel with the array: int64, uint8 (N, L), float32
         if ds.origin is not None:
             np.save(tmp / "origin.npy", ds.origin)
@@ -113,12 +112,9 @@ def load_imageset(ref: SourceRef, size: int | None = None, channels: int | None 
         return ds, True
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
-
-    def on_disk(shape: tuple[int, ...], name: str) -> NpyWriter:
-        return NpyWriter(tmp / name, shape)
-
     try:
-        ds = read(ref, size, channels, resize, workers, alloc=on_disk, task=task)
+        ds = read(ref, size, channels, resize, workers, task=task,
+                  alloc=lambda shape, name: NpyWriter(tmp / name, shape))  # decoded straight into the entry's files
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -139,8 +135,7 @@ def exclude_patterns(spec: str | list[str]) -> tuple[str, ...]:
         if item.endswith(".txt"):
             if not Path(item).is_file():
                 raise CnnfitError(f"exclude file '{item}' not found; give a .txt with one path per line, or patterns")
-            lines = Path(item).read_text().splitlines()
-            patterns += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            patterns += [ln.strip() for ln in Path(item).read_text().splitlines() if ln.strip()[:1] not in ("", "#")]
         else:
             patterns.append(item)
     return tuple(patterns)

@@ -33,6 +33,7 @@ class Header:
     width: int
     height: int
     channels: int  # 1 for grayscale modes, else 3
+    mode: str  # Pillow's colour mode, as stored in the file
 
 
 def is_image_name(name: str) -> bool:
@@ -59,19 +60,15 @@ def _open(src: str | Path | bytes) -> Image.Image:
 
 
 def probe(src: str | Path | bytes) -> Header:
-    """Read only the header: size and colour mode, without decoding pixels."""
+    """Read only the header: size (EXIF orientation applied) and colour mode, without decoding pixels."""
     with _open(src) as img:
         w, h = img.size
-        if _exif_rotates(img):
-            w, h = h, w
-        return Header(w, h, 1 if img.mode in _GRAY_MODES else 3)
-
-
-def _exif_rotates(img: Image.Image) -> bool:
-    try:
-        return img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except Exception:  # broken EXIF blocks are common; they never make an image unusable
-        return False
+        try:
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated a quarter turn
+                w, h = h, w
+        except Exception:  # broken EXIF blocks are common; they never make an image unusable
+            pass
+        return Header(w, h, 1 if img.mode in _GRAY_MODES else 3, img.mode)
 
 
 def to_channels(img: Image.Image, channels: int) -> Image.Image:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import re
 import zipfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from cnnfit.data.cache import remembered
 from cnnfit.data.decode import DecodeError, map_images, probe
@@ -114,9 +112,7 @@ def _target_summary(ds: ImageSet, parts: dict, names: list[str], findings: list[
 def _facts(data: bytes) -> tuple[str, int, int, str]:
     """sha256 of the bytes, size as shown (EXIF orientation applied) and colour mode, from the header only."""
     head = probe(data)
-    with Image.open(io.BytesIO(data)) as img:
-        mode = img.mode
-    return hashlib.sha256(data).hexdigest(), head.width, head.height, mode
+    return hashlib.sha256(data).hexdigest(), head.width, head.height, head.mode
 
 
 def _member(zf: zipfile.ZipFile, name: str) -> bytes:
@@ -193,18 +189,16 @@ def _size_stats(facts: list, decoded: tuple[int, int, int], findings: list[dict]
 
 # --- duplicates -----------------------------------------------------------------------------------------
 
-def _entry(idx: list[int], ds: ImageSet, names: list[str], split_of: np.ndarray, near: bool, **extra) -> dict:
-    """A duplicate group or pair, classified: leak (across splits), label_conflict, else a plain duplicate."""
+def _entry(idx: list[int], ds: ImageSet, names: list[str], split_of: np.ndarray, findings: list[dict], near: bool,
+           **extra) -> dict:
+    """A duplicate group or pair, classified (leak across splits, label_conflict, else a plain duplicate) and
+    added to `findings`."""
     e = {"indices": idx, "files": [ds.files[i] for i in idx] if ds.files is not None else [],
          "splits": [names[split_of[i]] if split_of[i] >= 0 else None for i in idx],
          "labels": [label_text(ds, i) for i in idx], **extra}
     e["kinds"] = ([k for k, hit in (("leak", len({s for s in e["splits"] if s}) > 1),
                                     ("label_conflict", len(set(e["labels"])) > 1)) if hit]
                   or ["near_duplicate" if near else "exact_duplicate"])
-    return e
-
-
-def _duplicate_findings(e: dict, near: bool, findings: list[dict]) -> None:
     shown = ", ".join(f"{e['files'][k] if e['files'] else f'image #{i}'} ({e['splits'][k]}, {e['labels'][k]})"
                       for k, i in enumerate(e["indices"][:4]))
     shown += f" and {len(e['indices']) - 4} more" * (len(e["indices"]) > 4)
@@ -218,6 +212,7 @@ def _duplicate_findings(e: dict, near: bool, findings: list[dict]) -> None:
                         "exact_duplicate": ("warning", f"in {splits}"),  # counted several times in training
                         "near_duplicate": ("info", f"in {splits}")}[kind]
         _add(findings, level, kind, f"{what} {where}: {shown}", e["indices"], e["files"])
+    return e
 
 
 def _drops(groups: list[dict], pairs: list[dict], split_of: np.ndarray) -> list[int]:
@@ -239,16 +234,14 @@ def _drops(groups: list[dict], pairs: list[dict], split_of: np.ndarray) -> list[
 
 def _capped(findings: list[dict]) -> list[dict]:
     """Errors first; at most _LISTED of each kind, the rest summed up in one line of the same level."""
-    out, seen = [], Counter()
+    out, seen, total = [], Counter(), Counter(f["kind"] for f in findings)
     for f in sorted(findings, key=lambda f: _LEVELS[f["level"]]):
         seen[f["kind"]] += 1
         if seen[f["kind"]] <= _LISTED:
             out.append(f)
         elif seen[f["kind"]] == _LISTED + 1:
-            out.append(dict(f, message="", indices=[], files=[]))  # placeholder, worded below
-    for f in out:
-        if not f["message"]:
-            f["message"] = f"... and {seen[f['kind']] - _LISTED} more '{f['kind']}' (see duplicates and skipped)"
+            more = f"... and {total[f['kind']] - _LISTED} more '{f['kind']}' (see duplicates and skipped)"
+            out.append(dict(f, message=more, indices=[], files=[]))
     return out
 
 
@@ -301,14 +294,10 @@ def inspect_dataset(ds: ImageSet, parts: dict[str, np.ndarray], *, near_threshol
     for s in skipped:
         _add(findings, "warning", "skipped", f"skipped {s['file']}: {s['reason']}", files=[s["file"]])
     members = {g[0]: g for g in same}
-    groups = [_entry(g, ds, names, split_of, near=False) for g in sorted(members.values())]
-    for g in groups:
-        _duplicate_findings(g, False, findings)
+    groups = [_entry(g, ds, names, split_of, findings, near=False) for g in sorted(members.values())]
 
     # near duplicates: dHash within near_threshold bits, confirmed by thumbnails; pairs of groups pair all members
-    copies = np.zeros(n, dtype=bool)
-    copies[[i for g in same for i in g[1:]]] = True
-    reps = np.flatnonzero(~copies).astype(np.int64)  # the first of each group of equal images, in index order
+    reps = np.setdiff1d(np.arange(n, dtype=np.int64), [i for g in same for i in g[1:]])  # each group's first
     pairs: list[dict] = []
     side = min(ds.shape[1:]) if ds.native is None else min(ds.native, *ds.shape[1:])
     if side < MIN_NEAR_SIDE:  # a 9x8 hash of an 8x8 image says nothing, upscaled or not: digits all match
@@ -323,8 +312,8 @@ def inspect_dataset(ds: ImageSet, parts: dict[str, np.ndarray], *, near_threshol
     for i, j, d, s in near:
         for x in members.get(i, [i]):
             for y in members.get(j, [j]):
-                pairs.append(_entry(sorted((x, y)), ds, names, split_of, near=True, distance=d, similarity=round(s, 4)))
-                _duplicate_findings(pairs[-1], True, findings)
+                pairs.append(_entry(sorted((x, y)), ds, names, split_of, findings, near=True, distance=d,
+                                    similarity=round(s, 4)))
     if not complete:
         _add(findings, "warning", "near_search_stopped", f"near-duplicate search stopped after {MAX_EXAMINED:,} "
              f"candidates or {MAX_FOUND:,} matches: too many images look alike at 9x8 pixels (digits on a plain "

@@ -32,7 +32,7 @@ def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
     into a fresh buffer, so file pages never map into this process: resident memory stays bounded
     by what is asked for, however large the file."""
     rows = np.asarray(rows, dtype=np.int64)
-    if not isinstance(images, np.memmap) or not images.filename or not images.flags.c_contiguous:
+    if not len(rows) or not isinstance(images, np.memmap) or not images.filename or not images.flags.c_contiguous:
         return np.asarray(images[rows])
     row_bytes = int(np.prod(images.shape[1:]))
     order = np.argsort(rows, kind="stable")
@@ -43,8 +43,6 @@ def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
     try:
         breaks = np.flatnonzero(np.diff(wanted) != 1) + 1  # runs of consecutive rows: one read each
         for run in np.split(np.arange(len(wanted)), breaks):
-            if not len(run):
-                continue
             first, n = int(wanted[run[0]]), len(run)
             dst = flat[run[0] * row_bytes: (run[0] + n) * row_bytes]
             got = os.preadv(fd, [dst], images.offset + first * row_bytes)
@@ -52,11 +50,8 @@ def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
                 raise OSError(f"short read from {images.filename}")
     finally:
         os.close(fd)
-    if (order == np.arange(len(order))).all():
-        return out
-    result = np.empty_like(out)
-    result[order] = out  # back to the caller's order
-    return result
+    sorted_already = (order == np.arange(len(order))).all()
+    return out if sorted_already else out[np.argsort(order)]  # back to the caller's order
 
 
 def channel_stats(images: np.ndarray, index: np.ndarray | None = None,
@@ -148,15 +143,11 @@ class DeviceLoader:
         n, tail = len(self.y), len(self.y) % batch
         drop = (drop_last and n > tail) or (world > 1 and 0 < tail < world)
         self.num_images = n - tail if drop else n  # images served per epoch, over all ranks
-        self.flip_half = None
-        if alternate_flip:
-            flips = torch.Generator(device=device).manual_seed(seed + 1)
-            self.flip_half = torch.rand(n, generator=flips, device=device) < 0.5  # (N,) flipped in even epochs
+        flips = torch.Generator(device=device).manual_seed(seed + 1)  # flip_half: (N,) flipped in even epochs
+        self.flip_half = torch.rand(n, generator=flips, device=device) < 0.5 if alternate_flip else None
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.sample_weights = None
-        if balanced:  # each class drawn equally often: weight 1/count per image, with replacement
-            counts = torch.bincount(self.y).float()
-            self.sample_weights = (1.0 / counts)[self.y]
+        # balanced: each class drawn equally often: weight 1/count per image, with replacement
+        self.sample_weights = (1.0 / torch.bincount(self.y).float())[self.y] if balanced else None
         self.augment_mask = None
         if augment_classes is not None:
             self.augment_mask = torch.zeros(int(self.y.max()) + 1, dtype=torch.bool, device=device)
@@ -201,8 +192,7 @@ class DeviceLoader:
                         return
                     mine = slice(start + self.rank, min(start + self.batch, n), step)
                     pos = np.sort(positions[mine])  # sorted rows: sequential reads
-                    rows = self.index[pos]
-                    x = torch.from_numpy(read_rows(self.images, rows))
+                    x = torch.from_numpy(read_rows(self.images, self.index[pos]))
                     ready.put((x.pin_memory() if self.device.type == "cuda" else x, pos))
             except BaseException as exc:  # surface reader errors in the training thread
                 ready.put(exc)

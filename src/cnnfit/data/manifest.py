@@ -108,9 +108,7 @@ def encode_labels(cells: list[str], task: str, column: str) -> tuple[np.ndarray,
 
 def one_hot(ds: ImageSet) -> ImageSet:
     """A class-labelled set as multilabel: one label per image, so a model learns independent sigmoids."""
-    hot = np.zeros((len(ds), len(ds.classes)), dtype=np.uint8)  # (N, K)
-    hot[np.arange(len(ds)), ds.labels] = 1
-    ds.labels, ds.task = hot, "multilabel"
+    ds.labels, ds.task = np.eye(len(ds.classes), dtype=np.uint8)[ds.labels], "multilabel"  # (N, K)
     return ds
 
 

@@ -111,12 +111,8 @@ def resolve(spec: str, download: bool = False, exclude: tuple[str, ...] | list[s
         if _cifar_dir(path):
             return SourceRef("cifar", _cifar_dir(path), spec)
         return SourceRef("folder", path, spec, tuple(exclude))
-    if path.suffix.lower() == ".zip":
-        return SourceRef("zip", path, spec, tuple(exclude))
-    if path.suffix.lower() == ".npz":
-        return SourceRef("npz", path, spec)
-    if path.suffix.lower() == ".csv":
-        return SourceRef("csv", path, spec, tuple(exclude))
+    if (kind := path.suffix.lower().lstrip(".")) in ("zip", "npz", "csv"):
+        return SourceRef(kind, path, spec, () if kind == "npz" else tuple(exclude))
     raise CnnfitError(f"data '{spec}' is a file cnnfit cannot read; use a folder of class folders, a .zip of "
                       "them, a .npz, or a named dataset")
 
@@ -145,7 +141,7 @@ def _from_array(images: np.ndarray, labels: np.ndarray, classes: list[str], orig
                     native=min(h, w) if (size, size) != (h, w) else None)
 
 
-def _read_digits(size, channels) -> ImageSet:
+def _read_digits(ref: SourceRef, size, channels) -> ImageSet:
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -258,8 +254,7 @@ def _file_entries(ref: SourceRef):
         display = lambda r: f"{ref.path.name}:{rel[r]}"
     else:
         rel = {p.relative_to(ref.path).as_posix(): p for p in ref.path.rglob("*") if p.is_file()}
-        load = lambda r: str(rel[r])
-        display = lambda r: str(rel[r])
+        load = display = lambda r: str(rel[r])
     names = sorted(r for r in rel if not _hidden(r) and is_image_name(r) and not _excluded(display(r), r, ref.exclude))
     entries, skipped = _layout(names)
     skipped = [(display(r), why) for r, why in skipped]
@@ -313,7 +308,7 @@ def _read_files(ref: SourceRef, size, channels, resize, workers, alloc=_in_memor
             else:
                 buf[j] = a
         images[start: start + len(chunk)] = buf
-    kept = [(e, None) for (e, _), keep in zip(good, ok) if keep]
+    kept = [e for (e, _), keep in zip(good, ok) if keep]
     if not kept:
         raise CnnfitError(f"none of the {len(entries)} image files in '{ref.name}' could be decoded")
     if not ok.all():  # drop the rows of files that failed, chunk by chunk
@@ -323,17 +318,11 @@ def _read_files(ref: SourceRef, size, channels, resize, workers, alloc=_in_memor
         for start in range(0, len(rows), _CHUNK):
             compact[start: start + _CHUNK] = read_rows(source, rows[start: start + _CHUNK])
         images = compact
-    labels, classes = encode_labels([e[2] for e, _ in kept], task, column)
-    origin = np.array([e[1] for e, _ in kept], dtype=np.int8)
-    return ImageSet(
-        images=images,
-        labels=labels,
-        classes=classes,
-        files=[display(e[0]) for e, _ in kept],
-        origin=None if (origin < 0).all() else np.where(origin < 0, 0, origin).astype(np.int8),
-        skipped=sorted(skipped),
-        task=task,
-    )
+    labels, classes = encode_labels([e[2] for e in kept], task, column)
+    origin = np.array([e[1] for e in kept], dtype=np.int8)
+    return ImageSet(images=images, labels=labels, classes=classes, files=[display(e[0]) for e in kept],
+                    origin=None if (origin < 0).all() else np.where(origin < 0, 0, origin).astype(np.int8),
+                    skipped=sorted(skipped), task=task)
 
 
 def read(ref: SourceRef, size: int | None = None, channels: int | None = None, resize: str = "squash",
@@ -348,16 +337,9 @@ def read(ref: SourceRef, size: int | None = None, channels: int | None = None, r
     if task == "regress":  # refused before decoding anything
         raise CnnfitError(f"task=regress needs numeric targets, and '{ref.name}' holds classes; give a CSV manifest "
                           "with rows path,target, or use task=auto")
-    if ref.kind == "digits":
-        ds = _read_digits(size, channels)
-    elif ref.kind == "idx":
-        ds = _read_idx(ref, size, channels)
-    elif ref.kind == "cifar":
-        ds = _read_cifar(ref, size, channels)
-    elif ref.kind == "npz":
-        ds = _read_npz(ref, size, channels)
-    else:
-        ds = _read_files(ref, size, channels, resize, workers, alloc)
+    arrays = {"digits": _read_digits, "idx": _read_idx, "cifar": _read_cifar, "npz": _read_npz}
+    ds = (arrays[ref.kind](ref, size, channels) if ref.kind in arrays else
+          _read_files(ref, size, channels, resize, workers, alloc))
     return one_hot(ds) if task == "multilabel" else ds
 
 

@@ -18,7 +18,8 @@ TOLERANCE = 0.05  # worst relative gradient difference allowed; bf16 autocast al
 
 
 def _grads(forward: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
-           amp_dtype: torch.dtype | None) -> list[torch.Tensor]:
+           amp_dtype: torch.dtype | None, saved: dict) -> list[torch.Tensor]:
+    """One batch's gradients through `forward`; then the model's `saved` state is put back."""
     with torch.random.fork_rng(devices=[]):  # the same dropout masks for both, and the run's RNG untouched
         torch.manual_seed(0)
         with autocast(x.device, amp_dtype):
@@ -28,6 +29,7 @@ def _grads(forward: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     grads = [p.grad.detach().float().clone() if p.grad is not None else torch.zeros_like(p, dtype=torch.float)
              for p in model.parameters()]
     model.zero_grad(set_to_none=True)
+    model.load_state_dict(saved)
     return grads
 
 
@@ -45,16 +47,11 @@ def compile_checked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
     from fp32 (airnet, H100: 8% on its smallest ones): the allowance is then twice that eager fp32-to-amp gap."""
     saved = copy.deepcopy(model.state_dict())  # batch-norm statistics move in train mode: put them back
     compiled = torch.compile(model, mode=mode)
-    eager = _grads(model, model, x, y, loss_fn, amp_dtype)
-    model.load_state_dict(saved)
+    eager = _grads(model, model, x, y, loss_fn, amp_dtype, saved)
     tolerance = TOLERANCE
     if amp_dtype is not None:
-        exact = _grads(model, model, x, y, loss_fn, None)
-        model.load_state_dict(saved)
-        tolerance = max(TOLERANCE, 2 * _worst(exact, eager))
-    fast = _grads(compiled, model, x, y, loss_fn, amp_dtype)
-    model.load_state_dict(saved)
-    worst = _worst(eager, fast)
+        tolerance = max(TOLERANCE, 2 * _worst(_grads(model, model, x, y, loss_fn, None, saved), eager))
+    worst = _worst(eager, _grads(compiled, model, x, y, loss_fn, amp_dtype, saved))
     if worst > tolerance:
         return model, (f"compile: torch.compile gave different gradients from eager mode on this model and device "
                        f"(relative difference {worst:.2g}, allowed {tolerance:.2g}); training in eager mode")

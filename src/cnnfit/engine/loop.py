@@ -57,8 +57,7 @@ def infer(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
     outputs, targets = [], []
     for x, y in batches:
         with autocast(x.device, amp_dtype):
-            out = model(x)
-        outputs.append(out.float())
+            outputs.append(model(x).float())
         targets.append(y)
     model.train(was_training)
     if not outputs:

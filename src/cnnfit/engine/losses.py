@@ -84,10 +84,8 @@ def _probabilities(out: torch.Tensor, y: torch.Tensor, task: str, smoothing: flo
 
 def _bce(out: torch.Tensor, y: torch.Tensor, task: str, smoothing: float, weight: torch.Tensor | None) -> torch.Tensor:
     """Binary cross-entropy on each output's sigmoid, mean over batch and classes."""
-    target = _probabilities(out, y, task, smoothing)
-    if task == "multilabel":
-        return F.binary_cross_entropy_with_logits(out.float(), target, pos_weight=weight)
-    return F.binary_cross_entropy_with_logits(out.float(), target, weight=weight)
+    weights = {"pos_weight" if task == "multilabel" else "weight": weight}  # see make_loss's docstring
+    return F.binary_cross_entropy_with_logits(out.float(), _probabilities(out, y, task, smoothing), **weights)
 
 
 def _softmax_focal(out: torch.Tensor, y: torch.Tensor, gamma: float, smoothing: float,

@@ -74,15 +74,6 @@ def _cycle(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[tup
             raise CnnfitError("the LR range test got no batches; pass a non-empty training loader")
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
-
-
-def _cuda_devices(model: nn.Module) -> list[int]:
-    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-
-
 def _sweep(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: Callable, *,
            start: float, end: float, steps: int, amp_dtype: torch.dtype | None, smooth: float,
            diverge: float) -> tuple[list[float], list[float], list[float]]:
@@ -94,7 +85,8 @@ def _sweep(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer
     model.train()
     for i, (x, y) in zip(range(steps), _cycle(batches)):
         lr = start * (end / start) ** (i / (steps - 1))  # exponential: equal steps in log LR
-        _set_lr(optimizer, lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         with autocast(device, amp_dtype):
             out = model(x)
             logits = out[0] if isinstance(out, tuple) else out  # (B, classes); aux heads are not scored
@@ -133,8 +125,9 @@ def lr_range_test(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
     weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}  # host copy: no GPU memory
     opt_state = copy.deepcopy(optimizer.state_dict())
     was_training = model.training
+    cuda_devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     try:
-        with torch.random.fork_rng(devices=_cuda_devices(model)):  # dropout draws: training after stays reproducible
+        with torch.random.fork_rng(devices=cuda_devices):  # dropout draws: training after stays reproducible
             lrs, losses, smoothed = _sweep(model, batches, optimizer, loss_fn, start=start, end=end, steps=steps,
                                            amp_dtype=amp_dtype, smooth=smooth, diverge=diverge)
     finally:

@@ -60,8 +60,6 @@ def train_correct(task: str, outputs: torch.Tensor, targets: torch.Tensor) -> to
 
 def _balanced_scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     """Macro F1 and balanced accuracy from a confusion count, cheap enough for every epoch."""
-    if not len(labels):
-        return float("nan"), float("nan")
     k = logits.shape[1]
     cm = torch.bincount(labels * k + logits.argmax(1), minlength=k * k).view(k, k).double()  # (true, pred)
     tp, support, predicted = cm.diag(), cm.sum(1), cm.sum(0)
@@ -101,10 +99,7 @@ def _regression_scores(outputs: torch.Tensor, targets: torch.Tensor,
     std = target_scale[1] if target_scale is not None else 1.0
     ss_res = err.pow(2).sum()
     ss_tot = (true - true.mean()).pow(2).sum()
-    if ss_tot > 0:
-        r2 = (1 - ss_res / ss_tot).item()
-    else:
-        r2 = 1.0 if ss_res == 0 else 0.0
+    r2 = (1 - ss_res / ss_tot).item() if ss_tot > 0 else float(ss_res == 0)
     return {"val_mae": err.abs().mean().item() * std, "val_rmse": err.pow(2).mean().sqrt().item() * std, "val_r2": r2}
 
 

@@ -12,42 +12,31 @@ from pathlib import Path
 _PACKAGES = ("cnnfit", "torch", "numpy", "scikit-learn", "pillow", "matplotlib")
 
 
-def _version(dist: str) -> str | None:
+def _probe(fn, *args):
+    """fn(*args), or None when it raises."""
     try:
-        return metadata.version(dist)
-    except Exception:  # not installed, or broken metadata: the report says n/a
+        return fn(*args)
+    except Exception:  # not installed, broken metadata, no /proc (macOS, Windows): the report says n/a
         return None
 
 
 def _cpu_name() -> str | None:
     """The CPU model from /proc/cpuinfo (Linux: 'model name' on x86, 'Model' or 'Hardware' on ARM), else what
     platform.processor() says (macOS, Windows)."""
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        for key in ("model name", "Model", "Hardware", "cpu model"):
-            if fields.get(key):
-                return fields[key]
-    except Exception:  # no /proc (macOS, Windows) or unreadable
-        pass
-    try:
-        return platform.processor() or None
-    except Exception:
-        return None
+    lines = _probe(lambda: Path("/proc/cpuinfo").read_text().splitlines()) or []
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
+    return (next((fields[k] for k in ("model name", "Model", "Hardware", "cpu model") if fields.get(k)), None)
+            or _probe(platform.processor) or None)
 
 
 def environment(device: str | None = None) -> dict[str, str | int | None]:
     """Versions (cnnfit, python, torch, numpy, scikit-learn, pillow, matplotlib), platform, cpu, cpu_count,
     torch_threads, device (as given), and gpu and cuda (None without CUDA)."""
-    env: dict[str, str | int | None] = {"cnnfit": _version("cnnfit"), "python": platform.python_version()}
-    env |= {dist: _version(dist) for dist in _PACKAGES[1:]}
-    try:
-        env["platform"] = platform.platform()
-    except Exception:
-        env["platform"] = None
-    env["cpu"] = _cpu_name()
-    env["cpu_count"] = os.cpu_count()
-    env["torch_threads"], env["device"], env["gpu"], env["cuda"] = None, device, None, None
+    env: dict[str, str | int | None] = {
+        "cnnfit": _probe(metadata.version, "cnnfit"), "python": platform.python_version(),
+        **{dist: _probe(metadata.version, dist) for dist in _PACKAGES[1:]},
+        "platform": _probe(platform.platform), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+        "torch_threads": None, "device": device, "gpu": None, "cuda": None}
     try:
         import torch
 

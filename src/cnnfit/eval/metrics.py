@@ -18,9 +18,7 @@ from cnnfit.eval.calibration import expected_calibration_error
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str],
                            topk: tuple[int, ...] = (3, 5)) -> dict[str, Any]:
     """Everything a reviewer asks of a classifier, from its outputs (logits, or log-probabilities after TTA or
-    temperature scaling: softmax reads both the same): accuracy, balanced and top-k accuracy, log loss, ECE,
-    per-class precision/recall/F1/support/ROC AUC/PR AUC, their macro/micro/weighted averages, and the
-    confusion matrix in counts and row-normalized. Every number comes from scikit-learn except ECE."""
+    temperature scaling: softmax reads both the same). Every number comes from scikit-learn except ECE."""
     y_true = labels.numpy().astype(np.int64)
     probs = torch.softmax(logits.double(), 1).numpy()  # (N, K); float64 so rows sum to 1 for log_loss
     y_pred = probs.argmax(1)
@@ -32,10 +30,6 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
     ap = [float(average_precision_score(onehot[:, k], probs[:, k])) if onehot[:, k].any() else None for k in ids]
     per_class = {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]),
                      "roc_auc": roc[i], "pr_auc": ap[i]} for i, c in enumerate(classes)}
-    averages = {}
-    for avg in ("macro", "micro", "weighted"):
-        ap_, ar, af, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=avg, zero_division=0)
-        averages[avg] = {"precision": float(ap_), "recall": float(ar), "f1": float(af)}
     cm = confusion_matrix(y_true, y_pred, labels=ids)
     empty = not len(y_true)
     return {
@@ -49,11 +43,22 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
         "pr_auc": {"macro": _mean_defined(ap)},  # mean average precision over classes with positives
         "num_images": int(len(y_true)),
         "per_class": per_class,
-        **averages,
+        **_averages(y_true, y_pred, ids, ("macro", "micro", "weighted")),
         "confusion_matrix": cm.tolist(),
         "confusion_normalized": (cm / np.maximum(cm.sum(1, keepdims=True), 1)).round(6).tolist(),
         "classes": list(classes),
     }
+
+
+def _averages(y_true: np.ndarray, y_pred: np.ndarray, ids: np.ndarray, kinds: tuple[str, ...]) -> dict[str, dict]:
+    """Precision, recall and F1 under each averaging in `kinds`."""
+    out = {}
+    for avg in kinds:
+        # an image with no labels and none predicted is right: 1, not 0, in the per-image (samples) average
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=avg,
+                                                     zero_division=1 if avg == "samples" else 0)
+        out[avg] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    return out
 
 
 def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -73,8 +78,7 @@ def _average_auc(y_true: np.ndarray, probs: np.ndarray, per_class_auc: list[floa
     every class in the split: scikit-learn's multi_class='ovr' macro and weighted averages; otherwise the mean
     over the classes where AUC is defined (sklearn refuses a split that lacks a class)."""
     if probs.shape[1] == 2:
-        auc = per_class_auc[1]
-        return {"macro": auc, "weighted": auc}
+        return dict.fromkeys(("macro", "weighted"), per_class_auc[1])
     if all(a is not None for a in per_class_auc) and len(y_true):
         ids = np.arange(probs.shape[1])
         return {avg: float(roc_auc_score(y_true, probs, multi_class="ovr", average=avg, labels=ids))
@@ -106,12 +110,6 @@ def multilabel_metrics(logits: torch.Tensor, targets: torch.Tensor, labels: list
     per_label = {name: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]), "support": int(s[k]),
                         "roc_auc": _roc_auc(y_true[:, k], probs[:, k]), "threshold": float(cut[k])}
                  for k, name in enumerate(labels)}
-    averages = {}
-    for avg in ("micro", "macro", "weighted", "samples"):
-        # an image with no labels and none predicted is right: 1, not 0, in the per-image (samples) average
-        ap, ar, af, _ = precision_recall_fscore_support(t, q, labels=ids, average=avg,
-                                                        zero_division=1 if avg == "samples" else 0)
-        averages[avg] = {"precision": float(ap), "recall": float(ar), "f1": float(af)}
     aucs = [v["roc_auc"] for v in per_label.values() if v["roc_auc"] is not None]
     return {
         "subset_accuracy": float(accuracy_score(y_true, y_pred)),  # every label of an image right
@@ -119,7 +117,7 @@ def multilabel_metrics(logits: torch.Tensor, targets: torch.Tensor, labels: list
         "loss": float(torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets.float())),
         "num_images": int(len(y_true)),
         "per_label": per_label,
-        **averages,
+        **_averages(t, q, ids, ("micro", "macro", "weighted", "samples")),
         "macro_roc_auc": float(np.mean(aucs)) if aucs else None,
         "thresholds": cut.tolist(),
         "labels": list(labels),
@@ -158,8 +156,7 @@ def regression_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, An
     if len(y_pred) != len(y_true):
         raise ValueError(f"{len(y_pred)} predictions for {len(y_true)} targets; the model needs one output per image")
     if not len(y_true):
-        return {"mae": float("nan"), "rmse": float("nan"), "r2": float("nan"), "max_error": float("nan"),
-                "num_images": 0}
+        return {**dict.fromkeys(("mae", "rmse", "r2", "max_error"), float("nan")), "num_images": 0}
     return {
         "mae": float(mean_absolute_error(y_true, y_pred)),
         "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),  # root_mean_squared_error needs sklearn 1.4

@@ -110,11 +110,9 @@ def plot_confusion(matrix: list[list[int]] | np.ndarray, classes: list[str], pat
         ax.set(xticklabels=[], yticklabels=[])
     if n <= 30:
         fontsize = 9 if n <= 10 else 7 if n <= 20 else 6
-        for i in range(n):
-            for j in range(n):
-                text = f"{rows[i, j]:.2f}" if normalize else str(cm[i, j])
-                ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
-                        color="white" if rows[i, j] > 0.5 else "black")
+        for i, j in np.ndindex(n, n):
+            ax.text(j, i, f"{rows[i, j]:.2f}" if normalize else str(cm[i, j]), ha="center", va="center",
+                    fontsize=fontsize, color="white" if rows[i, j] > 0.5 else "black")
     save_figure(fig, path)
 
 
@@ -136,14 +134,10 @@ def plot_regression(true: np.ndarray, pred: np.ndarray, path: Path, name: str = 
 
 def plot_samples(images, labels, classes: list[str], path: Path) -> None:
     """Up to 64 images (B, C, H, W) in [0, 1], 8 a row, titled by class: what the model sees after augmentation.
-
-    `images` and `labels` may be numpy arrays or torch tensors; soft labels (B, K) from mixup show their top class.
-    """
+    `images` and `labels` may be numpy arrays or torch tensors; soft labels (B, K) from mixup show their top class."""
     plt = pyplot()
-    if hasattr(images, "detach"):  # a torch tensor; torch itself is not imported here
-        images = images.detach().float().cpu().numpy()
-    if hasattr(labels, "detach"):
-        labels = labels.detach().float().cpu().numpy()
+    # torch tensors to numpy; torch itself is not imported here
+    images, labels = (a.detach().float().cpu().numpy() if hasattr(a, "detach") else a for a in (images, labels))
     x = np.clip(np.asarray(images, dtype=np.float32)[:64], 0, 1)  # (B, C, H, W); noise may push past [0, 1]
     y = np.asarray(labels)[: len(x)]
     y = y.argmax(1) if y.ndim == 2 else y
@@ -172,10 +166,8 @@ def _image_grid(plt, images: np.ndarray, titles: list[str], cell: tuple[float, f
     fig = plt.figure(figsize=(cell[0] * cols, cell[1] * rows + extra_height))
     ax = fig.add_axes((0, 0, 1, cell[1] * rows / (cell[1] * rows + extra_height)))
     ax.axis("off")
-    if c == 1:
-        ax.imshow(mosaic[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
-    else:
-        ax.imshow(mosaic, interpolation="nearest", aspect="auto")
+    # cmap and limits apply to one channel only: matplotlib ignores them for RGB
+    ax.imshow(mosaic[..., 0] if c == 1 else mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
     for i, title in enumerate(titles[: len(images)]):
         r, k = divmod(i, cols)
         ax.text(k * (w + gap) + gap // 2 + w / 2, r * (h + top) + top - 0.5 - top * 0.08, title, ha="center",
@@ -342,8 +334,7 @@ def _ovr_curves(kind: str, probs: np.ndarray, onehot: np.ndarray, classes: list[
 
 def plot_roc(probs: np.ndarray, labels: np.ndarray, classes: list[str], path: Path) -> dict[str, float]:
     """One-vs-rest ROC curves from probabilities (N, K) and integer labels (N,): how well each class ranks
-    above the rest at every threshold. Returns {curve name: AUC} for the curves drawn ("macro average" and
-    "micro average" past 12 classes); classes without both positives and negatives are left out."""
+    above the rest at every threshold. Returns {curve name: AUC} for the curves drawn (see _one_vs_rest)."""
     return _one_vs_rest("roc", probs, labels, classes, path)
 
 

@@ -12,8 +12,7 @@ MODES = ("none", "flip", "flip+shift")
 def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """Translate (B, C, H, W) by (dy, dx) pixels, edges repeated: a normalized image has no 'black' to pad with."""
     h, w = x.shape[-2:]
-    pad = (abs(dx), abs(dx), abs(dy), abs(dy))
-    padded = nn.functional.pad(x, pad, mode="replicate")
+    padded = nn.functional.pad(x, (abs(dx), abs(dx), abs(dy), abs(dy)), mode="replicate")
     top, left = abs(dy) - dy, abs(dx) - dx
     return padded[..., top:top + h, left:left + w]
 

@@ -40,12 +40,7 @@ a Linear to the class count, is added, so the file never names the number of cla
 layer 3.2 is the second layer of the residual block at position 3.
 
 The parsed list travels in the checkpoint (`builder_kwargs` returns it), so a run reloads without the file.
-
-Your own module
----------------
-`model=pkg.mod:Class` (or a factory function) is imported with the working directory on sys.path and called with
-whichever of num_classes, in_chans and imgsz its signature names, plus the model options; through **kwargs it gets
-num_classes only (as torchvision's builders take it). It must return an nn.Module; a `.head` Linear is optional.
+Your own module (`model=pkg.mod:Class`) is described in user_module.py.
 """
 
 from __future__ import annotations
@@ -86,18 +81,9 @@ def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _positive(v: Any) -> bool:
-    return _int(v) and v > 0
-
-
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "filters": (_positive, "a positive integer"),
-    "kernel": (_positive, "a positive integer"),
-    "stride": (_positive, "a positive integer"),
-    "groups": (_positive, "a positive integer"),
-    "dilation": (_positive, "a positive integer"),
-    "size": (_positive, "a positive integer"),
-    "units": (_positive, "a positive integer"),
+    **dict.fromkeys(("filters", "kernel", "stride", "groups", "dilation", "size", "units"),
+                    (lambda v: _int(v) and v > 0, "a positive integer")),
     "padding": (lambda v: v in ("same", "valid") or (_int(v) and v >= 0), "same, valid or a number of pixels"),
     "bias": (lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"),
     "name": (lambda v: isinstance(v, str) and v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"),
@@ -208,8 +194,7 @@ def _parse(entries: list, src: str, prefix: str = "") -> list[_Layer]:
             kind, value = "act", kind
         if kind not in _LAYERS:
             choices = [*_LAYERS, *ACTIVATIONS]
-            hint = suggest(kind, choices)
-            raise CnnfitError(f"{src}: layer {where} has unknown type '{kind}'; {hint}"
+            raise CnnfitError(f"{src}: layer {where} has unknown type '{kind}'; {suggest(kind, choices)}"
                               f"choose from: {', '.join(choices)}")
         defaults = _LAYERS[kind]
         if value is None:
@@ -222,8 +207,7 @@ def _parse(entries: list, src: str, prefix: str = "") -> list[_Layer]:
             raise CnnfitError(f"{src}: layer {where} ({kind}) takes no arguments; write it as `{kind}`")
         for arg, v in given.items():
             if arg not in defaults:
-                hint = suggest(arg, defaults)
-                raise CnnfitError(f"{src}: layer {where} ({kind}) has no argument '{arg}'; {hint}"
+                raise CnnfitError(f"{src}: layer {where} ({kind}) has no argument '{arg}'; {suggest(arg, defaults)}"
                                   f"it takes: {', '.join(defaults) or 'none'}")
             ok, what = _CHECKS[arg]
             if not ok(v):
@@ -339,15 +323,9 @@ def _make(layer: _Layer, x: torch.Tensor, *, bias: bool, inplace: bool, src: str
     if kind == "pool":
         pool = nn.MaxPool2d if a["type"] == "max" else nn.AvgPool2d
         return pool(a["size"], a["stride"] or a["size"])
-    if kind == "gpool":
-        return GlobalAvgPool()
-    if kind == "dropout":
-        return Dropout(a["p"])
-    if kind == "flatten":
-        return nn.Flatten()
     if kind == "dense":
         return nn.Linear(x.shape[1], a["units"], bias=bias)
-    raise AssertionError(kind)  # _parse admits only the types above
+    return {"gpool": GlobalAvgPool, "flatten": nn.Flatten, "dropout": lambda: Dropout(a["p"])}[kind]()
 
 
 def _shortcut(x: torch.Tensor, y: torch.Tensor, uses_bn: bool, layer: _Layer, src: str) -> nn.Module:
@@ -371,12 +349,12 @@ def _shortcut(x: torch.Tensor, y: torch.Tensor, uses_bn: bool, layer: _Layer, sr
     return nn.Sequential(proj, nn.BatchNorm2d(y.shape[1])) if uses_bn else proj
 
 
+@torch.no_grad()
 def _probe(module: nn.Module, x: torch.Tensor, layer: _Layer, src: str, imgsz: int) -> torch.Tensor:
     """The layer's output on the probe; an empty map is reported with the fix rather than as a torch error."""
     module.eval()  # batch 1: BatchNorm1d refuses to train on a single value per channel
     try:
-        with torch.no_grad():
-            y = module(x)
+        y = module(x)
     except RuntimeError as exc:
         if x.ndim == 4 and "size" in str(exc).lower():
             raise _empty_map(layer, x, src, imgsz) from None

@@ -53,10 +53,9 @@ def layer_table(model: nn.Module, *, in_chans: int, imgsz: int) -> dict[str, Any
     seen: set[int] = set()
 
     def record(module: nn.Module, inputs: Any, output: Any) -> None:
-        first = id(module) not in seen
-        seen.add(id(module))
         rows.append({"name": names[module], "type": type(module).__name__, "shape": _shape(output),
-                     "params": count_params(module) if first else 0})
+                     "params": 0 if id(module) in seen else count_params(module)})
+        seen.add(id(module))
 
     leaves = [m for m in names if next(m.children(), None) is None]
     handles = [m.register_forward_hook(record) for m in leaves]

@@ -1,5 +1,7 @@
 """A user's own model, `model=pkg.mod:Class` (or a factory function): imported with the working directory on
-sys.path, and called with whichever of num_classes, in_chans and imgsz its signature names."""
+sys.path, and called with whichever of num_classes, in_chans and imgsz its signature names, plus the model options;
+through **kwargs it gets num_classes only (as torchvision's builders take it). It must return an nn.Module; a `.head`
+Linear is optional."""
 
 from __future__ import annotations
 

@@ -55,14 +55,8 @@ def _renames(model: nn.Module) -> dict[str, str]:
 
 
 def _rename(state_dict: dict[str, torch.Tensor], renames: dict[str, str]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state_dict.items():
-        for old, new in renames.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-                break
-        out[key] = value
-    return out
+    return {next((new + key[len(old):] for old, new in renames.items() if key.startswith(old)), key): value
+            for key, value in state_dict.items()}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -119,7 +113,8 @@ def load_pretrained(model: nn.Module, path: str | Path, *, classes: list[str] | 
     renames = getattr(model, "tv_renames", None)
     if renames and not any(k.startswith(tuple(renames)) for k in source):
         source = from_torchvision(source, model)  # torchvision/timm names: no key under cnnfit's head prefix
-    head_prefixes = tuple(f"{name}." for name, m in model.named_modules() if name and _is_head(name, model))
+    # the classifier and any auxiliary classifiers: the parts whose shape follows the class count
+    head_prefixes = tuple(f"{name}." for name, _ in model.named_children() if name == "head" or name.startswith("aux"))
     first_conv = next((n + ".weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
     report, merged = InitReport(str(path)), {}
     for key, value in source.items():
@@ -144,12 +139,6 @@ def load_pretrained(model: nn.Module, path: str | Path, *, classes: list[str] | 
                           f"({report.summary()}); are they for another architecture?")
     model.load_state_dict(merged, strict=False)
     return report
-
-
-def _is_head(name: str, model: nn.Module) -> bool:
-    """The classifier and any auxiliary classifiers: the parts whose shape follows the class count."""
-    top = name.split(".")[0]
-    return top == "head" or top.startswith("aux")
 
 
 def from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", channels_last: bool = False) -> nn.Module:

@@ -3,7 +3,6 @@ them, through the one inference path (`cnnfit.predictor`)."""
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 import logging
@@ -15,6 +14,7 @@ import numpy as np
 from cnnfit.data import DecodeError, is_image_name, map_images
 from cnnfit.errors import CnnfitError
 from cnnfit.files import free_name, write_atomic
+from cnnfit.pipeline.rundir import write_csv
 from cnnfit.predictor import BATCH, load_predictor
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,7 @@ def predict(run: str | Path, paths: list[str], *, topk: int = 5, out: str | Path
     if format == "json":
         write_atomic(out_path, json.dumps(rows, indent=2))
     else:
-        with open(out_path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
+        write_csv(out_path, fields, [[r[f] for f in fields] for r in rows])
     log.info(f"{len(rows)} predictions -> {out_path}" + (f" ({len(skipped)} skipped)" if skipped else ""))
     return rows
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from cnnfit.config import Config
 from cnnfit.data import DeviceLoader, ImageSet, augment, class_counts, label_text, read_rows, split_indices, split_stats
 from cnnfit.data import subsample
@@ -78,19 +79,6 @@ def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
     return Prepared(ds, cache_hit, parts, split_how, mean, std, source, merged_val=d.merge_val)
 
 
-def augmented_samples(prep: Prepared, augment: Augment, seed: int,
-                      n: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """n random training images as the model sees them, before normalization: (n, C, H, W) in [0, 1], and
-    their (n,) indices into prep.ds."""
-    idx = np.sort(np.random.default_rng(seed).choice(prep.parts["train"], min(n, len(prep.parts["train"])),
-                                                     replace=False))
-    x = torch.from_numpy(read_rows(prep.ds.images, idx)).float() / 255
-    g = torch.Generator()
-    g.manual_seed(seed)
-    x = augment(x, g)
-    return x.clamp(0, 1).numpy(), idx
-
-
 def write_data_report(prep: Prepared, out_dir: Path, max_lines: int = 12) -> dict[str, Any]:
     """data_report.json and clean_manifest.csv in out_dir, and the findings logged. The report is remembered
     with the cached data, so a second run of the same data and split starts at once."""
@@ -111,11 +99,16 @@ def write_data_report(prep: Prepared, out_dir: Path, max_lines: int = 12) -> dic
     return report
 
 
-def write_samples(prep: Prepared, out_dir: Path, augment, seed: int) -> None:
-    """samples.png: training images after augmentation, so users see what the model sees."""
+def write_samples(prep: Prepared, out_dir: Path, augment: Augment, seed: int, n: int = 64) -> None:
+    """samples.png: n random training images after augmentation, before normalization, so users see what the
+    model sees."""
     from cnnfit.eval.plots import plot_samples
 
-    images, idx = augmented_samples(prep, augment, seed)
+    idx = np.sort(np.random.default_rng(seed).choice(prep.parts["train"], min(n, len(prep.parts["train"])),
+                                                     replace=False))
+    g = torch.Generator()
+    g.manual_seed(seed)
+    images = augment(torch.from_numpy(read_rows(prep.ds.images, idx)).float() / 255, g).clamp(0, 1).numpy()
     titles = [label_text(prep.ds, i) for i in idx]  # 'cat', 'cat;outdoor' or '3.25': any task
     plot_samples(images, np.arange(len(idx)), titles, out_dir / "samples.png")
 

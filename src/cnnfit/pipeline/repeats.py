@@ -25,10 +25,6 @@ def seeds(cfg: Config) -> tuple[Path, list[Config]]:
                     for i in range(cfg.train.repeats)]
 
 
-def announce(i: int, one: Config, total: int) -> None:
-    log.info(f"repeat {i + 1}/{total}: seed {one.train.seed}", extra={"style": "bold"})
-
-
 def summarize(parent: Path, runs: list[Run]) -> Run:
     """repeats.json in `parent`, and a Run whose metrics are the mean of each number across the seeds, with the
     whole summary under "repeats"."""
@@ -50,4 +46,4 @@ def summarize(parent: Path, runs: list[Run]) -> Run:
     return Run(parent, {k: summary[k]["mean"] for k in numbers} | {"repeats": summary})
 
 
-__all__ = ["announce", "seeds", "summarize"]
+__all__ = ["seeds", "summarize"]

@@ -35,10 +35,8 @@ def resume_config(cfg: Config) -> tuple[Config, Path, dict]:
         more = f" (and {', '.join(changed[1:])})" if len(changed) > 1 else ""
         raise CnnfitError(f"resume: {k}={given[k]!r} differs from the run's {k}={saved.get(k)!r}{more} and would "
                           "change the run; drop it, or add resume.force=true")
-    merged = {**saved, **given}
-    merged = load_config(**{k.replace(".", "__"): v for k, v in merged.items()})
+    merged = load_config(**{k.replace(".", "__"): v for k, v in {**saved, **given}.items()})
     return merged, run_dir, ckpt
-
 
 
 __all__ = ["RESUME_SAFE", "resume_config"]

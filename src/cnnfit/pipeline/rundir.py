@@ -102,10 +102,7 @@ def write_json(path: Path, value: Any, indent: int = 2) -> Path:
 def write_scores(out_dir: Path, metrics: dict[str, Any], header: list[str], rows: list[list]) -> None:
     """metrics.json and predictions.csv (one row per scored image: index, file, then the task's columns)."""
     write_json(out_dir / "metrics.json", metrics)
-    with open(out_dir / "predictions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
+    write_csv(out_dir / "predictions.csv", header, rows)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:

@@ -18,7 +18,7 @@ from cnnfit.pipeline.resolve import Resolved
 log = logging.getLogger(__name__)
 
 
-def per_class_text(counts: dict[str, list[int]], classes: list[str]) -> str:
+def _per_class_text(counts: dict[str, list[int]], classes: list[str]) -> str:
     triples = list(zip(counts["train"], counts["val"], counts["test"]))
     if len(set(triples)) == 1:
         return "{}/{}/{} each".format(*triples[0])
@@ -35,14 +35,14 @@ def log_table(title: str, rows: list[tuple[str, str, str]]) -> None:
                                                   "styles": ["bold", "", "dim"]}})
 
 
-def loss_text(task: str, t: Any) -> str:
+def _loss_text(task: str, t: Any) -> str:
     name = t.loss if t.loss != "auto" else {"classify": "ce", "multilabel": "bce", "regress": "mse"}[task]
     extra = (f", label smoothing {t.label_smoothing:g}" if t.label_smoothing else "") + (
         f", gamma {t.focal_gamma:g}" if name == "focal" else "")
     return f"{name} ({task})" + extra
 
 
-def finetune_text(frozen: list[str], ft: Any, epochs: int, backbone_lr_mult: float) -> str:
+def _finetune_text(frozen: list[str], ft: Any, epochs: int, backbone_lr_mult: float) -> str:
     parts = []
     if frozen:
         span = f"for {ft.freeze_epochs} of {epochs} epochs" if ft.freeze_epochs else "for the whole run"
@@ -67,7 +67,7 @@ def _data_rows(cfg: Config, prep: Prepared, run_dir: Path) -> list[tuple[str, st
     per_class = []
     if task == "classify":
         counts = {n: np.bincount(ds.labels[i], minlength=len(ds.classes)).tolist() for n, i in prep.parts.items()}
-        per_class = [("per class", per_class_text(counts, ds.classes), "train/val/test")]
+        per_class = [("per class", _per_class_text(counts, ds.classes), "train/val/test")]
     return [
         ("data", f"{d.source}: {len(ds)} images, {len(ds.classes)} {'classes' if task != 'regress' else 'target'}"
          + (f", {task}" if task != "classify" else ""), "cache hit" if prep.cache_hit else "decoded and cached"),
@@ -91,7 +91,7 @@ def train_rows(cfg: Config, r: Resolved, prep: Prepared, *, run_dir: Path, model
         *_data_rows(cfg, prep, run_dir),
         ("model", f"{cfg.model.name}, {n_params:,} parameters", ", ".join(f"{k}={v}" for k, v in options.items())),
         *([("init", init.summary(), f"from {cfg.model.init} (details in init.json)")] if init else []),
-        *([("fine-tune", finetune_text(frozen, ft, t.epochs, backbone_lr_mult), "")] if frozen or ft.head_lr_mult != 1
+        *([("fine-tune", _finetune_text(frozen, ft, t.epochs, backbone_lr_mult), "")] if frozen or ft.head_lr_mult != 1
           or backbone_lr_mult != 1 else []),
         ("device", f"{device}, amp {rc.train.amp}, channels_last {r.channels_last}"
          + (", deterministic" if t.deterministic else ""), f"{r.why['amp']}; {r.why['channels_last']}"),
@@ -103,7 +103,7 @@ def train_rows(cfg: Config, r: Resolved, prep: Prepared, *, run_dir: Path, model
                      + (f", {t.sampler} sampler" if t.sampler != "shuffle" else "")
                      + (f", class weights {t.class_weight}" if t.class_weight != "none" else ""),
          f"monitor {r.monitor} ({r.why['monitor']})" + (f", patience {t.patience}" if t.patience else "")),
-        ("loss", loss_text(prep.ds.task, t), ""),
+        ("loss", _loss_text(prep.ds.task, t), ""),
         ("optimizer", _optimizer_text(cfg, r), r.why["optim"]),
         ("schedule", cfg.schedule.name + (f", warmup {cfg.schedule.warmup:g} epochs" if cfg.schedule.warmup else ""),
          ""),
@@ -111,4 +111,4 @@ def train_rows(cfg: Config, r: Resolved, prep: Prepared, *, run_dir: Path, model
     ]
 
 
-__all__ = ["finetune_text", "log_table", "loss_text", "per_class_text", "train_rows"]
+__all__ = ["log_table", "train_rows"]

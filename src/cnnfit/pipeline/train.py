@@ -52,7 +52,7 @@ def train(cfg: Config | None = None, *, callbacks: list | None = None, test: boo
         parent, seeds = repeats.seeds(cfg)
         runs = []
         for i, one in enumerate(seeds):
-            repeats.announce(i, one, len(seeds))
+            log.info(f"repeat {i + 1}/{len(seeds)}: seed {one.train.seed}", extra={"style": "bold"})
             runs.append(_train(one))
         return repeats.summarize(parent, runs)
     return _train(cfg, extra_callbacks=callbacks, test=test)
@@ -146,7 +146,8 @@ def _run(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bool,
     forward, compile_why = _forward(cfg, model, r, b, ctx, device, train_loader)
     if find_lr:
         return _range_test(model, train_loader, optimizer, b.loss_fn, r.amp_dtype, run_dir)
-    mix = _mix(cfg, prep, train_loader)
+    mix = partial(mix_batches, num_classes=len(prep.ds.classes), generator=train_loader.generator,
+                  mixup=cfg.aug.mixup, cutmix=cfg.aug.cutmix) if cfg.aug.mixup > 0 or cfg.aug.cutmix > 0 else None
     if ctx.active and cfg.train.deterministic and (draws := distributed.per_rank_draws(
             model, augment=augment is not no_augment, mixing=mix is not None, sync_bn=cfg.train.sync_bn)):
         log.info(f"note: deterministic=true, but {', '.join(draws)} differ between ranks, so the numbers "
@@ -302,13 +303,6 @@ def _forward(cfg: Config, model: torch.nn.Module, r: Resolved, b: _Built, ctx: d
         why += f" (first compile and check: {time.perf_counter() - t_compile:.1f} s)"
         log.info(why)
     return forward, why
-
-
-def _mix(cfg: Config, prep: Prepared, train_loader: DeviceLoader) -> Any:
-    if cfg.aug.mixup <= 0 and cfg.aug.cutmix <= 0:
-        return None
-    return partial(mix_batches, num_classes=len(prep.ds.classes), generator=train_loader.generator,
-                   mixup=cfg.aug.mixup, cutmix=cfg.aug.cutmix)
 
 
 def _fit(cfg: Config, r: Resolved, b: _Built, model: torch.nn.Module, forward: torch.nn.Module,

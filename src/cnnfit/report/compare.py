@@ -13,13 +13,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cnnfit.config import get_dotted
 from cnnfit.engine.callbacks import Monitor
 from cnnfit.engine.scores import DIRECTIONS, direction
 from cnnfit.errors import CnnfitError
 from cnnfit.eval.plots import SCORE_NAMES, pyplot, save_figure
 from cnnfit.files import new_run_dir, write_atomic
 from cnnfit.report.html import esc, note, png_uri
-from cnnfit.report.numbers import get_dotted
 from cnnfit.report.runfiles import RunFiles
 
 log = logging.getLogger(__name__)
@@ -55,14 +55,13 @@ def compare(runs: list[str | Path], out: str | Path | None = None) -> Path:
         raise CnnfitError(f"compare needs two or more run directories, {len(runs)} given; "
                           "e.g. cnnfit compare runs/train runs/train2")
     loaded = [_load(r) for r in runs]
-    seen: dict[Path, str | Path] = {}
-    for given, run in zip(runs, loaded):
-        if run.dir in seen:
-            raise CnnfitError(f"'{given}' is the same run as '{seen[run.dir]}'; name each run once")
-        seen[run.dir] = given
+    dirs = [run.dir for run in loaded]
+    for i, d in enumerate(dirs):
+        if d in dirs[:i]:
+            raise CnnfitError(f"'{runs[i]}' is the same run as '{runs[dirs.index(d)]}'; name each run once")
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise CnnfitError(f"out='{out}' is a file; give a folder for compare.html and the other files")
-    labels = _labels([run.dir for run in loaded])
+    labels = _labels(dirs)
 
     diffs = _differences([r.flat_config for r in loaded])
     score = _score_key(loaded)
@@ -141,12 +140,8 @@ def _resolved(value: Any) -> Any:
 def _score_key(runs: list[RunFiles]) -> str | None:
     """The validation score to plot and tabulate: val_acc for classifiers, else the first val_* score a history
     holds (micro F1 for multilabel, MAE for regression); where tasks are mixed, the one most runs have."""
-    keys = []
-    for run in runs:
-        names = list(run.history_values[0]) if run.history_values else []
-        scores = [k for k in names if k.startswith("val_") and k != "val_loss"]
-        if scores:
-            keys.append("val_acc" if "val_acc" in scores else scores[0])
+    scores = [[k for k in (run.history_values or [{}])[0] if k.startswith("val_") and k != "val_loss"] for run in runs]
+    keys = ["val_acc" if "val_acc" in s else s[0] for s in scores if s]
     return Counter(keys).most_common(1)[0][0] if keys else None
 
 
@@ -250,10 +245,8 @@ def _show(value: Any) -> str:
     """A config value as config.yaml writes it; '-' where the config has no such key."""
     if value is _ABSENT:
         return "-"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)  # null, true, false
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, list):
@@ -385,12 +378,9 @@ def _page(rows: list[dict[str, Any]], heads: _Heads, cells: _Cells, diffs: dict[
         row("td", [(f"<strong>{esc(t)}</strong>" if best else esc(t),
                     "unfinished" if t == "unfinished" else "text" if i < 4 else "") for i, (t, best) in enumerate(c)])
         for c in cells])
-    if diffs:
-        diff_html = table(row("th", [("key", "text")] + [(esc(r["run"]), "text") for r in rows]), [
-            row("td", [(esc(k), "text")] + [(esc(v), "text") for v in values]) for k, values in diffs.items()])
-    else:
-        diff_html = note("none: every key but name and project is equal")
-    names = ", ".join(r["run"] for r in rows)
+    diff_rows = [row("td", [(esc(k), "text")] + [(esc(v), "text") for v in values]) for k, values in diffs.items()]
+    diff_html = (table(row("th", [("key", "text")] + [(esc(r["run"]), "text") for r in rows]), diff_rows) if diffs
+                 else note("none: every key but name and project is equal"))
     paths = "".join(f"<li><strong>{esc(r['run'])}</strong>: <code>{esc(r['path'])}</code>"
                     f"{' (unfinished)' if r['status'] == 'unfinished' else ''}</li>" for r in rows)
     return f"""<!doctype html>
@@ -398,7 +388,7 @@ def _page(rows: list[dict[str, Any]], heads: _Heads, cells: _Cells, diffs: dict[
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>cnnfit compare: {esc(names)}</title>
+<title>cnnfit compare: {esc(', '.join(r['run'] for r in rows))}</title>
 <style>{_CSS}</style>
 </head>
 <body>

@@ -124,18 +124,17 @@ def tile(label: str, value: str, note: str = "") -> str:
     return f'<div class="tile"><div class="k">{esc(label)}</div><div class="v">{value}</div>{small}</div>'
 
 
-def tile_grid(tiles: list[str]) -> str:
-    """The non-empty tiles in a responsive grid; '' when none is left."""
-    tiles = [t for t in tiles if t]
-    return f'<div class="tiles">{"".join(tiles)}</div>' if tiles else ""
+def grid(cls: str, items: list[str]) -> str:
+    """The non-empty items (tiles: cls "tiles", figures: "figs") in a responsive grid; '' when none is left."""
+    shown = [item for item in items if item]
+    return f'<div class="{cls}">{"".join(shown)}</div>' if shown else ""
 
 
 def data_table(head: list[str], rows: list[list[str]], numeric: set[int] | None = None, cls: str = "") -> str:
     """A table in a horizontally scrolling box; cells are HTML already, columns in `numeric` right-aligned."""
     if not rows:
         return ""
-    numeric = numeric or set()
-    align = lambda i: ' class="n"' if i in numeric else ""  # noqa: E731
+    align = lambda i: ' class="n"' if i in (numeric or ()) else ""  # noqa: E731
     th = "".join(f"<th{align(i)} scope=\"col\">{h}</th>" for i, h in enumerate(head))
     body = "".join("<tr>" + "".join(f"<td{align(i)}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows)
     return f'<div class="scroll"><table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>'
@@ -168,11 +167,4 @@ def figure(uri: str, width: int, height: int, title: str, how: str, *, wide: boo
             f'<figcaption><b>{esc(title)}.</b> {esc(how)}</figcaption></figure>')
 
 
-def figure_grid(figures: list[str]) -> str:
-    """The non-empty figures in a responsive grid; '' when none is left."""
-    shown = [f for f in figures if f]
-    return f'<div class="figs">{"".join(shown)}</div>' if shown else ""
-
-
-__all__ = ["CSS", "data_table", "esc", "figure", "figure_grid", "kv_table", "note", "page", "png_uri", "tile",
-           "tile_grid"]
+__all__ = ["CSS", "data_table", "esc", "figure", "grid", "kv_table", "note", "page", "png_uri", "tile"]

@@ -20,7 +20,7 @@ TEXT (`format_metric(value, PATH)`), by the value's JSON type:
   - anything else: str(value)
 
 Numbers from the other files (history.csv, data_report.json, config.yaml, predictions.csv) are plain text
-(`plain_text`). Settings are read and written by dotted key ("optim.lr") with `get_dotted` and `set_dotted`.
+(`plain_text`).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class Metrics:
         return self._walk(keys) is not _MISSING
 
     def num(self, *keys: Any) -> str:
-        return metric_span(self.get(*keys), keys) if self.has(*keys) and is_number(self.get(*keys)) else ""
+        return metric_span(value, keys) if is_number(value := self._walk(keys)) else ""  # _MISSING is no number
 
 
 def is_number(v: Any) -> bool:
@@ -132,9 +132,7 @@ def plain_text(value: Any) -> str:
     except (TypeError, ValueError):
         return esc(value)
     text = str(value).strip()
-    if x.is_integer() and text.lstrip("-").isdigit():
-        return format_metric(int(text))
-    return format_metric(x)
+    return format_metric(int(text) if x.is_integer() and text.lstrip("-").isdigit() else x)
 
 
 def to_float(text: str) -> float:
@@ -145,24 +143,5 @@ def to_float(text: str) -> float:
         return float("nan")
 
 
-# --- settings by dotted key ("optim.lr"), as config.yaml nests them -------------------------------------
-
-def get_dotted(tree: Any, key: str) -> Any:
-    """tree["a"]["b"] for key "a.b"; None where a level is missing or not a dict."""
-    for part in key.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
-
-
-def set_dotted(tree: dict, key: str, value: Any) -> dict:
-    """Set tree["a"]["b"] = value for key "a.b", making the missing levels; returns `tree`."""
-    *parents, leaf = key.split(".")
-    node = tree
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-    return tree
-
-
-__all__ = ["Metrics", "format_metric", "get_dotted", "is_number", "lookup_metric", "metric_label", "metric_path",
-           "metric_span", "plain_text", "set_dotted", "to_float"]
+__all__ = ["Metrics", "format_metric", "is_number", "lookup_metric", "metric_label", "metric_path", "metric_span",
+           "plain_text", "to_float"]

@@ -19,13 +19,12 @@ def _data(run: RunFiles) -> str:
     if not (rep or run.split or run.skipped_txt is not None):
         return figures(run, "samples.png")
     counts = rep.get("counts") or {}
-    facts = [("images", plain_text(rep["images"]) if "images" in rep else ""),
-             ("decoded shape", esc(" x ".join(map(str, rep["shape"]))) if isinstance(rep.get("shape"), list) else "")]
-    split_how = rep.get("split") or split.get("how")
-    facts.append(("split", esc(split_how) if split_how else ""))
     per_split = counts.get("per_split") or {k: len(v) for k, v in split.items() if isinstance(v, list)}
-    if per_split:
-        facts.append(("images per split", " / ".join(f"{esc(k)} {plain_text(v)}" for k, v in per_split.items())))
+    # kv_table leaves out the rows whose value is ''
+    facts = [("images", plain_text(rep["images"]) if "images" in rep else ""),
+             ("decoded shape", esc(" x ".join(map(str, rep["shape"]))) if isinstance(rep.get("shape"), list) else ""),
+             ("split", esc(how) if (how := rep.get("split") or split.get("how")) else ""),
+             ("images per split", " / ".join(f"{esc(k)} {plain_text(v)}" for k, v in per_split.items()))]
     imb = rep.get("imbalance")
     if isinstance(imb, dict) and imb.get("ratio") is not None:
         facts.append(("imbalance", f"{esc(imb['ratio'])}x, largest '{esc(imb.get('largest'))}' / smallest "
@@ -70,8 +69,7 @@ def _skipped(rep: dict, run: RunFiles) -> str:
     out = f"<h3>Skipped files: {len(skipped):,}</h3>"
     if not skipped:
         return out + note("Every file decoded." if rep or run.skipped_txt is not None else "Not recorded.")
-    rows = [[f'<span class="path">{esc(f)}</span>', esc(why)] for f, why in skipped[:10]]
-    out += data_table(["file", "reason"], rows)
+    out += data_table(["file", "reason"], [[f'<span class="path">{esc(f)}</span>', esc(w)] for f, w in skipped[:10]])
     if len(skipped) > 10:
         out += note(f"... and {len(skipped) - 10:,} more (skipped.txt, data_report.json)")
     return out
@@ -105,8 +103,7 @@ def _data_checks(rep: dict) -> str:
 def _config(run: RunFiles) -> str:
     cfg = run.config
     if cfg is None:
-        text = run.text("config.yaml")
-        return f"<pre>{esc(text)}</pre>" if text else ""
+        return f"<pre>{esc(text)}</pre>" if (text := run.text("config.yaml")) else ""
     if not isinstance(cfg, dict):
         return f"<pre>{esc(cfg)}</pre>"
     top = [(k, v) for k, v in cfg.items() if not isinstance(v, dict)]
@@ -133,13 +130,7 @@ def _flat(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _yaml_value(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, dict)):
-        return json.dumps(v)
-    return str(v)
+    return json.dumps(v) if v is None or isinstance(v, (bool, list, dict)) else str(v)  # null, true, [1, 2]
 
 
 def _environment(run: RunFiles) -> str:
@@ -147,19 +138,16 @@ def _environment(run: RunFiles) -> str:
     env = m.get("environment")
     if not isinstance(env, dict) or not env:
         return note("Not recorded: this run's metrics.json has no environment (written by an older cnnfit).")
-    rows = [(k, m.num("environment", k) if is_number(v) and v is not None else esc(v if v is not None else "none"))
-            for k, v in env.items()]
-    return kv_table(rows)
+    return kv_table([(k, m.num("environment", k) if is_number(v) and v is not None else esc("none" if v is None else v))
+                     for k, v in env.items()])
 
 
 def _timing(run: RunFiles) -> str:
     m = run.metrics
-    rows = [(label, m.num("timings", key)) for label, key in (("setup (data, model)", "setup_seconds"),
-                                                               ("training", "train_seconds"),
-                                                               ("evaluation", "eval_seconds"))]
+    known = {"setup_seconds": "setup (data, model)", "train_seconds": "training", "eval_seconds": "evaluation"}
+    rows = [(label, m.num("timings", key)) for key, label in known.items()]
     timings = m.get("timings")
     if isinstance(timings, dict):
-        known = {"setup_seconds", "train_seconds", "eval_seconds"}
         rows += [(metric_label(k), m.num("timings", k)) for k, v in timings.items() if k not in known and is_number(v)]
         if isinstance(timings.get("cache_hit"), bool):
             rows.append(("data cache", "hit: decoded images reused" if timings["cache_hit"] else "miss: decoded now"))
@@ -169,9 +157,7 @@ def _timing(run: RunFiles) -> str:
     if seconds:
         rows.append(("seconds per epoch (history.csv)", f"{sum(seconds) / len(seconds):,.1f} mean, "
                      f"{min(seconds):,.1f} to {max(seconds):,.1f} over {len(seconds)} epochs"))
-    if not [v for _, v in rows if v]:
-        return ""
-    return kv_table(rows) + note("In seconds, wall clock.")
+    return kv_table(rows) + note("In seconds, wall clock.") if any(v for _, v in rows) else ""
 
 
 def _more_plots(run: RunFiles) -> str:

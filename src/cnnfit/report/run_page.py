@@ -16,10 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from cnnfit.config import get_dotted
 from cnnfit.files import write_atomic
 from cnnfit.report import run_context, run_scores
 from cnnfit.report.html import esc, page
-from cnnfit.report.numbers import get_dotted
 from cnnfit.report.runfiles import RunFiles
 
 _SECTIONS = (("summary", "Summary"), ("metrics", "Metrics"), ("curves", "Training curves"),

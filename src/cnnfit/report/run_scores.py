@@ -8,8 +8,9 @@ import math
 from datetime import datetime
 from typing import Callable
 
-from cnnfit.report.html import data_table, esc, kv_table, note, tile, tile_grid
-from cnnfit.report.numbers import Metrics, get_dotted, is_number, metric_label, plain_text, to_float
+from cnnfit.config import get_dotted
+from cnnfit.report.html import data_table, esc, grid, kv_table, note, tile
+from cnnfit.report.numbers import Metrics, is_number, metric_label, plain_text, to_float
 from cnnfit.report.runfiles import RunFiles, figures
 
 
@@ -21,25 +22,17 @@ def _summary(run: RunFiles) -> str:
     if images is not None:
         data += f" ({plain_text(images)} images)" if data else f"{plain_text(images)} images"
     model = m.get("model") or get_dotted(cfg, "model.name")
-    model_html = esc(model) if model else ""
-    if m.has("params"):
-        model_html += f" · {m.num('params')} parameters"
+    model_html = (esc(model) if model else "") + (f" · {m.num('params')} parameters" if m.has("params") else "")
     monitor = get_dotted(cfg, "train.monitor")
     best = m.num("val", monitor) if isinstance(monitor, str) else ""
     headline = {"classify": ("test accuracy", ("accuracy",)), "multilabel": ("test micro F1", ("micro", "f1")),
                 "regress": ("test R²", ("r2",))}.get(run.task, ("", ()))
-    epochs_run = len(run.history) if run.history else None
-    planned = get_dotted(cfg, "train.epochs")
-    epochs = ""
-    if m.has("best_epoch"):
-        epochs = m.num("best_epoch")
-        if epochs_run is not None or planned is not None:
-            epochs += " of " + plain_text(epochs_run if epochs_run is not None else planned)
-    stop = m.get("stop")
-    stop_text = esc(stop) if stop else ("ran every epoch" if m.has("stop") else "")
+    total = len(run.history) if run.history else get_dotted(cfg, "train.epochs")  # epochs run, else planned
+    of_total = f" of {plain_text(total)}" if total is not None else ""
+    epochs = m.num("best_epoch") + of_total if m.has("best_epoch") else ""
+    stop_text = esc(stop) if (stop := m.get("stop")) else ("ran every epoch" if m.has("stop") else "")
     device = m.get("environment", "device") or get_dotted(cfg, "train.device")
     gpu = m.get("environment", "gpu")
-    written = datetime.now().astimezone().isoformat(timespec="seconds")
     tiles = [tile(headline[0], m.num(*headline[1])) if headline[1] else "",
              tile(f"best {metric_label(monitor)}" if best else "", best, "the monitored score"),
              tile("best epoch", epochs),
@@ -49,11 +42,12 @@ def _summary(run: RunFiles) -> str:
     rows = [("run", f"<code>{esc(run.dir.name)}</code>"), ("task", esc(run.task)), ("data", data),
             ("model", model_html), ("stopped", stop_text),
             ("device", esc(device) + (f" ({esc(gpu)})" if gpu else "") if device else ""),
-            ("report written", esc(written))]
-    problems = "".join(f'<p class="problem">Could not read {esc(p)}</p>' for p in run.problems)
+            ("report written", esc(datetime.now().astimezone().isoformat(timespec="seconds")))]
+    problems = "".join(f'<p class="problem">Could not read {esc(name)}: {esc(why)}</p>'
+                       for name, why in run.unreadable.items())
     if not m.data:
         problems += note("No metrics.json: the run did not finish evaluating; the sections below show what it wrote.")
-    return problems + tile_grid(tiles) + kv_table(rows)
+    return problems + grid("tiles", tiles) + kv_table(rows)
 
 
 def _numbers_of(m: Metrics, key: str, label: str) -> list[str]:
@@ -88,16 +82,10 @@ def _metrics(run: RunFiles) -> str:
     if not m.data:
         return ""
     tiles = [t for key, label in _HEADLINES.get(run.task, []) for t in _numbers_of(m, key, label)]
-    out = tile_grid(tiles) + figures(run, "regression.png")
-    notes = []
-    if m.get("split"):
-        notes.append(f"split: {m.get('split')}")
-    if m.get("dataset"):
-        notes.append(f"scored on another dataset: {m.get('dataset')}")
-    if m.get("tta"):
-        notes.append(f"test-time augmentation: {m.get('tta')}")
-    if m.get("thresholds_from"):
-        notes.append(f"label thresholds from {m.get('thresholds_from')}")
+    out = grid("tiles", tiles) + figures(run, "regression.png")
+    notes = [f"{what}{m.get(key)}" for key, what in (("split", "split: "), ("dataset", "scored on another dataset: "),
+                                                     ("tta", "test-time augmentation: "),
+                                                     ("thresholds_from", "label thresholds from ")) if m.get(key)]
     out += note("; ".join(notes)) if notes else ""
     averages = [a for a in _AVERAGES if isinstance(m.get(a), dict)]
     if averages:
@@ -111,8 +99,7 @@ def _metrics(run: RunFiles) -> str:
     out += _calibration_table(m)
     val = m.get("val")
     if isinstance(val, dict):
-        # v == v: not nan
-        rows = [(metric_label(k), m.num("val", k)) for k, v in val.items() if is_number(v) and v == v]
+        rows = [(metric_label(k), m.num("val", k)) for k, v in val.items() if is_number(v) and v == v]  # v == v: no NaN
         scored = [v for k, v in val.items() if k.startswith("val_") and isinstance(v, float)]
         unscored = bool(scored) and all(math.isnan(v) for v in scored)  # merge_val: val was trained on
         out += "<h3>Validation at the best epoch</h3>" + (note(
@@ -144,8 +131,7 @@ def _curves(run: RunFiles) -> str:
     if run.history:
         cols = [c for c in run.history[0] if any(r.get(c, "") != "nan" for r in run.history)]  # unscored val: out
         rows = [[plain_text(r.get(c, "")) for c in cols] for r in run.history]
-        attr = "" if out else " open"
-        out += (f"<details{attr}><summary>Per epoch, from history.csv ({len(rows)} epochs)</summary>"
+        out += (f"<details{'' if out else ' open'}><summary>Per epoch, from history.csv ({len(rows)} epochs)</summary>"
                 + data_table([esc(metric_label(c)) for c in cols], rows, set(range(len(cols)))) + "</details>")
     return out
 
@@ -161,16 +147,13 @@ def _per_class(run: RunFiles) -> str:
     if isinstance(per, dict) and per:
         found = {k for v in per.values() if isinstance(v, dict) for k, x in v.items() if is_number(x)}
         cols = [c for c in _PER_CLASS_COLS if c in found] + sorted(found - set(_PER_CLASS_COLS))
-        rows = []
-        for name, v in per.items():
-            cells = [esc(name)]
-            for c in cols:
-                cell = m.num(key, name, c)
-                x = v.get(c) if isinstance(v, dict) else None
-                if c == "f1" and isinstance(x, (int, float)) and cell:  # a bar behind the number, length = F1
-                    cell = f'<span class="bar" style="--v:{max(0.0, min(1.0, float(x))):.3f}">{cell}</span>'
-                cells.append(cell)
-            rows.append(cells)
+
+        def cell(name: str, c: str) -> str:
+            text, x = m.num(key, name, c), m.get(key, name, c)
+            if c == "f1" and isinstance(x, (int, float)) and text:  # a bar behind the number, length = F1
+                return f'<span class="bar" style="--v:{max(0.0, min(1.0, float(x))):.3f}">{text}</span>'
+            return text
+        rows = [[esc(name)] + [cell(name, c) for c in cols] for name in per]
         what = "label" if key == "per_label" else "class"
         out += data_table([what] + [esc(metric_label(c)) for c in cols], rows, set(range(1, len(cols) + 1)),
                           "perclass")
@@ -187,18 +170,16 @@ def _confusion(run: RunFiles) -> str:
         head = ["true \\ predicted"] + [esc(c) for c in classes]
         rows = [[f"<b>{esc(classes[i])}</b>"] + [m.num("confusion_matrix", i, j) for j in range(len(row))]
                 for i, row in enumerate(cm) if isinstance(row, list)]
-        attr = "" if out else " open"
-        out += (f"<details{attr}><summary>The counts as a table (rows: true class)</summary>"
+        out += (f"<details{'' if out else ' open'}><summary>The counts as a table (rows: true class)</summary>"
                 + data_table(head, rows, set(range(1, len(classes) + 1)), "cm") + "</details>")
     return out
 
 
 def _roc(run: RunFiles) -> str:
-    m = run.metrics
     if not ({"roc.png", "pr.png"} & set(run.plots)):
         return ""
-    tiles = _numbers_of(m, "roc_auc", "ROC AUC") + _numbers_of(m, "pr_auc", "PR AUC")
-    return tile_grid(tiles) + figures(run, "roc.png", "pr.png")
+    tiles = _numbers_of(run.metrics, "roc_auc", "ROC AUC") + _numbers_of(run.metrics, "pr_auc", "PR AUC")
+    return grid("tiles", tiles) + figures(run, "roc.png", "pr.png")
 
 
 def _calibration(run: RunFiles) -> str:
@@ -206,8 +187,8 @@ def _calibration(run: RunFiles) -> str:
     cal = m.get("calibration")
     if "reliability.png" not in run.plots and not isinstance(cal, dict):
         return ""
-    out = tile_grid([tile("ECE", m.num("ece"), "expected calibration error, test split"),
-                     tile("temperature", m.num("calibration", "temperature"), "logits divided by it")])
+    out = grid("tiles", [tile("ECE", m.num("ece"), "expected calibration error, test split"),
+                         tile("temperature", m.num("calibration", "temperature"), "logits divided by it")])
     if not isinstance(cal, dict):
         out += note("No temperature was fitted (eval.calibrate=false): probabilities are the model's own.")
     return out + figures(run, "reliability.png") + _calibration_table(m)
@@ -217,8 +198,7 @@ def _errors(run: RunFiles) -> str:
     out = figures(run, "wrong.png")
     rows = run.predictions or []
     if run.task == "classify" and rows and {"true", "pred", "confidence"} <= set(rows[0]):
-        wrong = [r for r in rows if r["true"] != r["pred"]]
-        wrong.sort(key=lambda r: -to_float(r["confidence"]))
+        wrong = sorted((r for r in rows if r["true"] != r["pred"]), key=lambda r: -to_float(r["confidence"]))
         out += note(f"{len(wrong):,} of {len(rows):,} test images are wrong (predictions.csv)"
                     + ("; the most confident of them:" if wrong else "."))
         out += _prediction_table(wrong[:12], ["true", "pred", "confidence"], ["true", "predicted", "confidence"])

@@ -1,6 +1,6 @@
 """A run directory as the pages read it (the run report, compare and the tune report), and the run's plots as
 figures. Each file is read once; a missing one reads as None, and one that exists but cannot be read does
-too, with the reason kept in `problems`, so one bad file costs one section, not the page."""
+too, with the reason kept in `unreadable`, so one bad file costs one section, not the page."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from cnnfit.config import flatten
-from cnnfit.report.html import figure, figure_grid, png_uri
-from cnnfit.report.numbers import Metrics, get_dotted, to_float
+from cnnfit.config import flatten, get_dotted
+from cnnfit.report.html import figure, grid, png_uri
+from cnnfit.report.numbers import Metrics, to_float
 
 # title and how-to-read caption of each plot that train and evaluate write; any other PNG in plots/ goes into
 # "More plots"
@@ -46,12 +46,11 @@ PLOT_CAPTIONS = {
 
 
 class RunFiles:
-    """The files of one run directory: metrics.json, config.yaml (nested and as dotted keys), data_report.json,
-    split.json, history.csv (as written and as numbers), predictions.csv, skipped.txt and the PNG plots."""
+    """The files of one run directory, each parsed; config.yaml also as dotted keys, history.csv also as numbers."""
 
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
-        self.unreadable: dict[str, str] = {}  # file (relative to dir) -> why it could not be read
+        self.unreadable: dict[str, str] = {}  # file (relative to dir) -> why it could not be read; atop the report
         metrics = self._parse("metrics.json", json.loads)
         if metrics is not None and not isinstance(metrics, dict):
             self.unreadable["metrics.json"] = f"a JSON {type(metrics).__name__}, not an object"
@@ -66,18 +65,12 @@ class RunFiles:
         self.skipped_txt = self.text("skipped.txt")
         self.plots = self._plots()
 
-    @property
-    def problems(self) -> list[str]:
-        """'file: why' for each file that exists but could not be read, said at the top of the report."""
-        return [f"{name}: {why}" for name, why in self.unreadable.items()]
-
     def _plots(self) -> dict[str, tuple[str, int, int]]:
         """name -> (data URI, width, height) of every PNG that opens as one; plots/ first, then the run root."""
         found: dict[str, tuple[str, int, int]] = {}
         folder = self.dir / "plots"
-        names = sorted(p.name for p in folder.glob("*.png")) if folder.is_dir() else []
         # runs from before plots/ keep curves.png, confusion.png and samples.png in the run directory itself
-        candidates = [folder / n for n in names] + [self.dir / n for n in PLOT_CAPTIONS]
+        candidates = sorted(folder.glob("*.png")) + [self.dir / n for n in PLOT_CAPTIONS]
         for path in candidates:
             if path.name in found or not path.is_file():
                 continue
@@ -101,7 +94,7 @@ class RunFiles:
                 (self.data_report or {}).get("task") or "classify")
 
     def text(self, name: str) -> str | None:
-        """The file as text; None when it is missing or unreadable (said in `problems`)."""
+        """The file as text; None when it is missing or unreadable (said in `unreadable`)."""
         path = self.dir / name
         if not path.is_file():
             return None
@@ -126,13 +119,10 @@ def _rows(text: str) -> list[dict[str, str]]:
 
 def figures(run: RunFiles, *names: str) -> str:
     """The named plots the run has, captioned, in a grid; '' when it has none of them."""
-    return figure_grid([_figure(run, n) for n in names])
+    return grid("figs", [_figure(n, *run.plots[n]) for n in names if n in run.plots])
 
 
-def _figure(run: RunFiles, name: str) -> str:
-    if name not in run.plots:
-        return ""
-    uri, width, height = run.plots[name]
+def _figure(name: str, uri: str, width: int, height: int) -> str:
     title, how = PLOT_CAPTIONS.get(name, (name.removesuffix(".png").replace("_", " "),
                                           "A further plot the run wrote; its title and axes say what it shows."))
     # curves, bar charts, image grids: a row of their own

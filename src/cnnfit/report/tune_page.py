@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from cnnfit.config import SHORT_KEYS, Config
-from cnnfit.report.html import data_table, esc, figure, figure_grid, kv_table, note, page, tile, tile_grid
-from cnnfit.report.numbers import format_metric, get_dotted
+from cnnfit.config import SHORT_KEYS, Config, get_dotted
+from cnnfit.report.html import data_table, esc, figure, grid, kv_table, note, page, tile
+from cnnfit.report.numbers import format_metric
 from cnnfit.report.runfiles import RunFiles
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def _summary_section(study: optuna.Study, trials: list[FrozenTrial], best: Froze
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() if starts and ends else None
-    tiles = tile_grid([
+    tiles = grid("tiles", [
         tile(f"best {summary['monitor']}", esc(format_metric(best.value)) if best else "none",
              f"trial {best.number}" if best else "no trial completed"),
         tile("trials", esc(f"{len(trials):,}"), count_text(counts)),
@@ -92,31 +92,23 @@ def _best_section(best: FrozenTrial | None, base_config: Config, monitor: str, n
         return note(next((n for n in notes if n.startswith("no best.yaml")), "no trial completed")
                     + "; the best config is written once one does.")
     base = base_config.model_dump(mode="json")
-    rows = []
-    for key in sorted(best.params):
-        node = get_dotted(base, SHORT_KEYS.get(key, key))
-        rows.append([f"<code>{esc(key)}</code>", esc(_value_text(best.params[key], 6)),
-                     esc("auto" if node is None else _value_text(node, 6))])
+    rows = [[f"<code>{esc(key)}</code>", esc(_value_text(best.params[key], 6)),
+             esc("auto" if (node := get_dotted(base, SHORT_KEYS.get(key, key))) is None else _value_text(node, 6))]
+            for key in sorted(best.params)]
     run = best.user_attrs.get("run_dir")
     lead = (f"<p>Trial {best.number} scored {esc(monitor)} = <b>{esc(format_metric(best.value))}</b>"
             f"{', best epoch ' + esc(best.user_attrs['best_epoch']) if 'best_epoch' in best.user_attrs else ''}"
             f"{' (run ' + _link(run, tune_dir) + ')' if run else ''}. Its config is in <code>best.yaml</code>; "
             f"train it on its own with <code>cnnfit train config={esc(tune_dir / 'best.yaml')}</code>.</p>")
-    table = data_table(["setting", "best value", "base config"], rows) if rows else note("no settings were searched")
-    return lead + table
+    return lead + (data_table(["setting", "best value", "base config"], rows) if rows
+                   else note("no settings were searched"))
 
 
 def _refit_section(refit: dict, tune_dir: Path) -> str:
-    rows = []
-    for key, value in refit.items():
-        if key == "run_dir" and value:
-            rows.append((key, _link(str(value), tune_dir)))
-        elif isinstance(value, (dict, list)):
-            rows.append((key, f"<code>{esc(json.dumps(value, default=str))}</code>"))
-        else:
-            rows.append((key, esc(format_metric(value, key))))
-    lead = note("The best config trained once more as an ordinary run; what that run reported:")
-    return lead + kv_table(rows)
+    rows = [(key, _link(str(value), tune_dir) if key == "run_dir" and value else
+             f"<code>{esc(json.dumps(value, default=str))}</code>" if isinstance(value, (dict, list)) else
+             esc(format_metric(value, key))) for key, value in refit.items()]
+    return note("The best config trained once more as an ordinary run; what that run reported:") + kv_table(rows)
 
 
 def _captions(monitor: str, direction: str) -> dict[str, tuple[str, str]]:
@@ -143,7 +135,7 @@ def _plots_section(plots: list[str], notes: list[str], monitor: str, direction: 
     captions, found = _captions(monitor, direction), RunFiles(tune_dir).plots
     figures = [figure(*found[name], *captions[name], wide=True) for name in plots if name in found]
     skipped = "".join(note(n) for n in notes if n.startswith("no ") and n.split(":")[0].endswith(".png"))
-    return figure_grid(figures) + skipped
+    return grid("figs", figures) + skipped
 
 
 def _trials_section(rows: list[dict], columns: list[str], params: list[str], best: FrozenTrial | None,

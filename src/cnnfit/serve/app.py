@@ -114,9 +114,8 @@ def create_app(predictor: Predictor, *, max_batch: int = 64, max_wait_ms: float 
     auth = [Depends(_key_checker(api_key))] if api_key is not None else []
     errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut, "description": why} for code, why in (
         (401, "X-API-Key missing or wrong"), (413, "body, file count or an image's pixels over the limit"),
-        (415, "not multipart/form-data"), (422, "a file that is not a decodable image, or a bad parameter"))}
-    if api_key is None:
-        del errors[401]
+        (415, "not multipart/form-data"), (422, "a file that is not a decodable image, or a bad parameter"))
+        if code != 401 or api_key is not None}
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

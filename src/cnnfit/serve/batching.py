@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Callable
 
@@ -44,8 +44,7 @@ class MicroBatcher:
         self.coming = 0  # requests inside expect(): they will submit soon
         self._executor: ThreadPoolExecutor | None = None  # one thread: the model runs one batch at a time
         self._queue: asyncio.Queue[_Job] | None = None
-        self._task: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None  # the collector, on the loop that serves requests
 
     @contextmanager
     def expect(self) -> Iterator[None]:
@@ -59,9 +58,9 @@ class MicroBatcher:
     async def submit(self, images: np.ndarray) -> np.ndarray:
         """(n, C, H, W) uint8 -> (n, K), the rows `predict(images)` would give."""
         loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._loop is not loop:
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             # started on first use, on the loop that serves requests (a test client may bring a new loop)
-            self._loop, self._queue = loop, asyncio.Queue()
+            self._queue = asyncio.Queue()
             self._executor = self._executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnfit-infer")
             self._task = loop.create_task(self._collect())
         job = _Job(images, loop.create_future())
@@ -69,12 +68,10 @@ class MicroBatcher:
         return await job.future
 
     async def close(self) -> None:
-        if self._task is not None and self._loop is asyncio.get_running_loop():
+        if self._task is not None and self._task.get_loop() is asyncio.get_running_loop():
             self._task.cancel()
-            try:
+            with suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         self._task = None
         if self._executor is not None:
             self._executor.shutdown(wait=False)

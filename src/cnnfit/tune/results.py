@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from cnnfit.config import SHORT_KEYS, Config, to_yaml
+from cnnfit.config import SHORT_KEYS, Config, set_dotted, to_yaml
 from cnnfit.errors import CnnfitError
 from cnnfit.eval.plots import pyplot, save_figure
 from cnnfit.files import write_atomic
-from cnnfit.report.numbers import set_dotted
 from cnnfit.report.tune_page import STATES, count_text, tune_page
 
 if TYPE_CHECKING:
@@ -54,12 +53,10 @@ def apply_params(base_config: Config, params: dict[str, Any]) -> Config:
 
 def write_results(study: optuna.Study, tune_dir: Path, *, base_config: Config, monitor: str,
                   refit: dict | None = None) -> dict:
-    """Write trials.csv, best.yaml (when a trial completed), plots/*.png, tune_report.html and tune.json into
-    `tune_dir`, each atomically, one log line per file; returns what tune.json holds."""
+    """Write trials.csv, best.yaml, plots/, tune_report.html, tune.json, each atomically; returns tune.json's dict."""
     tune_dir = Path(tune_dir)
     tune_dir.mkdir(parents=True, exist_ok=True)
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    direction = study.direction.name.lower()
     counts = {state: sum(t.state.name == state for t in trials) for state in STATES}
     best = study.best_trial if counts["COMPLETE"] else None
     notes: list[str] = []
@@ -78,8 +75,7 @@ def write_results(study: optuna.Study, tune_dir: Path, *, base_config: Config, m
         write(best_yaml, _best_yaml(study, best, base_config, monitor, best_yaml), f"best config (trial {best.number})")
     else:
         best_yaml.unlink(missing_ok=True)  # from an earlier study in this folder: it is not this one's best
-        tried = count_text(counts) or "no trials yet"
-        notes.append(f"no best.yaml: no trial completed ({tried})")
+        notes.append(f"no best.yaml: no trial completed ({count_text(counts) or 'no trials yet'})")
 
     plots, plot_notes = _plots(study, trials, best, monitor, tune_dir / "plots")
     notes += plot_notes
@@ -87,7 +83,7 @@ def write_results(study: optuna.Study, tune_dir: Path, *, base_config: Config, m
         log.info(f"plot: {tune_dir / 'plots' / name}")
 
     summary = _finite({
-        "study": study.study_name, "direction": direction, "monitor": monitor, "counts": counts,
+        "study": study.study_name, "direction": study.direction.name.lower(), "monitor": monitor, "counts": counts,
         "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params},
         "refit": refit, "notes": notes,
     })  # the dict returned is the one tune.json holds

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from cnnfit import models
-from cnnfit.config import Config, TuneConfig
+from cnnfit.config import Config, TuneConfig, get_dotted, set_dotted
 from cnnfit.engine import State
 from cnnfit.engine.callbacks import Callback, Monitor
 from cnnfit.engine.scores import DIRECTIONS
@@ -33,7 +33,6 @@ from cnnfit.files import new_run_dir
 from cnnfit.pipeline import train
 from cnnfit.pipeline.prepare import prepare
 from cnnfit.pipeline.resolve import AUTO_LR, AUTO_WEIGHT_DECAY
-from cnnfit.report.numbers import get_dotted, set_dotted
 from cnnfit.tune.results import write_results
 from cnnfit.tune.space import DEFAULT_SPACE, Dist, contains, grid_points, parse_space
 
@@ -57,8 +56,7 @@ class Pruning(Callback):
     `monitor="auto"` follows the run's own choice, read from its checkpointing callback at the start."""
 
     def __init__(self, trial: Any, monitor: str, pruner: str) -> None:
-        self.trial, self.monitor, self.pruner = trial, monitor, pruner
-        self.pruned = False
+        self.trial, self.monitor, self.pruner, self.pruned = trial, monitor, pruner, False
 
     def on_fit_start(self, state: State) -> None:
         if self.monitor == "auto":
@@ -79,9 +77,7 @@ class Pruning(Callback):
 def _direction(cfg: Config, task: str) -> tuple[str, str]:
     """(monitor, direction) the way train resolves `monitor=auto`: every automatic score but regression's
     val_loss grows with quality."""
-    monitor = cfg.train.monitor
-    if monitor == "auto":
-        monitor = "val_loss" if task == "regress" else "auto"
+    monitor = "val_loss" if cfg.train.monitor == "auto" and task == "regress" else cfg.train.monitor
     return monitor, "minimize" if DIRECTIONS.get(monitor) == "min" else "maximize"
 
 
@@ -132,12 +128,13 @@ def _tune_dir(cfg: Config) -> Path:
     return new_run_dir(cfg.project, name)
 
 
-def _open_study(cfg: Config, tune_dir: Path, direction: str, space: dict[str, Dist], trials: int,
-                seed: int | None) -> Any:
+def _open_study(cfg: Config, tune_dir: Path, direction: str, space: dict[str, Dist], trials: int) -> Any:
     """Create the study (and, for a grid, enqueue every point exactly once), or load it when it exists."""
     import optuna
 
     t = cfg.tune
+    # seeded sampling only where one process samples: seeded workers would all draw the same points
+    seed = cfg.train.seed if t.workers == 1 and t.storage is None else None
     storage = _storage(t.storage or f"sqlite:///{tune_dir / 'study.db'}")
     study_name = tune_dir.name if t.storage is None else ("tune" if cfg.name == "train" else cfg.name)
     sampler, pruner = _sampler(t.sampler, seed, trials), _pruner(t.pruner, cfg.train.epochs)
@@ -174,15 +171,9 @@ def _baseline(cfg: Config, space: dict[str, Dist]) -> dict[str, Any] | None:
     """The searched keys' values in the config as given (auto lr and weight decay resolved as train resolves
     them), when every one lies inside the space; else None."""
     tree, auto = cfg.model_dump(), {"optim.lr": AUTO_LR, "optim.weight_decay": AUTO_WEIGHT_DECAY}
-    point = {}
-    for key, dist in space.items():
-        value = get_dotted(tree, key)
-        if value is None and key in auto:
-            value = auto[key][cfg.optim.name]
-        if not contains(dist, value):
-            return None
-        point[key] = value
-    return point
+    point = {key: get_dotted(tree, key) for key in space}
+    point |= {key: auto[key][cfg.optim.name] for key in auto if key in point and point[key] is None}
+    return point if all(contains(dist, point[key]) for key, dist in space.items()) else None
 
 
 def _retry_lost(study: Any) -> int:
@@ -205,19 +196,6 @@ def _finished(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _next_trial(study: Any, grid: bool, trials: int) -> Any:
-    """The next trial this process runs, or None when the search is done. A grid claims an enqueued point
-    atomically (the storage hands each waiting trial to one process); other samplers stop at `trials`."""
-    import optuna
-
-    if grid:
-        trial_id = study._pop_waiting_trial_id()  # the atomic claim Optuna's own ask() makes
-        return None if trial_id is None else optuna.trial.Trial(study, trial_id)
-    if _finished(study) >= trials:
-        return None
-    return study.ask()
-
-
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The run of a trial or the refit logs warnings only, its loggers restored after."""
@@ -238,7 +216,7 @@ def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], mon
     params = {key: dist.suggest(trial, key) for key, dist in space.items()}
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     pruning = Pruning(trial, monitor, pruner)
-    shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
+    shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
     t0 = time.perf_counter()
     try:
         with _quiet():
@@ -262,10 +240,6 @@ def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], mon
     log.info(f"trial {trial.number:>3}  {outcome}  {shown}  ({attrs['seconds']:.0f} s)")
 
 
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
 def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any = None) -> None:
     """One process's share: claim trials and run them until the study is done or the time is up. `study`: the
     one this process already opened (spawned workers open their own)."""
@@ -274,19 +248,18 @@ def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = parse_space(cfg.tune.space)
     trials = _trials(cfg, space)
-    study = study or _open_study(cfg, tune_dir, direction, space, trials, _seed(cfg))
+    study = study or _open_study(cfg, tune_dir, direction, space, trials)
     base = cfg.model_copy(update={"tune": TuneConfig()})
     deadline = time.monotonic() + cfg.tune.timeout * 60 if cfg.tune.timeout else None
     while deadline is None or time.monotonic() < deadline:
-        trial = _next_trial(study, cfg.tune.sampler == "grid", trials)
+        if cfg.tune.sampler == "grid":  # claim an enqueued point atomically: the storage hands each to one process
+            trial_id = study._pop_waiting_trial_id()  # the atomic claim Optuna's own ask() makes
+            trial = None if trial_id is None else optuna.trial.Trial(study, trial_id)
+        else:  # other samplers stop at `trials`
+            trial = None if _finished(study) >= trials else study.ask()
         if trial is None:
             break
         _run_trial(study, trial, base, space, monitor, cfg.tune.pruner, tune_dir)
-
-
-def _seed(cfg: Config) -> int | None:
-    """Seeded sampling only where one process samples: seeded workers would all draw the same points."""
-    return cfg.train.seed if cfg.tune.workers == 1 and cfg.tune.storage is None else None
 
 
 def _overrides(params: dict[str, Any]) -> dict[str, Any]:
@@ -308,7 +281,7 @@ def tune(cfg: Config) -> TuneResult:
     monitor, direction = _direction(cfg, task)
     tune_dir = _tune_dir(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _open_study(cfg, tune_dir, direction, space, trials, _seed(cfg))
+    study = _open_study(cfg, tune_dir, direction, space, trials)
     if cfg.tune.resume and cfg.tune.storage is None:
         lost = _retry_lost(study)
         log.info(f"resuming study '{study.study_name}': {_finished(study)} trials finished"
@@ -344,8 +317,9 @@ def _check(cfg: Config, space: dict[str, Dist]) -> str:
         for value in (dist.args if dist.kind == "choice" else dist.args[:1]):
             try:
                 Config.model_validate(set_dotted(cfg.model_dump(mode="json"), key, value))
-            except Exception as exc:  # pydantic's message names the key and the rule
-                raise CnnfitError(f"space.{key}: value {value!r} is not valid for {key} ({_first_line(exc)})") from None
+            except Exception as exc:  # pydantic's message names the key and the rule: its last line
+                why = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+                raise CnnfitError(f"space.{key}: value {value!r} is not valid for {key} ({why[-1]})") from None
     names = space["model.name"].args if "model.name" in space else (cfg.model.name,)
     for name in names:
         models.check_name(name)
@@ -355,8 +329,7 @@ def _check(cfg: Config, space: dict[str, Dist]) -> str:
 
 
 def _run_workers(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any) -> None:
-    """Claim and run trials here and in workers-1 spawned processes until the study is done; what the spawned
-    ones log comes back through a queue and is logged here."""
+    """Claim and run trials here and in workers-1 spawned processes until the study is done."""
     if cfg.tune.workers == 1:
         _work(cfg, tune_dir, monitor, direction, study)
         return
@@ -397,11 +370,6 @@ def _refit(base: Config, study: Any, tune_dir: Path, task: str) -> tuple[Any, di
     log.info(f"refit test {what} {run.score:.4f} -> {run.dir / 'report.html'}")
     return run, {"run_dir": str(run.dir), "trial": best.number, "val_value": best.value, f"test_{what}": run.score,
                  "epochs": len(run.history)}
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(exc).__name__
 
 
 __all__ = ["Pruning", "TuneResult", "tune"]
