@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,15 @@ def write_atomic(path: str | Path, content: str | bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     return Path(path)
+
+
+def write_csv(path: str | Path, header: list[str], rows: list[list]) -> Path:
+    """A header row and rows, as the csv module writes them, through `write_atomic`."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_atomic(path, buf.getvalue())
 
 
 def free_name(path: Path) -> Path:

@@ -24,6 +24,7 @@ from cnnfit.eval.environment import environment
 from cnnfit.eval.plots import (plot_confusion, plot_per_class_f1, plot_pr, plot_regression, plot_reliability,
                                plot_roc, plot_wrong)
 from cnnfit.eval.tta import TTA
+from cnnfit.files import write_csv
 from cnnfit.pipeline import rundir
 from cnnfit.pipeline.predict import label_sets
 from cnnfit.pipeline.prepare import load_data
@@ -50,8 +51,8 @@ class _Scoring:
         once the images were on the device (synchronized)."""
         batch = 2000 if self.device.type == "cuda" else 256  # a GPU wants big batches; 2 CPU cores are fastest near 256
         loader = DeviceLoader(self.ds.images, self.ds.labels, index=idx, batch=batch, device=self.device,
-                                mean=self.ckpt["mean"], std=self.ckpt["std"], stream=self.stream,
-                                channels_last=self.channels_last)
+                              mean=self.ckpt["mean"], std=self.ckpt["std"], stream=self.stream,
+                              channels_last=self.channels_last)
         synchronize(self.device)
         t0 = time.perf_counter()
         outputs, labels = engine.infer(self.model, loader, amp_dtype=self.amp_dtype)  # ends on the host
@@ -207,8 +208,8 @@ def _classify_plots(out_dir: Path, metrics: dict, raw: torch.Tensor, calibrated:
     """Confusion matrix as CSV (counts and row-normalized) and the classifier's plots, in out_dir/plots."""
     plots, classes = out_dir / "plots", metrics["classes"]
     for name, key in (("confusion.csv", "confusion_matrix"), ("confusion_normalized.csv", "confusion_normalized")):
-        rundir.write_csv(plots / name, ["true \\ predicted", *classes],
-                         [[c, *row] for c, row in zip(classes, metrics[key])])
+        write_csv(plots / name, ["true \\ predicted", *classes],
+                  [[c, *row] for c, row in zip(classes, metrics[key])])
     plot_confusion(metrics["confusion_matrix"], classes, plots / "confusion.png")
     plot_confusion(metrics["confusion_matrix"], classes, plots / "confusion_normalized.png", normalize=True)
     plot_per_class_f1(metrics["per_class"], plots / "per_class_f1.png")
@@ -262,7 +263,7 @@ def _other_data(source: str, ckpt: dict, cfg: Config, run_dir: Path) -> tuple[Im
     idx = idx[np.isin(ds.labels[idx], [ds.classes.index(c) for c in shared])]
     remap = np.array([position.get(c, -1) for c in ds.classes], dtype=np.int64)  # other's index -> model's
     ds = ImageSet(ds.images, remap[ds.labels], list(model_classes), ds.files, ds.origin, ds.skipped, ds.task,
-                    ds.native)
+                  ds.native)
     note = {"dataset": source, "dataset_split": "test" if use_test else "all", "unknown_classes": unknown,
             "absent_classes": missing}
     return ds, idx, rundir.eval_dir(run_dir, source), note

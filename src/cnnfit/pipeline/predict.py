@@ -13,8 +13,7 @@ import numpy as np
 
 from cnnfit.data import DecodeError, is_image_name, map_images
 from cnnfit.errors import CnnfitError
-from cnnfit.files import free_name, write_atomic
-from cnnfit.pipeline.rundir import write_csv
+from cnnfit.files import free_name, write_atomic, write_csv
 from cnnfit.predictor import BATCH, load_predictor
 
 log = logging.getLogger(__name__)

@@ -67,7 +67,7 @@ def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
     if d.fraction < 1 or d.per_class:
         for name in ("train", "val"):
             parts[name] = subsample(ds.labels, parts[name], fraction=d.fraction, per_class=d.per_class,
-                                      seed=cfg.train.seed)
+                                    seed=cfg.train.seed)
         group = "class" if ds.task == "classify" else "group"  # other tasks: the groups strata names
         limits = ([f"{d.fraction:g} of each {group}"] if d.fraction < 1 else []) + (
             [f"at most {d.per_class} per {group}"] if d.per_class else [])

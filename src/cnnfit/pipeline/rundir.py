@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from cnnfit import distributed
 from cnnfit.config import Config, to_yaml
 from cnnfit.engine import load_checkpoint, save_checkpoint
 from cnnfit.errors import CnnfitError
-from cnnfit.files import new_run_dir, write_atomic
+from cnnfit.files import new_run_dir, write_atomic, write_csv
 
 
 @dataclass
@@ -67,12 +66,12 @@ def start(cfg: Config, resolved: Config, *, run_dir: Path | None, parts: dict[st
         return run_dir
     if not resumed:
         split = {k: v.tolist() for k, v in parts.items()}
-        (run_dir / "split.json").write_text(json.dumps({"how": split_how, "seed": cfg.train.seed, **split}))
+        write_atomic(run_dir / "split.json", json.dumps({"how": split_how, "seed": cfg.train.seed, **split}))
     write_atomic(run_dir / "config.yaml", to_yaml(resolved))
     if skipped:
-        (run_dir / "skipped.txt").write_text("".join(f"{f}\t{why}\n" for f, why in skipped))
+        write_atomic(run_dir / "skipped.txt", "".join(f"{f}\t{why}\n" for f, why in skipped))
     if init is not None:
-        (run_dir / "init.json").write_text(json.dumps(asdict(init), indent=1))
+        write_json(run_dir / "init.json", asdict(init), indent=1)
     distributed.write_run_dir(ctx, run_dir)
     return run_dir
 
@@ -105,13 +104,6 @@ def write_scores(out_dir: Path, metrics: dict[str, Any], header: list[str], rows
     write_csv(out_dir / "predictions.csv", header, rows)
 
 
-def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def best_checkpoint(run_dir: Path) -> dict[str, Any]:
     return load_checkpoint(run_dir / "best.pt")
 
@@ -132,4 +124,4 @@ def eval_dir(run_dir: Path, source: str) -> Path:
 
 
 __all__ = ["Run", "best_checkpoint", "eval_dir", "finished", "read_json", "save_calibration", "split_changed",
-           "split_of", "start", "write_csv", "write_json", "write_scores"]
+           "split_of", "start", "write_json", "write_scores"]

@@ -231,9 +231,9 @@ def _loaders(cfg: Config, prep: Prepared, labels: np.ndarray, augment: Augment, 
     minority = ([i for i, n in enumerate(counts) if n < counts.max() / 2]
                 if cfg.aug.only_minority and counts is not None else None)
     train = DeviceLoader(prep.ds.images, labels, index=prep.parts["train"], augment=augment, shuffle=True,
-                           seed=t.seed, balanced=t.sampler == "balanced", augment_classes=minority, rank=ctx.rank,
-                           world=ctx.world, augment_seed=distributed.rank_seed(t.seed, ctx.rank),
-                           drop_last=t.drop_last, alternate_flip=cfg.aug.hflip == "alternate", **common)
+                         seed=t.seed, balanced=t.sampler == "balanced", augment_classes=minority, rank=ctx.rank,
+                         world=ctx.world, augment_seed=distributed.rank_seed(t.seed, ctx.rank),
+                         drop_last=t.drop_last, alternate_flip=cfg.aug.hflip == "alternate", **common)
     # each rank validates its own slice of val; the loop gathers the outputs in rank order. Val images that were
     # trained on (merge_val) would only score training: they are not validated (the val columns read nan)
     val_part = prep.parts["val"][:0] if cfg.data.merge_val else np.array_split(prep.parts["val"], ctx.world)[ctx.rank]
