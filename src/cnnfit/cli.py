@@ -4,13 +4,11 @@ its records with rich, the only printing in cnnfit. Bad input -> one line on std
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import importlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
@@ -207,7 +205,7 @@ class ConsoleHandler(logging.Handler):
 
     def __init__(self, console: Console) -> None:
         super().__init__(logging.DEBUG if console.is_terminal else logging.INFO)  # the bar's records are DEBUG
-        self.console, self.bar, self.tasks = console, None, {}
+        self.console, self.bar, self.task = console, None, None
 
     def emit(self, record: logging.LogRecord) -> None:
         if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the job
@@ -236,18 +234,19 @@ class ConsoleHandler(logging.Handler):
                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
                                 transient=True)
             self.bar.start()
-        if p["task"] not in self.tasks:
-            self.tasks[p["task"]] = self.bar.add_task(p["task"], total=p.get("total"), info="")
-        self.bar.update(self.tasks[p["task"]], completed=p.get("completed", 0), total=p.get("total"),
+        if self.task is None:  # one task at a time: an epoch's bar
+            self.task = self.bar.add_task(p["task"], total=p.get("total"), info="")
+        self.bar.update(self.task, description=p["task"], completed=p.get("completed", 0), total=p.get("total"),
                         info=p.get("info", ""))
         if p.get("done"):
-            self.bar.remove_task(self.tasks.pop(p["task"]))
+            self.bar.remove_task(self.task)
+            self.task = None
 
     def close(self) -> None:
         """Ends the bar (a `stop` record, or the command's end); a later progress record starts a new one."""
         if self.bar is not None:
             self.bar.stop()
-        self.bar, self.tasks = None, {}
+        self.bar, self.task = None, None
         super().close()
 
 
@@ -262,22 +261,6 @@ def _table(rows: list[list[str]], title: str | None = None, columns: list[str] |
     for row in rows:
         table.add_row(*(Text(str(cell)) for cell in row))
     return table
-
-
-@contextlib.contextmanager
-def _importing(process: bool) -> Iterator[None]:
-    """Importing torch and sklearn makes ~400k objects that live until exit, and the collector sweeps them again and
-    again as they pile up (~0.7 s of a 3.5 s start on 2 cores). A command pauses it for its imports, then freezes
-    what they made, so no later collection scans them; a caller's own process (argv given) is left alone."""
-    if not process or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.enable()
 
 
 def _run(argv: list[str], console: Console, process: bool = False) -> int:
@@ -305,8 +288,18 @@ def _run(argv: list[str], console: Console, process: bool = False) -> int:
         positional, parsed = _parse(name, args)
         options = dict(parsed)
     module, _, function = command.call.partition(":")
-    with _importing(process):
+    # importing torch and sklearn makes ~400k objects that live until exit, and the collector sweeps them again and
+    # again as they pile up (~0.7 s of a 3.5 s start on 2 cores): a command pauses it for its imports, then freezes
+    # what they made, so no later collection scans them; a caller's own process (argv given) is left alone
+    pause = process and gc.isenabled()
+    if pause:
+        gc.disable()
+    try:
         library = importlib.import_module(module)
+    finally:
+        if pause:
+            gc.freeze()
+            gc.enable()
     if function:
         getattr(library, function)(*positional, **options)
     else:

@@ -295,11 +295,12 @@ def set_dotted(tree: dict, key: str, value: Any) -> dict:
 
 
 def with_overrides(cfg: Config | None, overrides: dict[str, Any]) -> Config:
-    """`cfg` (or the defaults) with keyword overrides on top (`train__epochs=3` or `epochs=3`): the API's path."""
+    """`cfg` (or the defaults) with keyword overrides on top (`train__epochs=3`, `**{"train.epochs": 3}` or
+    `epochs=3`): the API's path."""
     if cfg is not None and not overrides:
         return cfg
     base = flatten(cfg.model_dump(mode="json")) if cfg is not None else {}
-    return load_config(**{**{k.replace(".", "__"): v for k, v in base.items()}, **overrides})  # overrides win
+    return load_config(**{**base, **overrides})  # the overrides come later, and a later key wins
 
 
 def _parse_value(text: str) -> Any:
@@ -361,14 +362,11 @@ def load_config(args: list[str] | None = None, **overrides: Any) -> Config:
         key, _, text = arg.partition("=")
         pairs.append((key.strip(), _parse_value(text)))
     pairs += [(k.replace("__", "."), v) for k, v in overrides.items()]
-    for key, value in pairs:
-        if key == "recipe":
-            flat.update(_read_file(str(recipe_path(str(value)))))
-    for key, value in pairs:
-        if key == "config":
-            flat.update(_read_file(str(value)))
-    for key, value in pairs:
-        if key not in ("config", "recipe"):
+    files = {"recipe": 0, "config": 1}  # recipe < config file < keys, in whatever order they were given
+    for key, value in sorted(pairs, key=lambda pair: files.get(pair[0], 2)):  # stable: later keys still win
+        if key in files:
+            flat.update(_read_file(str(recipe_path(str(value)) if key == "recipe" else value)))
+        else:
             flat[key] = value
     space = {k.split(".", 1)[1].removeprefix("space."): v for k, v in flat.items()
              if k.startswith(("space.", "tune.space."))}  # space.lr=loguniform(1e-4,1e-1): one entry each
@@ -402,14 +400,3 @@ def help_text(auto: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
         rows.append((shown, default, (field.description or "") + (f"; auto: {rule}" if rule else "")))
     return rows
 
-
-def set_keys(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
-    """The dotted keys given explicitly (file or command line), with their values, even when equal to a default."""
-    out: dict[str, Any] = {}
-    for name in cfg.model_fields_set:
-        value = getattr(cfg, name)
-        if isinstance(value, BaseModel):
-            out.update(set_keys(value, f"{prefix}{name}."))
-        else:
-            out[f"{prefix}{name}"] = value
-    return out

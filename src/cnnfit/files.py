@@ -36,10 +36,10 @@ def write_atomic(path: str | Path, content: str | bytes) -> Path:
     return Path(path)
 
 
-def write_csv(path: str | Path, header: list[str], rows: list[list]) -> Path:
-    """A header row and rows, as the csv module writes them, through `write_atomic`."""
+def write_csv(path: str | Path, header: list[str], rows: list[list], line_end: str = "\r\n") -> Path:
+    """A header row and rows, as the csv module writes them (None as an empty cell), through `write_atomic`."""
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv.writer(buf, lineterminator=line_end)
     writer.writerow(header)
     writer.writerows(rows)
     return write_atomic(path, buf.getvalue())

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from cnnfit import engine, models
+from cnnfit.engine import load_checkpoint
 from cnnfit.config import Config
 from cnnfit.data import SPLITS, DeviceLoader, ImageSet
 from cnnfit.device import amp_name, pick_device, resolve_channels_last, synchronize
@@ -83,7 +84,7 @@ def evaluate(run: str | Path, *, dataset: ImageSet | None = None, extra: dict | 
     after the headline is logged and before the report that shows them."""
     t0 = time.perf_counter()
     run_dir = rundir.finished(run)
-    ckpt = rundir.best_checkpoint(run_dir)
+    ckpt = load_checkpoint(run_dir / "best.pt")
     task = ckpt.get("task", "classify")  # checkpoints from before other tasks existed are classifiers
     cfg = Config.model_validate(ckpt["config"])
     tta = tta or cfg.eval.tta
@@ -93,7 +94,7 @@ def evaluate(run: str | Path, *, dataset: ImageSet | None = None, extra: dict | 
     model = models.from_checkpoint(ckpt, dev, channels_last)
     if tta != "none":
         model = TTA(model, tta, task, cfg.eval.tta_shift)
-    split = rundir.split_of(run_dir)
+    split = rundir.read_json(run_dir / "split.json")
     out_dir, note = run_dir, {}
     if data is not None:
         ds, test_idx, out_dir, note = _other_data(data, ckpt, cfg, run_dir)
@@ -174,8 +175,12 @@ def _classify(job: _Scoring, raw: torch.Tensor, labels: torch.Tensor, val_idx: n
               out_dir: Path, test_idx: np.ndarray, *, calibrate: bool, tta: str) -> _Scored:
     classes = job.ckpt["classes"]
     calibration = job.ckpt.get("calibration")  # fitted earlier: scores use the probabilities predict would give
-    if calibrate:
-        calibration = _calibrate(run_dir, job.ckpt, *job.outputs(val_idx)[:2], tta)
+    if calibrate:  # a temperature fitted on val, written into best.pt so predict applies it too
+        if not len(val_idx):
+            raise CnnfitError("calibrate=true needs a validation split, and this run has none")
+        calibration = {"temperature": fit_temperature(*job.outputs(val_idx)[:2]), "tta": tta,
+                       "fitted_on": f"val ({len(val_idx)} images)"}
+        rundir.save_calibration(run_dir, job.ckpt, calibration)
     outputs = raw / calibration["temperature"] if calibration else raw
     metrics = classification_metrics(outputs, labels, classes)
     headline = f"test accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro']['f1']:.4f}"
@@ -190,17 +195,6 @@ def _classify(job: _Scoring, raw: torch.Tensor, labels: torch.Tensor, val_idx: n
              for t, p, c, row in zip(labels.tolist(), pred.tolist(), conf.tolist(), probs.tolist())]
     draw = partial(_classify_plots, out_dir, metrics, raw, outputs if calibration else None, labels, job.ds, test_idx)
     return _Scored(metrics, ["true", "pred", "confidence", *(f"prob_{c}" for c in classes)], cells, headline, draw)
-
-
-def _calibrate(run_dir: Path, ckpt: dict, val_outputs: torch.Tensor, val_labels: torch.Tensor,
-               tta: str) -> dict[str, Any]:
-    """Temperature fitted on the val split, written into best.pt so predict applies it too."""
-    if not len(val_labels):
-        raise CnnfitError("calibrate=true needs a validation split, and this run has none")
-    calibration = {"temperature": fit_temperature(val_outputs, val_labels), "tta": tta,
-                   "fitted_on": f"val ({len(val_labels)} images)"}
-    rundir.save_calibration(run_dir, ckpt, calibration)
-    return calibration
 
 
 def _classify_plots(out_dir: Path, metrics: dict, raw: torch.Tensor, calibrated: torch.Tensor | None,

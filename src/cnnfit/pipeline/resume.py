@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnfit.config import Config, flatten, load_config, set_keys
+from cnnfit.config import Config, flatten, load_config
 from cnnfit.engine import load_checkpoint
 from cnnfit.errors import CnnfitError
 from cnnfit.pipeline.resolve import absolute
@@ -28,14 +28,15 @@ def resume_config(cfg: Config) -> tuple[Config, Path, dict]:
         raise CnnfitError(f"{run_dir / 'last.pt'} was written by an older cnnfit without resume state; "
                           "start a new run")
     saved = flatten(ckpt["config"])
-    given = {k: absolute(v) if k in ("data.source", "model.init") and v else v for k, v in set_keys(cfg).items()}
+    given = flatten(cfg.model_dump(mode="json", exclude_unset=True))  # the keys given, even when equal to a default
+    given = {k: absolute(v) if k in ("data.source", "model.init") and v else v for k, v in given.items()}
     changed = [k for k, v in given.items() if k not in RESUME_SAFE and saved.get(k) != v]
     if changed and not cfg.resume.force:
         k = changed[0]
         more = f" (and {', '.join(changed[1:])})" if len(changed) > 1 else ""
         raise CnnfitError(f"resume: {k}={given[k]!r} differs from the run's {k}={saved.get(k)!r}{more} and would "
                           "change the run; drop it, or add resume.force=true")
-    merged = load_config(**{k.replace(".", "__"): v for k, v in {**saved, **given}.items()})
+    merged = load_config(**{**saved, **given})
     return merged, run_dir, ckpt
 
 

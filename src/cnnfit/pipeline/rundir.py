@@ -17,7 +17,7 @@ import numpy as np
 
 from cnnfit import distributed
 from cnnfit.config import Config, to_yaml
-from cnnfit.engine import load_checkpoint, save_checkpoint
+from cnnfit.engine import save_checkpoint
 from cnnfit.errors import CnnfitError
 from cnnfit.files import new_run_dir, write_atomic, write_csv
 
@@ -76,13 +76,9 @@ def start(cfg: Config, resolved: Config, *, run_dir: Path | None, parts: dict[st
     return run_dir
 
 
-def split_of(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "split.json").read_text())
-
-
 def split_changed(run_dir: Path, parts: dict[str, np.ndarray]) -> str | None:
     """Why the data's split no longer matches the run's split.json, or None when it does."""
-    saved = split_of(run_dir)
+    saved = read_json(run_dir / "split.json")
     for name, idx in parts.items():
         if saved.get(name) != idx.tolist():
             return f"its {name} split has {len(saved.get(name, []))} images, the data now gives {len(idx)}"
@@ -104,10 +100,6 @@ def write_scores(out_dir: Path, metrics: dict[str, Any], header: list[str], rows
     write_csv(out_dir / "predictions.csv", header, rows)
 
 
-def best_checkpoint(run_dir: Path) -> dict[str, Any]:
-    return load_checkpoint(run_dir / "best.pt")
-
-
 def save_calibration(run_dir: Path, ckpt: dict[str, Any], calibration: dict[str, Any]) -> None:
     """The fitted temperature into best.pt (atomically), so predict, serve and export apply it too."""
     save_checkpoint({**ckpt, "calibration": calibration}, run_dir / "best.pt")
@@ -123,5 +115,5 @@ def eval_dir(run_dir: Path, source: str) -> Path:
     return out
 
 
-__all__ = ["Run", "best_checkpoint", "eval_dir", "finished", "read_json", "save_calibration", "split_changed",
-           "split_of", "start", "write_json", "write_scores"]
+__all__ = ["Run", "eval_dir", "finished", "read_json", "save_calibration", "split_changed", "start", "write_json",
+           "write_scores"]

@@ -4,8 +4,6 @@ self-contained file), compare.png, compare.csv and compare.json."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -18,8 +16,8 @@ from cnnfit.engine.callbacks import Monitor
 from cnnfit.engine.scores import DIRECTIONS, direction
 from cnnfit.errors import CnnfitError
 from cnnfit.eval.plots import SCORE_NAMES, pyplot, save_figure
-from cnnfit.files import new_run_dir, write_atomic
-from cnnfit.report.html import esc, note, png_uri
+from cnnfit.files import new_run_dir, write_atomic, write_csv
+from cnnfit.report.html import duration, esc, note, png_uri
 from cnnfit.report.runfiles import RunFiles
 
 log = logging.getLogger(__name__)
@@ -71,7 +69,8 @@ def compare(runs: list[str | Path], out: str | Path | None = None) -> Path:
     out_dir = Path(out) if out is not None else new_run_dir(loaded[0].dir.parent, "compare")
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot(loaded, rows, score, _legend(loaded, labels, diffs), out_dir / "compare.png")
-    write_atomic(out_dir / "compare.csv", _csv(rows))
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    write_csv(out_dir / "compare.csv", columns, [[row.get(k) for k in columns] for row in rows])
     shown_diffs = {k: {label: v for label, v in zip(labels, values) if v is not _ABSENT} for k, values in diffs.items()}
     best = {key: [label for label, c in zip(labels, cells) if c[i][1]] for i, (key, _) in enumerate(heads)}
     summary = {"runs": rows, "best": {k: names for k, names in best.items() if names}, "differences": shown_diffs}
@@ -219,7 +218,7 @@ def _cells(rows: list[dict[str, Any]], score: str | None) -> tuple[_Heads, _Cell
         epochs = f"{row['best_epoch'] or '-'}/{row['epochs'] or '-'}"
         if row["status"] == "unfinished" and (row["epochs"] or 0) < (row["planned_epochs"] or 0):
             epochs += f" of {row['planned_epochs']}"
-        cells += [(epochs, False), (_duration(row["train_seconds"]), False),
+        cells += [(epochs, False), (duration(row["train_seconds"]), False),
                   (f"{row['params']:,}" if row["params"] is not None else "-", False)]
     return heads, table
 
@@ -230,15 +229,6 @@ def _finite(value: Any) -> bool:
 
 def _number_text(value: float) -> str:
     return f"{value:.4f}" if abs(value) < 1000 or not math.isfinite(value) else f"{value:,.1f}"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, s = divmod(round(seconds), 60)
-    return f"{minutes}m {s:02d}s" if minutes < 60 else f"{minutes // 60}h {minutes % 60:02d}m"
 
 
 def _show(value: Any) -> str:
@@ -331,14 +321,6 @@ def _plot(runs: list[RunFiles], rows: list[dict[str, Any]], score: str | None, l
     ncols = max(1, min(len(runs), 3, 150 // (widest + 8)))  # about 150 characters of 9 pt text span 11 inches
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
     save_figure(fig, path)
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-    writer.writeheader()
-    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-    return buf.getvalue()
 
 
 _CSS = """

@@ -110,6 +110,16 @@ def esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def duration(seconds: float | None) -> str:
+    """Seconds as a person reads them: 42.0 s, 3 min 05 s, 2 h 10 min; '-' when unknown."""
+    if seconds is None:
+        return "-"
+    minutes, s = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{seconds:.1f} s" if seconds < 60 else f"{minutes} min {s:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def note(text: str) -> str:
     """A muted paragraph that says how to read what is around it."""
     return f'<p class="note">{esc(text)}</p>'

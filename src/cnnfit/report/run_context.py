@@ -160,11 +160,8 @@ def _timing(run: RunFiles) -> str:
     return kv_table(rows) + note("In seconds, wall clock.") if any(v for _, v in rows) else ""
 
 
-def _more_plots(run: RunFiles) -> str:
-    return figures(run, *sorted(n for n in run.plots if n not in PLOT_CAPTIONS))
-
-
 RENDERERS: dict[str, Callable[[RunFiles], str]] = {
-    "data": _data, "config": _config, "environment": _environment, "timing": _timing, "more-plots": _more_plots}
+    "data": _data, "config": _config, "environment": _environment, "timing": _timing,
+    "more-plots": lambda run: figures(run, *sorted(n for n in run.plots if n not in PLOT_CAPTIONS))}
 
 __all__ = ["RENDERERS"]

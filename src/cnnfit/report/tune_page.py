@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from cnnfit.config import SHORT_KEYS, Config, get_dotted
-from cnnfit.report.html import data_table, esc, figure, grid, kv_table, note, page, tile
+from cnnfit.report.html import data_table, duration, esc, figure, grid, kv_table, note, page, tile
 from cnnfit.report.numbers import format_metric
 from cnnfit.report.runfiles import RunFiles
 
@@ -69,8 +69,8 @@ def _summary_section(study: optuna.Study, trials: list[FrozenTrial], best: Froze
         tile(f"best {summary['monitor']}", esc(format_metric(best.value)) if best else "none",
              f"trial {best.number}" if best else "no trial completed"),
         tile("trials", esc(f"{len(trials):,}"), count_text(counts)),
-        tile("time", esc(_duration(wall if wall is not None else spent)),
-             f"{_duration(spent)} of training in all" if wall is not None else "training time in all"),
+        tile("time", esc(duration(wall if wall is not None else spent)),
+             f"{duration(spent)} of training in all" if wall is not None else "training time in all"),
     ])
     kind = lambda obj: type(obj).__name__ if obj is not None else ""  # noqa: E731
     rows = [("study", esc(study.study_name)), ("monitor", esc(summary["monitor"])),
@@ -81,8 +81,8 @@ def _summary_section(study: optuna.Study, trials: list[FrozenTrial], best: Froze
             ("best", esc(f"trial {best.number}: {format_metric(best.value)}") if best else "none"),
             ("first trial started", esc(_when(min(starts)) if starts else "")),
             ("last trial ended", esc(_when(max(ends)) if ends else "")),
-            ("wall time", esc(_duration(wall) if wall is not None else "")),
-            ("training time, all trials", esc(_duration(spent)))]
+            ("wall time", esc(duration(wall) if wall is not None else "")),
+            ("training time, all trials", esc(duration(spent)))]
     return tiles + kv_table(rows)
 
 
@@ -195,14 +195,6 @@ def _seconds(t: FrozenTrial) -> float:
     if t.datetime_start and t.datetime_complete:
         return (t.datetime_complete - t.datetime_start).total_seconds()
     return 0.0
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def _when(d: datetime) -> str:

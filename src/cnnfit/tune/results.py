@@ -8,8 +8,6 @@ attrs say where it ran and how it ended (run_dir, best_epoch, epochs_run, stop, 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -22,7 +20,7 @@ from pydantic import ValidationError
 from cnnfit.config import SHORT_KEYS, Config, set_dotted, to_yaml
 from cnnfit.errors import CnnfitError
 from cnnfit.eval.plots import pyplot, save_figure
-from cnnfit.files import write_atomic
+from cnnfit.files import write_atomic, write_csv
 from cnnfit.report.tune_page import STATES, count_text, tune_page
 
 if TYPE_CHECKING:
@@ -68,7 +66,8 @@ def write_results(study: optuna.Study, tune_dir: Path, *, base_config: Config, m
     params = sorted({k for t in trials for k in t.params})
     rows = [_row(t, params) for t in trials]
     columns = ["number", "state", "value", *params, *_ATTRS, "datetime_start", "datetime_complete"]
-    write(tune_dir / "trials.csv", _csv(rows, columns), f"{len(rows)} trials")
+    write_csv(tune_dir / "trials.csv", columns, [[row[k] for k in columns] for row in rows], line_end="\n")
+    log.info(f"{len(rows)} trials: {tune_dir / 'trials.csv'}")
 
     best_yaml = tune_dir / "best.yaml"
     if best is not None:
@@ -100,14 +99,6 @@ def _row(t: FrozenTrial, params: list[str]) -> dict[str, Any]:
     return {"number": t.number, "state": t.state.name, "value": t.value,
             **{k: t.params.get(k) for k in params}, **{k: t.user_attrs.get(k) for k in _ATTRS},
             "datetime_start": when(t.datetime_start), "datetime_complete": when(t.datetime_complete)}
-
-
-def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
-    return buf.getvalue()
 
 
 def _best_yaml(study: optuna.Study, best: FrozenTrial, base_config: Config, monitor: str, path: Path) -> str:

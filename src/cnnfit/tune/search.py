@@ -74,13 +74,6 @@ class Pruning(Callback):
             state.stop = f"pruned by the {self.pruner} pruner at epoch {epoch}"
 
 
-def _direction(cfg: Config, task: str) -> tuple[str, str]:
-    """(monitor, direction) the way train resolves `monitor=auto`: every automatic score but regression's
-    val_loss grows with quality."""
-    monitor = "val_loss" if cfg.train.monitor == "auto" and task == "regress" else cfg.train.monitor
-    return monitor, "minimize" if DIRECTIONS.get(monitor) == "min" else "maximize"
-
-
 def _storage(url: str) -> Any:
     import optuna
 
@@ -219,9 +212,9 @@ def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], mon
     shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
     t0 = time.perf_counter()
     try:
-        with _quiet():
+        with _quiet():  # the params are dotted keys ("optim.lr"), which train's overrides take as they are
             run = train(base, callbacks=[pruning], test=False, project=str(tune_dir / "trials"),
-                        name=f"trial{trial.number:03d}", **_overrides(params))
+                        name=f"trial{trial.number:03d}", **params)
     except (CnnfitError, TrainingStopped) as exc:  # a bad combination (model too big for the images, NaN loss)
         trial.set_user_attr("stop", str(exc))
         study.tell(trial, state=TrialState.FAIL)
@@ -262,11 +255,6 @@ def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any 
         _run_trial(study, trial, base, space, monitor, cfg.tune.pruner, tune_dir)
 
 
-def _overrides(params: dict[str, Any]) -> dict[str, Any]:
-    """Trial parameters (dotted config keys) as `train` keyword overrides."""
-    return {k.replace(".", "__"): v for k, v in params.items()}
-
-
 def _trials(cfg: Config, space: dict[str, Dist]) -> int:
     return min(cfg.tune.trials, len(grid_points(space))) if cfg.tune.sampler == "grid" else cfg.tune.trials
 
@@ -278,7 +266,9 @@ def tune(cfg: Config) -> TuneResult:
     space = parse_space(cfg.tune.space)
     trials = _trials(cfg, space)
     task = _check(cfg, space)
-    monitor, direction = _direction(cfg, task)
+    # monitor=auto as train resolves it: every automatic score but regression's val_loss grows with quality
+    monitor = "val_loss" if cfg.train.monitor == "auto" and task == "regress" else cfg.train.monitor
+    direction = "minimize" if DIRECTIONS.get(monitor) == "min" else "maximize"
     tune_dir = _tune_dir(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(cfg, tune_dir, direction, space, trials)
@@ -365,7 +355,7 @@ def _refit(base: Config, study: Any, tune_dir: Path, task: str) -> tuple[Any, di
     best = study.best_trial
     log.info(f"refit: trial {best.number}'s config on train+val, then the test split once")
     with _quiet():
-        run = train(base, project=str(tune_dir), name="refit", data__merge_val=True, **_overrides(best.params))
+        run = train(base, project=str(tune_dir), name="refit", data__merge_val=True, **best.params)
     what = "accuracy" if task == "classify" else "score"
     log.info(f"refit test {what} {run.score:.4f} -> {run.dir / 'report.html'}")
     return run, {"run_dir": str(run.dir), "trial": best.number, "val_value": best.value, f"test_{what}": run.score,
