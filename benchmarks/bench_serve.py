@@ -4,11 +4,17 @@ between; each server in its own process on loopback, loaded by an async httpx cl
 
     python benchmarks/bench_serve.py                        # trains a digits run into a temp dir first
     python benchmarks/bench_serve.py --run runs/train3 --seconds 10
+    python benchmarks/bench_serve.py --hostile --seconds 30   # 200 clients, a fifth of them hostile
 
 Every request carries one test image; the table gives requests/s, p50/p99 latency, errors, and the mean
-images per model call the server reported. The load comes from Debian's `wrk` (C, one fixed image per
-request) when it is on PATH, else from an async httpx client, which itself needs much of a small machine's
-CPU: with it the figures are lower bounds, and the generator is named in the output."""
+images per model call the server reported. --hostile serves the run (micro-batched, eager) to 160 normal
+clients alone, then to the same 160 with 20 clients posting 16-bit PNGs near the pixel limit and 20 that
+stall mid-upload; it prints the normal clients' p99 in both phases and their ratio, every status code seen,
+and the server's peak RSS (VmHWM), against the bars: p99 under 3x, RSS under 1.5 GB, no 5xx.
+
+The load comes from Debian's `wrk` (C, one fixed image per request) when it is on PATH, else from an async
+httpx client, which itself needs much of a small machine's CPU: with it the figures are lower bounds, and the
+generator is named in the output."""
 
 from __future__ import annotations
 
@@ -67,6 +73,12 @@ def onnx_of(run_dir: Path) -> Path:
 
         export(run_dir, format="onnx")
     return path
+
+
+# --hostile: the mix, and the bars it must stay under
+NORMAL_CLIENTS, DEEP_CLIENTS, STALL_CLIENTS = 160, 20, 20  # 200 in all, 10% deep and 10% stalling
+DEEP_SIZE = (6600, 6000)  # width, height: 39.6 MP of 16-bit gray, just under serve's 40 MP pixel limit
+MAX_P99_RATIO, MAX_RSS_GB = 3.0, 1.5
 
 
 def start_server(served: Path, options: dict) -> tuple[subprocess.Popen, str]:
@@ -155,6 +167,103 @@ def load_wrk(url: str, image: bytes, concurrency: int, seconds: float, folder: P
             "errors": errors, "per_call": (after["images"] - before["images"]) / max(calls, 1)}
 
 
+def deep_png() -> bytes:
+    """A 16-bit grayscale PNG of DEEP_SIZE: a smooth ramp, so it compresses to a small upload."""
+    from PIL import Image
+
+    w, h = DEEP_SIZE
+    ramp = (np.arange(w, dtype=np.uint32)[None] * 65535 // w).astype(np.uint16).repeat(h, 0)  # (H, W)
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def stall(url: str, deadline: float, statuses: dict) -> None:
+    """Over and over: send a request head and a tenth of its body, then nothing, until the server hangs up."""
+    host, port = url.removeprefix("http://").split(":")
+    head = (f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 100000\r\n"
+            f"Content-Type: multipart/form-data; boundary=x\r\n\r\n").encode()
+    while time.perf_counter() < deadline:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(head + b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"s.png\"\r\n\r\n"
+                     + b"\0" * 10_000)  # a tenth of the declared body, a valid start of the multipart
+        try:
+            line = await asyncio.wait_for(reader.readline(), deadline - time.perf_counter())
+            code = line.split()[1].decode() if line.startswith(b"HTTP/") else "closed"
+            statuses[f"stall {code}"] = statuses.get(f"stall {code}", 0) + 1
+        except asyncio.TimeoutError:
+            pass
+        writer.close()
+
+
+async def mix(url: str, images: list[bytes], deep: bytes | None, seconds: float) -> dict:
+    """NORMAL_CLIENTS posting test images; with `deep`, DEEP_CLIENTS posting it and STALL_CLIENTS stalling too."""
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    clients = NORMAL_CLIENTS + (DEEP_CLIENTS if deep else 0)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def user(k: int, kind: str) -> None:
+            i = k
+            while time.perf_counter() < deadline:
+                data = deep if kind == "deep" else images[i % len(images)]
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/predict?topk=1", files=[("files", (f"{i}.png", data, "image/png"))])
+                    code = str(r.status_code)
+                except httpx.HTTPError as exc:
+                    code = type(exc).__name__
+                if kind == "normal" and code == "200":
+                    latencies.append(time.perf_counter() - t0)
+                statuses[f"{kind} {code}"] = statuses.get(f"{kind} {code}", 0) + 1
+                i += clients
+
+        users = [user(k, "normal") for k in range(NORMAL_CLIENTS)]
+        if deep:
+            users += [user(NORMAL_CLIENTS + k, "deep") for k in range(DEEP_CLIENTS)]
+            users += [stall(url, deadline, statuses) for _ in range(STALL_CLIENTS)]
+        await asyncio.gather(*users)
+    lat = np.array(latencies) * 1000  # ms
+    return {"rps": len(lat) / seconds, "p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p99": float(np.percentile(lat, 99)) if len(lat) else float("nan"), "statuses": statuses}
+
+
+def peak_rss_gb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM, Linux), GB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024 ** 2
+
+
+def hostile(run_dir: Path, seconds: float) -> None:
+    """The --hostile mode: normal clients alone, then with deep and stalling ones; figures, ratio and bars."""
+    images, deep = test_pngs(run_dir), deep_png()
+    print(f"run {run_dir}, {seconds:g} s per phase, {os.cpu_count()} CPUs; deep image "
+          f"{DEEP_SIZE[0]}x{DEEP_SIZE[1]} 16-bit, {len(deep) / 1e3:.0f} KB; load from httpx in this process")
+    proc, url = start_server(run_dir, {"max_batch": 64, "max_wait_ms": 5})
+    try:
+        asyncio.run(load(url, images, 4, 1.0))  # warm-up: first calls allocate
+        phases = {"normal only": asyncio.run(mix(url, images, None, seconds))}
+        rss_alone = peak_rss_gb(proc.pid)
+        phases["hostile mix"] = asyncio.run(mix(url, images, deep, seconds))
+        rss = peak_rss_gb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    print(f"\n{'phase':<12} {'normal req/s':>12} {'p50 ms':>8} {'p99 ms':>8}  statuses")
+    for name, r in phases.items():
+        codes = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
+        print(f"{name:<12} {r['rps']:>12.1f} {r['p50']:>8.1f} {r['p99']:>8.1f}  {codes}")
+    ratio = phases["hostile mix"]["p99"] / phases["normal only"]["p99"]
+    server_errors = sum(n for r in phases.values() for k, n in r["statuses"].items() if k.split()[1].startswith("5"))
+    print(f"\nnormal p99, hostile / alone = {ratio:.2f}x (bar {MAX_P99_RATIO:g}x): "
+          f"{'ok' if ratio < MAX_P99_RATIO else 'OVER'}")
+    print(f"server peak RSS {rss:.2f} GB (after the normal phase {rss_alone:.2f} GB; bar {MAX_RSS_GB:g} GB): "
+          f"{'ok' if rss < MAX_RSS_GB else 'OVER'}")
+    print(f"5xx answers: {server_errors}: {'ok' if server_errors == 0 else 'OVER'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", help="a run directory (default: train a digits run into a temp dir); its model.onnx "
@@ -162,9 +271,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="load time per concurrency level")
     ap.add_argument("--concurrency", default="1,8,32", help="comma-separated concurrency levels")
     ap.add_argument("--client", choices=["auto", "wrk", "httpx"], default="auto", help="auto: wrk when on PATH")
+    ap.add_argument("--hostile", action="store_true", help="normal clients alone, then with deep-image and stalling "
+                    "ones: p99 ratio, peak RSS, status codes")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     run_dir = digits_run(args.run)
+    if args.hostile:
+        return hostile(run_dir, args.seconds)
     images = test_pngs(run_dir)
     import shutil
 

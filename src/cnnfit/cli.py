@@ -26,6 +26,7 @@ _RUNS = "the run's"  # unset: what the run was trained (or last evaluated) with
 _Tta = EvalConfig.model_fields["tta"].annotation  # none, flip, flip+shift: the choices live in config.py
 _Amp = TrainConfig.model_fields["amp"].annotation
 _Export = Literal["onnx", "torchscript", "safetensors"]
+_TRUST = "true: import the pkg.mod:Class model the run's best.pt names (runs its code; only for runs you trust)"
 
 
 def _key(default: Any, meaning: str, unset: str | None = None) -> Any:
@@ -44,6 +45,7 @@ class EvalOptions(_Options):
     report: bool | None = _key(None, "false: metrics.json and predictions.csv only, no plots or report.html", _RUNS)
     amp: _Amp | None = _key(None, "auto, bf16, fp16 or off (fp32): the precision to score in", _RUNS)
     device: str = _key("auto", "auto, cpu, cuda, cuda:N or mps")
+    trust_code: bool = _key(False, _TRUST)
 
 
 class PredictOptions(_Options):
@@ -52,6 +54,7 @@ class PredictOptions(_Options):
     format: Literal["csv", "json"] = _key("csv", "csv, or json: a list of objects")
     tta: _Tta | None = _key(None, "none, flip or flip+shift (run directories only)", _RUNS)
     device: str = _key("auto", "auto, cpu, cuda, cuda:N or mps")
+    trust_code: bool = _key(False, _TRUST)
 
 
 class ExportOptions(_Options):
@@ -59,6 +62,7 @@ class ExportOptions(_Options):
     out: str | None = _key(None, "file to write (.onnx, .pt or .safetensors)", "RUN/model.<ext>")
     layout: Literal["nchw", "nhwc"] = _key("nchw", "onnx/torchscript input: nchw or nhwc, uint8 either way")
     check_images: int | None = _key(2000, "val images for the parity check; all for the whole split")
+    trust_code: bool = _key(False, _TRUST)
 
     @field_validator("check_images", mode="before")
     @classmethod
@@ -66,13 +70,18 @@ class ExportOptions(_Options):
         return None if value == "all" else value  # export's None: every val image
 
 
-class ServeOptions(_Options):
-    host: str = _key("127.0.0.1", "address to bind; anything beyond loopback wants api_key=")
+class ServeOptions(_Options):  # the key is never an argument: a command line is visible to every local user
+    host: str = _key("127.0.0.1", "address to bind; anything beyond loopback wants a key (CNNFIT_API_KEY or "
+                     "api_key_file=)")
     port: int = _key(8000, "TCP port")
-    api_key: str | None = _key(None, "require this X-API-Key header on /predict and /model", "none")
+    api_key_file: str | None = _key(None, "file whose first line is the X-API-Key that /predict and /model require; "
+                                    "else $CNNFIT_API_KEY", "none")
+    allowed_hosts: str | None = _key(None, "more Host names to answer, comma-separated (*: any)", "loopback names")
+    timeout: float = _key(30.0, "seconds a client has to send a request's headers, and again its body")
     max_batch: int = _key(64, "images per model call when requests are grouped (1: no grouping)")
     tta: _Tta | None = _key(None, "none, flip or flip+shift (run directories only)", _RUNS)
     device: str = _key("cpu", "cpu, cuda, cuda:N or mps")
+    trust_code: bool = _key(False, _TRUST)
 
 
 class CompareOptions(_Options):
@@ -85,7 +94,7 @@ class ModelsOptions(_Options):
     classes: int = _key(10, "number of classes")
 
 
-_MODEL_KEYS = [k for k in ModelConfig.model_fields if k not in ("name", "init")]
+_MODEL_KEYS = [k for k in ModelConfig.model_fields if k not in ("name", "init", "trust_code")]
 SummaryOptions = create_model(  # ModelsOptions, the model, and its model.* keys typed and described as in config.py
     "SummaryOptions", __base__=ModelsOptions,
     model=(str, _key("simplecnn", "a registered model, a layers .yaml or pkg.mod:Class")),

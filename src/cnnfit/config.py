@@ -40,6 +40,8 @@ class DataConfig(_Group):
     merge_val: bool = Field(False, description="train on train+val for the set epochs, best.pt = the last epoch; "
                             "val is not scored (its images were trained on), the test split still is")
     download: bool = Field(False, description="fetch a missing named dataset from its official address (md5-checked)")
+    allow_outside: bool = Field(False, description="read images outside the data folder: CSV rows that leave the "
+                                "manifest's folder, links in a folder that point elsewhere (refused by default)")
     task: Literal["auto", "classify", "multilabel", "regress"] = Field(
         "auto", description="auto: from the data (a CSV manifest with 'a;b' labels is multilabel, a numeric "
         "'target' column is regress), else classify")
@@ -60,6 +62,10 @@ class ModelConfig(_Group):
                                "~35% of a 28 px image's FLOPs); auto: 3")
     init: str | None = Field(None, description="start from weights: a torchvision/timm .pth, a .safetensors, "
                              "a cnnfit checkpoint or run directory; the head is replaced if the classes differ")
+    # excluded from every dump: config.yaml and checkpoints never carry it, so a file cannot vouch for itself
+    trust_code: bool | None = Field(None, exclude=True, description="true: import a pkg.module:Class model that "
+                                    "a config file, recipe or resumed run names (its code runs); auto: only one "
+                                    "typed on the command line or passed from Python")
 
 
 class FinetuneConfig(_Group):
@@ -223,6 +229,14 @@ class Config(_Group):
     tune: TuneConfig = TuneConfig()
     resume: ResumeConfig = ResumeConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, name: str) -> str:  # name=../x would write outside project=
+        if any(c in name for c in "/\\\0") or name in (".", ".."):
+            raise ValueError("a run name is one folder name inside project=; use e.g. name=exp1, and project= "
+                             "for the folder that holds it")
+        return name
+
 
 # The keys people type most, short; everything else is dotted.
 SHORT_KEYS = {
@@ -239,7 +253,7 @@ SHORT_KEYS = {
     "lookahead": "train.lookahead", "drop_last": "train.drop_last",
     "space": "tune.space", "pruner": "tune.pruner", "trials": "tune.trials",
     "timeout": "tune.timeout", "storage": "tune.storage", "refit": "tune.refit", "workers": "tune.workers",
-    "devices": "train.devices", "sync_bn": "train.sync_bn",
+    "devices": "train.devices", "sync_bn": "train.sync_bn", "trust_code": "model.trust_code",
 }
 
 
@@ -352,6 +366,31 @@ def recipe_path(name: str) -> Path:
     raise CnnfitError(f"unknown recipe '{name}'; choose from: {', '.join(recipes())} (or give a .yaml file)")
 
 
+def is_module_name(name: Any) -> bool:
+    """`pkg.mod:Class`, the user's own module, as models.custom tells it from a layers file (.yaml, .yml)."""
+    return isinstance(name, str) and ":" in name and not name.lower().endswith((".yaml", ".yml"))
+
+
+def _check_code(flat: dict[str, Any], read_from: dict[str, str]) -> None:
+    """A model module named by a file (config=, recipe=) is imported only with trust_code=true given by the user:
+    importing it runs the file's choice of code. A file cannot give that opt-in itself."""
+    for key, path in read_from.items():
+        if SHORT_KEYS.get(key, key) == "model.trust_code":
+            raise CnnfitError(f"{path} sets {key}; only you can trust code: remove it from the file and add "
+                              "trust_code=true to the command line")
+    if any(SHORT_KEYS.get(k, k) == "model.trust_code" and v is True for k, v in flat.items()):
+        return
+    for key, path in read_from.items():
+        value = flat[key]
+        if key in ("space", "tune.space") and isinstance(value, dict):  # a search over models: each choice a name
+            key, value = "space.model.name", value.get("model.name")
+        if SHORT_KEYS.get(key, key) == "model.name" or key.endswith("space.model.name"):
+            code = [n for n in (value if isinstance(value, list) else [value]) if is_module_name(n)]
+            if code:
+                raise CnnfitError(f"{path} names model {code[0]!r}, which runs code from the file; if you trust it, "
+                                  "add trust_code=true")
+
+
 def load_config(args: list[str] | None = None, **overrides: Any) -> Config:
     """Build a Config from `key=value` strings (and/or keyword overrides); defaults < recipe= < config= file < args."""
     flat: dict[str, Any] = {}
@@ -363,11 +402,17 @@ def load_config(args: list[str] | None = None, **overrides: Any) -> Config:
         pairs.append((key.strip(), _parse_value(text)))
     pairs += [(k.replace("__", "."), v) for k, v in overrides.items()]
     files = {"recipe": 0, "config": 1}  # recipe < config file < keys, in whatever order they were given
+    read_from: dict[str, str] = {}  # key -> the file its value came from
     for key, value in sorted(pairs, key=lambda pair: files.get(pair[0], 2)):  # stable: later keys still win
         if key in files:
-            flat.update(_read_file(str(recipe_path(str(value)) if key == "recipe" else value)))
+            path = str(recipe_path(str(value)) if key == "recipe" else value)
+            given = _read_file(path)
+            flat.update(given)
+            read_from.update(dict.fromkeys(given, path))
         else:
             flat[key] = value
+            read_from = {k: f for k, f in read_from.items() if SHORT_KEYS.get(k, k) != SHORT_KEYS.get(key, key)}
+    _check_code(flat, read_from)
     space = {k.split(".", 1)[1].removeprefix("space."): v for k, v in flat.items()
              if k.startswith(("space.", "tune.space."))}  # space.lr=loguniform(1e-4,1e-1): one entry each
     flat = {k: v for k, v in flat.items() if not k.startswith(("space.", "tune.space."))}

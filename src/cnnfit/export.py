@@ -38,12 +38,13 @@ CHECK_IMAGES = 2000  # val images the parity check runs on by default (~1 s for 
 
 
 def export(run: str | Path, *, format: str = "onnx", out: Path | None = None,
-           check_images: int | None = CHECK_IMAGES, layout: str = "nchw") -> dict[str, Any]:
+           check_images: int | None = CHECK_IMAGES, layout: str = "nchw", trust_code: bool = False) -> dict[str, Any]:
     """Export RUN's best.pt as `format` (onnx, torchscript, safetensors) to `out` (default RUN/model.<ext>).
 
     onnx and torchscript are checked against the torch predictor on up to `check_images` val images (None: all);
     beyond MAX_DIFF or MIN_AGREEMENT it raises CnnfitError and leaves no file. The record (path, bytes, parity,
-    seconds) is returned and stored under its format in RUN/export.json."""
+    seconds) is returned and stored under its format in RUN/export.json. `trust_code`: import the pkg.mod:Class
+    model best.pt names (it runs that module's code)."""
     t0 = time.perf_counter()
     if format not in FORMATS:
         raise CnnfitError(f"format={format!r} is not an export format; choose from: {', '.join(FORMATS)}")
@@ -60,7 +61,7 @@ def export(run: str | Path, *, format: str = "onnx", out: Path | None = None,
         raise CnnfitError(f"out={path} does not end in {ext}; format={format} writes a {ext} file")
     path.parent.mkdir(parents=True, exist_ok=True)
     written = (_safetensors(ckpt, path) if format == "safetensors"
-               else _graph(format, run_dir, ckpt, path, check_images, layout))
+               else _graph(format, run_dir, ckpt, path, check_images, layout, trust_code))
     record = {"format": format, **written, "seconds": round(time.perf_counter() - t0, 3),
               "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _record(run_dir, format, record)
@@ -73,15 +74,15 @@ def export(run: str | Path, *, format: str = "onnx", out: Path | None = None,
     return record
 
 
-def _graph(format: str, run_dir: Path, ckpt: dict, path: Path, check_images: int | None,
-           layout: str) -> dict[str, Any]:
+def _graph(format: str, run_dir: Path, ckpt: dict, path: Path, check_images: int | None, layout: str,
+           trust_code: bool) -> dict[str, Any]:
     """ONNX or TorchScript of the uint8 -> probs module, written to a temporary name, checked, then renamed."""
-    module = pixels_module(ckpt, "cpu", layout=layout)
+    module = pixels_module(ckpt, "cpu", layout=layout, trust_code=trust_code, source=str(run_dir / "best.pt"))
     images, split = _check_images(run_dir, ckpt, check_images)  # (N, C, H, W) uint8
     example = torch.from_numpy(images[:2] if len(images) >= 2 else np.repeat(images[:1], 2, axis=0))
     if layout == "nhwc":
         example = example.permute(0, 2, 3, 1).contiguous()  # (2, H, W, C)
-    reference = load_predictor(run_dir, tta="none").predict
+    reference = load_predictor(run_dir, tta="none", trust_code=trust_code).predict
     with atomic_path(path) as tmp:  # checked before it takes the name: a failed check leaves no file
         if format == "onnx":
             _torch_to_onnx(module, example, tmp, output="probs")
@@ -139,7 +140,7 @@ def _check_images(run_dir: Path, ckpt: dict, limit: int | None) -> tuple[np.ndar
         d = ckpt["config"]["data"]
         ds = open_dataset(d["source"], imgsz=d["imgsz"], channels=d["channels"], resize=d["resize"],
                           workers=d.get("workers"), cache=d.get("cache", True), task=d.get("task", "auto"),
-                          exclude=d.get("exclude", []))[0]
+                          exclude=d.get("exclude", []), allow_outside=d.get("allow_outside", False))[0]
         split = json.loads((run_dir / "split.json").read_text())
         name = "val" if len(split.get("val", [])) else "test"
         idx = np.asarray(split[name], dtype=np.int64)[:limit]
@@ -209,9 +210,10 @@ def _safetensors(ckpt: dict, path: Path) -> dict[str, Any]:
             "bytes": {path.name: path.stat().st_size, desc.name: desc.stat().st_size}}
 
 
-def load_safetensors(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_safetensors(path: str | Path, *, trust_code: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """(model in eval mode, its description) from a model.safetensors and the model.json beside it. The model
-    takes float (N, C, H, W) normalized with meta["mean"], meta["std"] and returns logits."""
+    takes float (N, C, H, W) normalized with meta["mean"], meta["std"] and returns logits. `trust_code`: import
+    the pkg.mod:Class model model.json names (it runs that module's code)."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -221,8 +223,18 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if not path.is_file() or not desc.is_file():
         raise CnnfitError(f"'{path}' and '{desc.name}' beside it are needed; write them with: "
                           "cnnfit export RUN format=safetensors")
-    meta = json.loads(desc.read_text())
-    return from_checkpoint({**meta, "state_dict": load_file(str(path))}, torch.device("cpu")), meta
+    try:
+        meta = json.loads(desc.read_text())
+        weights = load_file(str(path))
+    except Exception as exc:  # json, UnicodeDecodeError, and safetensors' own errors for a damaged file
+        raise CnnfitError(f"'{path}' or '{desc.name}' cannot be read ({type(exc).__name__}); write them again "
+                          "with: cnnfit export RUN format=safetensors") from None
+    if not isinstance(meta, dict):
+        raise CnnfitError(f"'{desc}' holds no model description; write it again with: cnnfit export RUN "
+                          "format=safetensors")
+    model = from_checkpoint({**meta, "state_dict": weights}, torch.device("cpu"), trust_code=trust_code,
+                            source=str(desc))
+    return model, meta
 
 
 def to_onnx(model: nn.Module, path: str | Path, *, in_chans: int, imgsz: int, check: bool = True) -> Path:

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +16,11 @@ from cnnfit.errors import CnnfitError
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to; renamed over `path` when the block ends without error, removed
-    otherwise. A crash or a concurrent reader sees the whole new file or the whole old one. The name carries the
-    pid, so parallel writers never collide, and keeps the suffix, for writers that choose a format by it (onnx,
-    savefig); fsync before the rename, so a power cut cannot leave an empty file."""
+    otherwise. A crash or a concurrent reader sees the whole new file or the whole old one. The name is random
+    (64 bits) per call, so parallel writers, threads or processes, never collide, and keeps the suffix, for writers
+    that choose a format by it (onnx, savefig); fsync before the rename, so a power cut cannot leave an empty file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(8)}.tmp{path.suffix}")
     try:
         yield tmp
         with open(tmp, "rb+") as f:

@@ -10,17 +10,19 @@ uint8 -> float / 255 -> (x - mean) / std -> model -> / temperature -> softmax.""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 import numpy as np
 import torch
 from torch import nn
 
-from cnnfit.data import decode_image, normalize
+from cnnfit.config import DataConfig
+from cnnfit.data import TASKS, decode_image, normalize
 from cnnfit.errors import CnnfitError
-from cnnfit.models import from_checkpoint
+from cnnfit.models import CHANNELS, MAX_IMGSZ, MIN_IMGSZ, from_checkpoint
 
 BATCH = 256  # images per forward pass: bounds memory for any N; ~3 MB of uint8 at 3x64x64
 LAYOUTS = ("nchw", "nhwc")
@@ -88,22 +90,25 @@ class Predictor:
         return np.concatenate([self._run(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
 
 
-def load_predictor(path: str | Path, *, device: str = "cpu", tta: str | None = None) -> Predictor:
+def load_predictor(path: str | Path, *, device: str = "cpu", tta: str | None = None,
+                   trust_code: bool = False) -> Predictor:
     """A run directory (its best.pt, torch backend; the run's calibration and eval.tta unless `tta` is given)
-    or an exported .onnx file (onnxruntime backend; everything it needs read from its metadata)."""
+    or an exported .onnx file (onnxruntime backend; everything it needs read from its metadata, checked).
+    `trust_code`: import the pkg.mod:Class model a best.pt names (it runs that module's code)."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         return _onnx_predictor(path, device=device, tta=tta)
-    return _torch_predictor(path, device=device, tta=tta)
+    return _torch_predictor(path, device=device, tta=tta, trust_code=trust_code)
 
 
-def pixels_module(ckpt: dict, device: torch.device | str = "cpu", *, tta: str = "none",
-                  layout: str = "nchw") -> Pixels:
-    """The run's model as a uint8 -> output `Pixels` module, in eval mode, with its calibration temperature."""
+def pixels_module(ckpt: dict, device: torch.device | str = "cpu", *, tta: str = "none", layout: str = "nchw",
+                  trust_code: bool = False, source: str = "the checkpoint") -> Pixels:
+    """The run's model as a uint8 -> output `Pixels` module, in eval mode, with its calibration temperature;
+    `trust_code` and `source` as in `models.from_checkpoint`."""
     from cnnfit.eval.tta import TTA
 
     task = ckpt.get("task", "classify")  # checkpoints from before other tasks existed are classifiers
-    model = from_checkpoint(ckpt, torch.device(device))
+    model = from_checkpoint(ckpt, torch.device(device), trust_code=trust_code, source=source)
     if tta != "none":
         shift = (ckpt.get("config") or {}).get("eval", {}).get("tta_shift")  # older runs: the default
         model = TTA(model, tta, task, shift)
@@ -122,7 +127,7 @@ def run_metrics(run_dir: Path) -> dict[str, float | None]:
     return {"accuracy": m.get("accuracy"), "macro_f1": macro.get("f1") if isinstance(macro, dict) else None}
 
 
-def _torch_predictor(run_dir: Path, *, device: str, tta: str | None) -> Predictor:
+def _torch_predictor(run_dir: Path, *, device: str, tta: str | None, trust_code: bool) -> Predictor:
     from cnnfit.engine import load_checkpoint
     from cnnfit.device import pick_device
     from cnnfit.eval.tta import MODES
@@ -135,7 +140,7 @@ def _torch_predictor(run_dir: Path, *, device: str, tta: str | None) -> Predicto
     if tta not in MODES:
         raise CnnfitError(f"tta={tta!r} is not a mode; choose from: {', '.join(MODES)}")
     dev = pick_device(device)
-    module = pixels_module(ckpt, dev, tta=tta)
+    module = pixels_module(ckpt, dev, tta=tta, trust_code=trust_code, source=str(run_dir / "best.pt"))
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():  # no autograd state: concurrent calls share nothing mutable
@@ -167,18 +172,54 @@ def _onnx_predictor(path: Path, *, device: str, tta: str | None) -> Predictor:
     missing = [k for k in ("classes", "imgsz", "channels", "resize") if k not in meta]
     if missing:
         raise CnnfitError(f"'{path}' has no cnnfit metadata ({', '.join(missing)}); export it with: cnnfit export RUN")
+    m = _onnx_meta(meta, session, path)
     name = session.get_inputs()[0].name
-    nhwc = meta.get("layout", "nchw") == "nhwc"
+    nhwc = m["layout"] == "nhwc"
 
     def run(x: np.ndarray) -> np.ndarray:  # InferenceSession.run is thread-safe
         return session.run(None, {name: x.transpose(0, 2, 3, 1) if nhwc else x})[0]
 
-    info = {"model": meta.get("model"), "params": int(meta["params"]) if "params" in meta else None,
-            "temperature": float(meta.get("temperature", 1.0)), "tta": "none",
-            "accuracy": _float(meta.get("accuracy")), "macro_f1": _float(meta.get("macro_f1"))}
-    return Predictor(classes=json.loads(meta["classes"]), imgsz=int(meta["imgsz"]), channels=int(meta["channels"]),
-                     resize=meta["resize"], task=meta.get("task", "classify"), source=str(path), backend="onnx",
-                     info=info, _run=run)
+    info = {"model": meta.get("model"), "params": m["params"], "temperature": m["temperature"], "tta": "none",
+            "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    return Predictor(classes=m["classes"], imgsz=m["imgsz"], channels=m["channels"], resize=m["resize"],
+                     task=m["task"], source=str(path), backend="onnx", info=info, _run=run)
+
+
+_RESIZES = get_args(DataConfig.model_fields["resize"].annotation)  # squash, crop, pad: the choices live in config
+
+
+def _onnx_meta(meta: dict[str, str], session: Any, path: Path) -> dict[str, Any]:
+    """The metadata of a .onnx, parsed and checked against its own graph: a file's numbers size every decode, so
+    each is in range before it is used (MIN_IMGSZ..MAX_IMGSZ px, CHANNELS, one class name per output column)."""
+    try:
+        m = {"imgsz": int(meta["imgsz"]), "channels": int(meta["channels"]), "resize": meta["resize"],
+             "classes": json.loads(meta["classes"]), "task": meta.get("task", "classify"),
+             "layout": meta.get("layout", "nchw"), "params": int(meta["params"]) if "params" in meta else None,
+             "temperature": float(meta.get("temperature", 1.0)), "accuracy": _float(meta.get("accuracy")),
+             "macro_f1": _float(meta.get("macro_f1"))}
+    except (TypeError, ValueError, RecursionError) as exc:  # int(), float() and json.loads on the file's text
+        raise CnnfitError(f"'{path}' has unreadable cnnfit metadata ({str(exc).splitlines()[0][:120]}); "
+                          "re-export it with: cnnfit export RUN") from None
+    inputs, outputs = session.get_inputs()[0].shape, session.get_outputs()[0].shape
+    size, c, classes = m["imgsz"], m["channels"], m["classes"]
+    width = len(classes) if isinstance(classes, list) else None
+    want_in = [c, size, size] if m["layout"] == "nchw" else [size, size, c]
+    checks = [(MIN_IMGSZ <= size <= MAX_IMGSZ, f"imgsz={size} is outside {MIN_IMGSZ}..{MAX_IMGSZ} px"),
+              (c in CHANNELS, f"channels={c} is not one of {CHANNELS}"),
+              (m["resize"] in _RESIZES, f"resize={m['resize']!r} is not one of {', '.join(_RESIZES)}"),
+              (m["task"] in TASKS, f"task={m['task']!r} is not one of {', '.join(TASKS)}"),
+              (m["layout"] in LAYOUTS, f"layout={m['layout']!r} is not one of {', '.join(LAYOUTS)}"),
+              (isinstance(classes, list) and classes and all(isinstance(k, str) for k in classes),
+               "classes is not a JSON list of names"),
+              (len(outputs) == 2 and outputs[1] == width, f"the output is {outputs}, not one column per class"),
+              (len(inputs) == 4 and list(inputs[1:]) == want_in,
+               f"the input is {inputs}, not (N, {', '.join(map(str, want_in))})"),
+              (math.isfinite(m["temperature"]) and m["temperature"] > 0, "temperature is not a positive number")]
+    failed = [what for ok, what in checks if not ok]
+    if failed:
+        raise CnnfitError(f"'{path}' has cnnfit metadata that does not fit: {failed[0]}; re-export it with: "
+                          "cnnfit export RUN")
+    return m
 
 
 def _float(value: str | None) -> float | None:

@@ -46,8 +46,14 @@ def test_a_write_killed_midway_leaves_the_previous_checkpoint_loadable(tmp_path)
     writer = ("import torch, sys; from cnnfit.engine.checkpoint import save_checkpoint; "
               "save_checkpoint({'step': 2, 'w': torch.ones(400_000_000, dtype=torch.uint8)}, sys.argv[1])")
     proc = subprocess.Popen([sys.executable, "-c", writer, str(tmp_path / "last.pt")])
-    tmp = tmp_path / ".last.pt.tmp"
-    while not (tmp.exists() and tmp.stat().st_size > 1_000_000) and proc.poll() is None:
+
+    def written() -> int:  # bytes in the writer's temporary file, whose name is its own (.last.pt.<random>.tmp)
+        try:
+            return sum(t.stat().st_size for t in tmp_path.glob(".last.pt.*.tmp"))
+        except FileNotFoundError:  # renamed between the listing and the stat
+            return 0
+
+    while written() <= 1_000_000 and proc.poll() is None:
         time.sleep(0.005)
     assert proc.poll() is None, "the writer finished before it could be killed mid-write"
     proc.send_signal(signal.SIGKILL)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import re
 import zipfile
 from collections import Counter
@@ -22,7 +23,7 @@ from cnnfit.data.imageset import SPLITS, ImageSet, class_counts, label_text
 from cnnfit.data.manifest import manifest_cell, manifest_header
 from cnnfit.data.near_duplicates import (MAX_COLOUR_SHIFT, MAX_EXAMINED, MAX_FOUND, MIN_NEAR_SIDE, MIN_SIMILARITY,
                                          NEAR_THRESHOLD, hamming_pairs as _hamming_pairs, signatures, similarity)
-from cnnfit.data.sources import data_root
+from cnnfit.data.sources import MAX_MEMBER_BYTES, data_root, member_problem
 from cnnfit.errors import CnnfitError
 
 _LISTED = 50  # findings of one kind listed one by one; the rest are counted in one line
@@ -117,9 +118,18 @@ def _facts(data: bytes) -> tuple[str, int, int, str]:
 
 def _member(zf: zipfile.ZipFile, name: str) -> bytes:
     try:
-        return zf.read(name)
+        info = zf.getinfo(name)
     except KeyError:
         raise DecodeError(f"no member {name} in {zf.filename}") from None
+    if why := member_problem(info):  # checked on its declared sizes before a byte is inflated
+        raise DecodeError(why)
+    return zf.read(info)
+
+
+def _file_bytes(path: str) -> bytes:
+    if (size := os.stat(path).st_size) > MAX_MEMBER_BYTES:
+        raise DecodeError(f"{size / 2**20:.0f} MB, over the {MAX_MEMBER_BYTES >> 20} MB an image file may take")
+    return Path(path).read_bytes()
 
 
 def _file_facts(files: list[str], source: Path | None, workers: int | None) -> list:
@@ -134,7 +144,7 @@ def _file_facts(files: list[str], source: Path | None, workers: int | None) -> l
             plain.append(i)
         else:
             members.setdefault(m["archive"], []).append((i, m["member"]))
-    for i, f in zip(plain, map_images(_facts, [files[i] for i in plain], lambda f: Path(f).read_bytes(), workers)):
+    for i, f in zip(plain, map_images(_facts, [files[i] for i in plain], _file_bytes, workers)):
         out[i] = f
     for archive, items in members.items():
         # names carry the archive's file name only: `source` when it is that archive, else the working folder

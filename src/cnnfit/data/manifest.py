@@ -7,6 +7,8 @@ A label cell is a class ('cat'), several labels ('cat;outdoor', ';' alone for no
 from __future__ import annotations
 
 import csv
+import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +22,50 @@ TARGET_COLUMNS = ("target", "value")  # a header naming the label column so make
 Entry = tuple[str, int, str, int]  # (file, split index or -1, label cell, line in the manifest)
 
 
-def read_manifest(path: Path) -> tuple[list[Entry], list[tuple[str, str]], str]:
-    """Rows `path,label[,split]` (a header row is optional); paths relative to the CSV's folder.
+def _rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line, cells) of every non-blank row of a UTF-8 CSV (a BOM is allowed), or a one-line error naming the line."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise CnnfitError(f"{path} line {line} is not UTF-8 (byte 0x{raw[exc.start]:02x}); save the manifest as "
+                          "UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
+    except csv.Error as exc:
+        raise CnnfitError(f"{path} line {reader.line_num}: {exc}; fix the row (a path with a comma needs "
+                          "quotes)") from None
+
+
+class _Inside:
+    """Whether files lie inside `top` once links are followed; a folder's real path is looked up once."""
+
+    def __init__(self, top: Path) -> None:
+        self.top, self.folders = os.path.realpath(top), {}
+
+    def __call__(self, file: str) -> bool:
+        folder, name = os.path.split(file)
+        if folder not in self.folders:
+            self.folders[folder] = os.path.realpath(folder)
+        real = os.path.join(self.folders[folder], name)
+        real = os.path.realpath(real) if os.path.islink(real) else real
+        return os.path.commonpath((self.top, real)) == self.top
+
+
+def read_manifest(path: Path, allow_outside: bool = False) -> tuple[list[Entry], list[tuple[str, str]], str]:
+    """Rows `path,label[,split]` (a header row is optional); paths relative to the CSV's folder, which they may
+    not leave (`..`, absolute paths, links out of it) unless `allow_outside`.
     Returns the entries, the rows that cannot be used with why, and the header's name for the label
     column ('' without a header)."""
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        rows = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
+    rows = _rows(path)
     column = ""
     if rows and rows[0][1][0].strip().lower() in ("path", "file", "filename"):
         column = rows[0][1][1].strip() if len(rows[0][1]) > 1 else ""
         rows = rows[1:]
     entries, bad = [], []
+    inside = _Inside(path.parent)
     for line, row in rows:
         if len(row) < 2 or not row[1].strip():
             bad.append((f"{path.name} line {line}", "needs path,label[,split]"))
@@ -40,9 +74,11 @@ def read_manifest(path: Path) -> tuple[list[Entry], list[tuple[str, str]], str]:
         if split and split not in SPLIT_NAMES:
             bad.append((f"{path.name} line {line}", f"unknown split '{row[2]}' (use train, val or test)"))
             continue
-        file = Path(row[0].strip()).expanduser()
-        entries.append((str(file if file.is_absolute() else path.parent / file), SPLIT_NAMES.get(split, -1),
-                        row[1].strip(), line))
+        file = str(path.parent / Path(row[0].strip()).expanduser())  # an absolute path stays as it is
+        if not allow_outside and not inside(file):
+            raise CnnfitError(f"{path} line {line}: '{row[0].strip()}' is outside the manifest's folder "
+                              f"{path.parent}; move the CSV above its images, or set data.allow_outside=true")
+        entries.append((file, SPLIT_NAMES.get(split, -1), row[1].strip(), line))
     if entries and len({e[1] < 0 for e in entries}) > 1:
         raise CnnfitError(f"{path}: give a split for every row or for none")
     return entries, bad, column

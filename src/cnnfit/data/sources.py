@@ -12,6 +12,7 @@ import hashlib
 import os
 import pickle
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,13 @@ _MNIST_CLASSES = {
 }
 _CHUNK = 1024  # images decoded per batch of work: bounds memory for datasets larger than RAM
 AUTO_PHOTO_SIZE = 64  # px for folders of mixed sizes: ~10x cheaper than 224 on CPU; set imgsz to change
+# Archives are checked on their declared sizes before a byte is inflated (zip bombs: a 1 MB zip can hold 1 GiB).
+MAX_MEMBER_BYTES = 64 << 20  # an image file over 64 MB is not a photo (a 48 MP JPEG is ~20 MB): skipped unread
+MAX_RATIO = 100  # deflate packs photos ~1:1 and MNIST's sparse digits ~5:1; 100:1 is a run of repeated bytes
+MIN_BOMB_BYTES = 4 << 20  # under 4 MB any ratio is harmless (a blank 1000x1000 BMP, 3 MB, packs ~1000:1)
+MAX_ARCHIVE_BYTES = 32 << 30  # inflated from one zip, npz or idx file: ~180x CIFAR-10's 184 MB; unzip larger sets
+CIFAR_FILES = {"cifar10": ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))),
+               "cifar100": ("meta", "test", "train")}  # the complete sets the official archives unpack to
 
 
 def data_root() -> Path:
@@ -46,24 +54,55 @@ class SourceRef:
     path: Path | None
     name: str  # what the user typed, for messages
     exclude: tuple[str, ...] = ()  # glob patterns of files to leave out (relative or absolute paths)
+    allow_outside: bool = False  # read files that links or CSV rows place outside the data folder
 
     def fingerprint(self) -> str:
         """Cheap identity of the source's content: names, sizes and mtimes of every file."""
-        h = hashlib.sha256(f"{self.kind}:{self.name}:{self.exclude}".encode())
+        h = hashlib.sha256(f"{self.kind}:{self.name}:{self.exclude}".encode("utf-8", "surrogateescape"))
+        h.update(b":outside" if self.allow_outside else b"")
         if self.kind == "digits":
             import sklearn
 
             h.update(sklearn.__version__.encode())
         elif self.path is not None:
-            files = sorted(self.path.rglob("*")) if self.path.is_dir() else [self.path]
+            files = walk(self.path, self.allow_outside)[0] if self.path.is_dir() else {str(self.path): self.path}
             if self.kind == "csv":  # the manifest and every image it names
-                files += [Path(e[0]) for e in read_manifest(self.path)[0]]
-            for f in files:
+                files |= {e[0]: Path(e[0]) for e in read_manifest(self.path, self.allow_outside)[0]}
+            for name, f in files.items():
                 if f.is_file():
                     st = f.stat()
-                    name = f.relative_to(self.path) if self.path.is_dir() else f
-                    h.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                    h.update(os.fsencode(name) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
         return h.hexdigest()[:24]
+
+
+def walk(root: Path, allow_outside: bool = False) -> tuple[dict[str, Path], list[str], list[tuple[str, str]]]:
+    """Every file under `root` by relative name, the sub-folders, and the links refused with why.
+    Symbolic links are followed when they stay inside `root` (or `allow_outside`), never round a loop."""
+    top = os.path.realpath(root)
+    files: dict[str, Path] = {}
+    folders: list[str] = []
+    refused: list[tuple[str, str]] = []
+    stack = [(str(root), "", top, (top,))]  # (path, relative name + "/", real path, real folders walked to it)
+    while stack:
+        here, rel, real_here, chain = stack.pop()
+        with os.scandir(here) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                name = rel + entry.name
+                real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_here, entry.name)
+                if entry.is_symlink() and not allow_outside and os.path.commonpath((top, real)) != top:
+                    refused.append((entry.path, f"a link to {real}, outside the data folder; set "
+                                                "data.allow_outside=true to read it"))
+                elif entry.is_dir():
+                    if real in chain:
+                        refused.append((entry.path, "a link to a folder that contains it: left out"))
+                    else:
+                        folders.append(name)
+                        stack.append((entry.path, name + "/", real, (*chain, real)))
+                elif entry.is_file():
+                    files[name] = Path(entry.path)
+                elif entry.is_symlink():
+                    refused.append((entry.path, "a broken link"))
+    return files, folders, refused
 
 
 def _idx_dir(d: Path) -> bool:
@@ -71,15 +110,18 @@ def _idx_dir(d: Path) -> bool:
 
 
 def _cifar_dir(d: Path) -> Path | None:
+    """The folder holding one of CIFAR's complete file sets; a lone file named `train` is not CIFAR."""
     for sub in (d, d / "cifar-10-batches-py", d / "cifar-100-python"):
-        if (sub / "data_batch_1").exists() or (sub / "train").is_file():
+        if any(all((sub / f).is_file() for f in files) for files in CIFAR_FILES.values()):
             return sub
     return None
 
 
-def resolve(spec: str, download: bool = False, exclude: tuple[str, ...] | list[str] = ()) -> SourceRef:
+def resolve(spec: str, download: bool = False, exclude: tuple[str, ...] | list[str] = (), *,
+            allow_outside: bool = False) -> SourceRef:
     """Turn `data=...` into a SourceRef, or say exactly what was looked for and where.
-    With `download`, a missing named dataset is fetched from its official address first."""
+    With `download`, a missing named dataset is fetched from its official address first. `allow_outside`
+    reads images that a folder's links or a manifest's rows place outside the folder (refused by default)."""
     if spec == "digits":
         return SourceRef("digits", None, spec)
     root = data_root()
@@ -110,9 +152,9 @@ def resolve(spec: str, download: bool = False, exclude: tuple[str, ...] | list[s
             return SourceRef("idx", path, spec)
         if _cifar_dir(path):
             return SourceRef("cifar", _cifar_dir(path), spec)
-        return SourceRef("folder", path, spec, tuple(exclude))
+        return SourceRef("folder", path, spec, tuple(exclude), allow_outside)
     if (kind := path.suffix.lower().lstrip(".")) in ("zip", "npz", "csv"):
-        return SourceRef(kind, path, spec, () if kind == "npz" else tuple(exclude))
+        return SourceRef(kind, path, spec, () if kind == "npz" else tuple(exclude), allow_outside)
     raise CnnfitError(f"data '{spec}' is a file cnnfit cannot read; use a folder of class folders, a .zip of "
                       "them, a .npz, or a named dataset")
 
@@ -149,11 +191,48 @@ def _read_digits(ref: SourceRef, size, channels) -> ImageSet:
     return _from_array(images, d.target, [str(c) for c in d.target_names], None, size, channels)
 
 
+def _over_total(declared: int) -> str | None:
+    if declared > MAX_ARCHIVE_BYTES:
+        return f"{declared / 2**30:.1f} GiB inflated, over the {MAX_ARCHIVE_BYTES >> 30} GiB read from one archive"
+    return None
+
+
+def _inflation(declared: int, stored: int) -> str | None:
+    """Why `declared` bytes inflated from `stored` are not read, or None when they may be."""
+    if why := _over_total(declared):
+        return why
+    if declared > MIN_BOMB_BYTES and declared > MAX_RATIO * max(stored, 1):
+        return (f"{declared / 2**20:.0f} MB packed into {stored / 2**20:.2f} MB (over {MAX_RATIO}:1): "
+                "a compression bomb, not image data")
+    return None
+
+
+def member_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why a zip member is skipped unread (by its declared sizes), or None: zipfile never inflates past them."""
+    if info.file_size > MAX_MEMBER_BYTES:
+        return f"{info.file_size / 2**20:.0f} MB, over the {MAX_MEMBER_BYTES >> 20} MB an image file may take"
+    return _inflation(info.file_size, info.compress_size)
+
+
 def _read_idx_file(path: Path) -> np.ndarray:
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    """An idx array of bytes; a .gz is inflated only up to the size its header declares, once that size is
+    checked against the file's (a gzip bomb is refused before it inflates)."""
+    fix = "download it again (data.download=true) or replace it"
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:3] != b"\0\0\x08" or not 1 <= head[3] <= 4:
+                raise CnnfitError(f"{path} is not an idx file of unsigned bytes (as MNIST's are); {fix}")
+            dims = [int.from_bytes(f.read(4), "big") for _ in range(head[3])]
+            size = int(np.prod(dims, dtype=object))
+            if why := _inflation(size, path.stat().st_size):
+                raise CnnfitError(f"{path} declares {dims}: {why}; {fix}")
+            raw = f.read(size)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CnnfitError(f"{path} cannot be read ({exc}); {fix}") from None
+    if len(raw) != size:
+        raise CnnfitError(f"{path} is truncated: {len(raw)} of the {size} bytes its header declares; {fix}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def _read_idx(ref: SourceRef, size, channels) -> ImageSet:
@@ -172,38 +251,138 @@ def _read_idx(ref: SourceRef, size, channels) -> ImageSet:
     return _from_array(images, labels, classes, origin, size, channels)
 
 
-def _read_cifar(ref: SourceRef, size, channels) -> ImageSet:
-    def load(name: str) -> dict:
-        with open(ref.path / name, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    """How protocol-2 pickles spell bytes (`_codecs.encode(text, 'latin1')`); no other codec is looked up."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"codec '{encoding}'")
+    return text.encode("latin1")
 
-    if (ref.path / "data_batch_1").exists():
-        files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-        meta, key, names = load("batches.meta"), b"labels", b"label_names"
+
+def _from_data(kind: type) -> Callable:
+    """bytes/bytearray built from data only: `bytes(10**10)` in a 30-byte pickle would take 10 GB."""
+    def build(source: object = b"", *args: str) -> object:
+        if isinstance(source, int):
+            raise pickle.UnpicklingError(f"{kind.__name__}({source}): a size, not data")
+        return kind(source, *args)
+    return build
+
+
+_NUMPY_REBUILD = ("multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer")  # how numpy arrays pickle
+# the only names a CIFAR batch may rebuild: containers, numbers, text, bytes and numpy arrays; never a function
+_CIFAR_NAMES = frozenset(
+    [("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "complex", "bool")]
+    + [(f"{pkg}.{mod}", name) for pkg in ("numpy.core", "numpy._core")
+       for mod, name in (n.split(".") for n in _NUMPY_REBUILD)]
+    + [("numpy", "ndarray"), ("numpy", "dtype")])
+_CIFAR_BUILDERS = {("_codecs", "encode"): _latin1, ("builtins", "bytes"): _from_data(bytes),
+                   ("builtins", "bytearray"): _from_data(bytearray)}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that builds data only: any other name in the file stops the load."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _CIFAR_BUILDERS:
+            return _CIFAR_BUILDERS[module, name]
+        if (module, name) not in _CIFAR_NAMES:
+            raise CnnfitError(f"refusing to load '{module}.{name}': a CIFAR batch holds arrays, lists and text, "
+                              "never code; use the files of the official CIFAR archive")
+        return super().find_class(module, name)
+
+
+def _cifar_batch(path: Path, keys: tuple[bytes, ...]) -> dict:
+    """A CIFAR python batch (a pickled dict) through _CifarUnpickler, with `keys` checked."""
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+    except CnnfitError as exc:
+        raise CnnfitError(f"{path}: {exc}") from None
+    except Exception as exc:  # any malformed pickle: UnpicklingError, EOFError, ValueError, TypeError, ...
+        raise CnnfitError(f"{path} is not a CIFAR python batch ({type(exc).__name__}: {exc}); "
+                          "use the files of the official CIFAR archive") from None
+    if not isinstance(batch, dict) or not all(k in batch for k in keys):
+        raise CnnfitError(f"{path} is not a CIFAR python batch: it needs the keys {[k.decode() for k in keys]}")
+    if b"data" in keys:
+        data = batch[b"data"]
+        try:
+            labels = np.asarray(batch[keys[-1]], dtype=np.int64)  # (N,)
+        except (TypeError, ValueError, OverflowError):
+            labels = None
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072
+                and labels is not None and labels.shape == (len(data),)):
+            raise CnnfitError(f"{path}: 'data' must be uint8 rows of 3x32x32 pixels, one label each, as CIFAR's are")
+        batch[keys[-1]] = labels
+    return batch
+
+
+def _read_cifar(ref: SourceRef, size, channels) -> ImageSet:
+    if all((ref.path / f).is_file() for f in CIFAR_FILES["cifar10"]):
+        files = (*CIFAR_FILES["cifar10"][2:], "test_batch")  # the five training batches, then the test batch
+        meta, key, names = "batches.meta", b"labels", b"label_names"
     else:
-        files, meta, key, names = ["train", "test"], load("meta"), b"fine_labels", b"fine_label_names"
-    batches = [load(f) for f in files]
+        files, meta, key, names = ("train", "test"), "meta", b"fine_labels", b"fine_label_names"
+    batches = [_cifar_batch(ref.path / f, (b"data", key)) for f in files]
+    classes = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n)
+               for n in _cifar_batch(ref.path / meta, (names,))[names]]
     images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
-    labels = np.concatenate([np.asarray(b[key]) for b in batches])
+    labels = np.concatenate([b[key] for b in batches])
+    if len(labels) and not 0 <= labels.min() <= labels.max() < len(classes):
+        raise CnnfitError(f"{ref.path}: labels run to {labels.max()} but the meta file names {len(classes)} classes")
     origin = np.concatenate([np.full(len(b[key]), 2 if "test" in f else 0) for f, b in zip(files, batches)])
-    return _from_array(images, labels, [n.decode() for n in meta[names]], origin.astype(np.int8), size, channels)
+    return _from_array(images, labels, classes, origin.astype(np.int8), size, channels)
+
+
+def _npy_overstated(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
+    """Why an .npy member's header promises more bytes than the member holds, or None."""
+    from numpy.lib import format as npy
+
+    with zf.open(info) as f:
+        version = npy.read_magic(f)
+        shape, _, dtype = (npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0)(f)
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    return f"declares {shape} {dtype} ({nbytes:,} bytes) in {info.file_size:,}" if nbytes > info.file_size else None
+
+
+def _npz(path: Path) -> tuple[set[str], Callable[[str], np.ndarray]]:
+    """The array names of an .npz and a reader of one, every member checked on its declared sizes before any
+    is inflated (an .npz is a zip: a 1 MB one can declare 1 GiB of zeros)."""
+    fix = "save it again with numpy.savez"
+    try:
+        z = np.load(path, allow_pickle=False)
+        for info in z.zip.infolist():
+            if why := _inflation(info.file_size, info.compress_size) or _npy_overstated(z.zip, info):
+                raise CnnfitError(f"{path}: array '{info.filename}' {why}; {fix}")
+        if why := _over_total(sum(i.file_size for i in z.zip.infolist())):
+            raise CnnfitError(f"{path}: {why}; {fix}")
+    except CnnfitError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CnnfitError(f"{path} is not a readable .npz ({exc}); {fix}") from None
+
+    def get(key: str) -> np.ndarray:
+        try:
+            return z[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise CnnfitError(f"{path}: array '{key}' cannot be read ({exc}); {fix}") from None
+
+    return set(z.files), get
 
 
 def _read_npz(ref: SourceRef, size, channels) -> ImageSet:
-    z = np.load(ref.path, allow_pickle=False)
-    keys = set(z.files)
+    keys, get = _npz(ref.path)
     if {"x_train", "y_train"} <= keys:
-        xs, ys = [z["x_train"]], [z["y_train"]]
+        xs, ys = [get("x_train")], [get("y_train")]
         if {"x_test", "y_test"} <= keys:
-            xs.append(z["x_test"]), ys.append(z["y_test"])
+            xs.append(get("x_test")), ys.append(get("y_test"))
         origin = np.concatenate([np.full(len(y), 2 * i) for i, y in enumerate(ys)]).astype(np.int8)
         x, y = np.concatenate(xs), np.concatenate(ys)
     else:
         xk = next((k for k in ("images", "x", "X") if k in keys), None)
         yk = next((k for k in ("labels", "y", "Y") if k in keys), None)
         if xk is None or yk is None:
-            raise CnnfitError(f"{ref.path} needs arrays 'images' and 'labels' (or x_train/y_train); found {sorted(keys)}")
-        x, y, origin = z[xk], z[yk], None
+            raise CnnfitError(f"{ref.path} needs arrays 'images' and 'labels' (or x_train/y_train); "
+                              f"found {sorted(keys)}")
+        x, y, origin = get(xk), get(yk), None
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
@@ -213,7 +392,7 @@ def _read_npz(ref: SourceRef, size, channels) -> ImageSet:
     if x.dtype != np.uint8:
         x = np.clip(x * (255.0 if x.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
     values, y = np.unique(y, return_inverse=True)
-    classes = [str(c) for c in z["classes"]] if "classes" in keys else [str(v) for v in values]
+    classes = [str(c) for c in get("classes")] if "classes" in keys else [str(v) for v in values]
     return _from_array(x, y, classes, origin, size, channels)
 
 
@@ -238,33 +417,63 @@ def _hidden(rel: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in Path(rel).parts)
 
 
+def shown(name: str) -> str:
+    """A file name safe to print and write as UTF-8: bytes that are not UTF-8 shown as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _zip_files(ref: SourceRef) -> tuple[dict[str, zipfile.ZipInfo], Callable, Callable, list[tuple[str, str]]]:
+    """Image members by relative name (one wrapping folder stripped), their loader and display, and the
+    members skipped unread on their declared sizes."""
+    try:
+        zf = zipfile.ZipFile(ref.path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise CnnfitError(f"{ref.path} is not a readable zip ({exc}); zip the class folders again") from None
+    infos = [i for i in zf.infolist() if not i.is_dir()]
+    tops = {Path(i.filename).parts[0] for i in infos}
+    strip = len(tops) == 1 and all(len(Path(i.filename).parts) >= 3 for i in infos)  # one wrapping folder
+    rel = {(i.filename.split("/", 1)[1] if strip else i.filename): i for i in infos}
+    display = lambda r: f"{ref.path.name}:{rel[r].filename}"
+    skipped, total = [], 0
+    for r in sorted(r for r in rel if is_image_name(r) and not _hidden(r)):
+        if why := member_problem(rel[r]) or _over_total(total + rel[r].file_size):
+            skipped.append((display(r), f"{why}; skipped unread"))
+            del rel[r]
+        else:
+            total += rel[r].file_size
+    return rel, lambda r: zf.read(rel[r]), display, skipped
+
+
+def _folder_files(ref: SourceRef) -> tuple[dict[str, Path], list[str], list[tuple[str, str]]]:
+    """Files by relative name, sub-folders, and what is left out: refused links, names that are not UTF-8."""
+    files, folders, skipped = walk(ref.path, ref.allow_outside)
+    skipped = [(shown(f), why) for f, why in skipped]
+    for r in [r for r in files if shown(r) != r]:  # os.fsdecode's surrogates: not UTF-8 on disk
+        skipped.append((shown(str(files.pop(r))), "the file name is not valid UTF-8; rename the file"))
+    return files, folders, skipped
+
+
 def _file_entries(ref: SourceRef):
     """(entries, skipped, load, display, label column) for a folder, a zip or a CSV manifest."""
     if ref.kind == "csv":
-        entries, skipped, column = read_manifest(ref.path)
+        entries, skipped, column = read_manifest(ref.path, ref.allow_outside)
         entries = [e for e in entries if not _excluded(e[0], e[0], ref.exclude)]
         return entries, skipped, lambda r: r, lambda r: r, column
     if ref.kind == "zip":
-        zf = zipfile.ZipFile(ref.path)
-        names = [i.filename for i in zf.infolist() if not i.is_dir()]
-        tops = {Path(n).parts[0] for n in names}
-        strip = len(tops) == 1 and all(len(Path(n).parts) >= 3 for n in names)  # one wrapping folder
-        rel = {(n.split("/", 1)[1] if strip else n): n for n in names}
-        load: Callable[[str], str | bytes] = lambda r: zf.read(rel[r])
-        display = lambda r: f"{ref.path.name}:{rel[r]}"
+        rel, load, display, skipped = _zip_files(ref)
     else:
-        rel = {p.relative_to(ref.path).as_posix(): p for p in ref.path.rglob("*") if p.is_file()}
+        rel, folders, skipped = _folder_files(ref)
         load = display = lambda r: str(rel[r])
     names = sorted(r for r in rel if not _hidden(r) and is_image_name(r) and not _excluded(display(r), r, ref.exclude))
-    entries, skipped = _layout(names)
-    skipped = [(display(r), why) for r, why in skipped]
+    entries, strays = _layout(names)
+    skipped += [(display(r), why) for r, why in strays]
     if ref.kind == "folder":  # class folders without a single image: said, not silently dropped
         used = {Path(r).parent.as_posix() for r in names}
-        for d in sorted(p for p in ref.path.rglob("*") if p.is_dir()):
-            r = d.relative_to(ref.path).as_posix()
-            depth = 2 if any(e[1] >= 0 for e in entries) else 1
-            if len(Path(r).parts) == depth and not _hidden(r) and not any(u == r or u.startswith(r + "/") for u in used):
-                skipped.append((str(d) + "/", "empty class folder: no images, class left out"))
+        depth = 2 if any(e[1] >= 0 for e in entries) else 1
+        for r in folders:
+            if len(Path(r).parts) == depth and not _hidden(r) and not any(u == r or u.startswith(r + "/")
+                                                                          for u in used):
+                skipped.append((shown(str(ref.path / r)) + "/", "empty class folder: no images, class left out"))
     return entries, skipped, load, display, ""
 
 
@@ -279,9 +488,10 @@ def _in_memory(shape: tuple[int, ...], name: str) -> np.ndarray:
 def _read_files(ref: SourceRef, size, channels, resize, workers, alloc=_in_memory, task: str = "auto") -> ImageSet:
     entries, skipped, load, display, column = _file_entries(ref)
     if not entries:
-        raise CnnfitError(f"no images found in '{ref.name}'; expected one sub-folder per class "
-                          f"(e.g. {ref.name}/cats/1.jpg), optionally inside train/ val/ test/"
-                          if ref.kind != "csv" else f"no usable rows in '{ref.name}'; expected path,label[,split]")
+        left = f" ({len(skipped)} left out, first {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise CnnfitError(f"no images found in '{ref.name}'{left}; expected one sub-folder per class "
+                          f"(e.g. {ref.name}/cats/1.jpg), optionally inside train/ val/ test/" if ref.kind != "csv"
+                          else f"no usable rows in '{ref.name}'{left}; expected path,label[,split]")
     # the task is settled from every row before any decoding, so a bad row fails in a second, not after an hour
     task = manifest_task(entries, task, column, ref.path.name) if ref.kind == "csv" else "classify"
     headers = map_images(probe, [e[0] for e in entries], load, workers)

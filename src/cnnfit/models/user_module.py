@@ -1,7 +1,11 @@
-"""A user's own model, `model=pkg.mod:Class` (or a factory function): imported with the working directory on
-sys.path, and called with whichever of num_classes, in_chans and imgsz its signature names, plus the model options;
-through **kwargs it gets num_classes only (as torchvision's builders take it). It must return an nn.Module; a `.head`
-Linear is optional."""
+"""A user's own model, `model=pkg.mod:Class` (or a factory function): imported, and called with whichever of
+num_classes, in_chans and imgsz its signature names, plus the model options; through **kwargs it gets num_classes
+only (as torchvision's builders take it). It must return an nn.Module; a `.head` Linear is optional.
+
+A name the user typed (the command line, a Python call) is imported with the working directory on sys.path, as
+`python -m` does, and is remembered as trusted for this process: a checkpoint of the run it trains may name it
+again. A name read from a file is imported only when the user trusts that file (`trust_code=true`), and never
+from the working directory: a downloaded run must not run a module that sits beside it."""
 
 from __future__ import annotations
 
@@ -16,8 +20,17 @@ import torch.nn as nn
 from cnnfit.errors import CnnfitError, suggest
 
 
-def load(name: str) -> Callable[..., Any]:
-    """The class or factory that `pkg.mod:Attr` names, imported with the working directory on sys.path."""
+_TYPED: set[str] = set()  # names the user typed in this process: their code has run already
+
+
+def is_typed(name: str) -> bool:
+    """Whether the user named `name` themselves in this process (so a file naming it runs no new code)."""
+    return name in _TYPED
+
+
+def load(name: str, *, typed: bool = True) -> Callable[..., Any]:
+    """The class or factory that `pkg.mod:Attr` names. `typed`: the user wrote the name (not a file), so the working
+    directory goes on sys.path and the name is remembered as trusted."""
     module_name, _, attr = name.partition(":")
     if not module_name or not attr or ":" in attr:
         raise CnnfitError(f"model '{name}' must read module:attribute, e.g. mynets:Net for class Net in mynets.py")
@@ -26,14 +39,16 @@ def load(name: str) -> Callable[..., Any]:
         raise CnnfitError(f"model '{name}' names a file; write its module as a dotted name, e.g. {dotted}:{attr}, "
                           f"and run from the folder that holds it")
     cwd = os.getcwd()
-    if cwd not in sys.path:
+    if typed and cwd not in sys.path:
         sys.path.insert(0, cwd)  # as `python -m` does: the user's modules sit beside their config
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise CnnfitError(f"model '{name}': no module named '{module_name}' in {cwd} or the installed packages; "
-                              f"run from the folder that holds it, or fix the name") from None
+            where, fix = ((f"in {cwd} or the installed packages", "run from the folder that holds it") if typed else
+                          ("in the installed packages", "install it or add its folder to PYTHONPATH"))
+            raise CnnfitError(f"model '{name}': no module named '{module_name}' {where}; {fix}, "
+                              f"or fix the name") from None
         raise CnnfitError(f"model '{name}': {module_name} imports '{exc.name}', which is not installed; "
                           f"install it") from None
     except Exception as exc:  # a user's module may raise anything at import
@@ -51,6 +66,8 @@ def load(name: str) -> Callable[..., Any]:
     if not callable(obj):
         raise CnnfitError(f"model '{name}': {attr} is of type {type(obj).__name__}, not a class or function; "
                           f"name an nn.Module class or a function that returns one")
+    if typed:
+        _TYPED.add(name)
     return obj
 
 
@@ -70,8 +87,10 @@ def params_of(fn: Callable[..., Any]) -> tuple[list[str], bool]:
     return named, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
-def build(name: str, *, num_classes: int, in_chans: int, imgsz: int | None, options: dict) -> nn.Module:
-    fn = load(name)
+def build(name: str, *, num_classes: int, in_chans: int, imgsz: int | None, options: dict,
+          typed: bool = True) -> nn.Module:
+    """The model `name` builds for these sizes and options; `typed` as in `load`."""
+    fn = load(name, typed=typed)
     named, var_kw = params_of(fn)
     kwargs = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans), ("imgsz", imgsz))
               if k in named and v is not None}

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from cnnfit.errors import CnnfitError
-from cnnfit.models.registry import create
+from cnnfit.models import custom, user_module
+from cnnfit.models.registry import create, list_models, options_of
 
 
 @dataclass
@@ -141,12 +143,94 @@ def load_pretrained(model: nn.Module, path: str | Path, *, classes: list[str] | 
     return report
 
 
-def from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", channels_last: bool = False) -> nn.Module:
+# What a checkpoint or model.json may describe. A file is data, so each value is checked before it sizes anything:
+# a side of 200,000 px would allocate ~40 GB per decoded image.
+MIN_IMGSZ = 4  # px, data.imgsz's own lower bound
+MAX_IMGSZ = 4096  # px, 4x data.imgsz's upper bound (1024): room for exported models, a 4096^2 RGB image is 50 MB
+CHANNELS = (1, 3)  # grayscale or RGB, as data.channels
+_MAX_DEPTH = 32  # nesting of model options: a layers list with residual blocks inside residual blocks
+_NEEDED = ("model", "model_kwargs", "classes", "channels", "imgsz", "state_dict")
+
+
+def from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", channels_last: bool = False, *,
+                    trust_code: bool = False, source: str = "the checkpoint") -> nn.Module:
     """The model a checkpoint (or an exported model.json) describes, with its weights, in eval mode: the one way
     evaluate, predict, serve and export rebuild a model. channels_last: NHWC weights, 2.2x faster fp32 inference
-    than NCHW for fastnet on 2 CPU cores (oneDNN)."""
-    model = create(ckpt["model"], num_classes=len(ckpt["classes"]), in_chans=ckpt["channels"],
-                   **ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["state_dict"])
+    than NCHW for fastnet on 2 CPU cores (oneDNN).
+
+    The file is data: it may name a registered model or carry a layers list, with options the builder declares and
+    plain JSON values. A `pkg.mod:Class` it names is imported only with `trust_code=True` (or when the user named
+    that model in this process), never from the working directory. `source` names the file in errors."""
+    name, kwargs = _described(ckpt, source)
+    if custom.is_yaml(name):
+        if not isinstance(kwargs.get("layers"), list):  # a layers file is never read on a file's word
+            raise CnnfitError(f"{source} names the layers file '{name}' without its layers list; it is damaged "
+                              "or not written by cnnfit: retrain, or rebuild it from the file with models.create")
+    elif custom.is_custom(name) and not (trust_code or user_module.is_typed(name)):
+        raise CnnfitError(f"{source} names model '{name}', which runs code from the file; if you trust it, "
+                          "add trust_code=true")
+    elif not custom.is_custom(name) and name not in list_models():
+        raise CnnfitError(f"{source} names model '{name}', which is not a registered model; "
+                          f"choose a run trained with one of: {', '.join(list_models())}")
+    num_classes, in_chans = len(ckpt["classes"]), ckpt["channels"]
+    if custom.is_custom(name) and not custom.is_yaml(name):
+        imgsz = kwargs.pop("imgsz", None)
+        model = user_module.build(name, num_classes=num_classes, in_chans=in_chans, imgsz=imgsz, options=kwargs,
+                                  typed=False)
+    else:
+        takes = {"imgsz", *(["layers"] if custom.is_yaml(name) else options_of(name))}
+        unknown = sorted(set(kwargs) - takes)
+        if unknown:
+            raise CnnfitError(f"{source}: model {name} has no option {', '.join(unknown)}; it takes: "
+                              f"{', '.join(sorted(takes))}; the file is damaged or not written by cnnfit")
+        model = create(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as exc:  # missing, unexpected or misshapen tensors
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnfitError(f"{source}: its weights do not fit model {name} ({why[:200]}); the file is damaged or "
+                          "not written by cnnfit") from None
     return model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).eval()
 
+
+def _described(ckpt: Any, source: str) -> tuple[str, dict[str, Any]]:
+    """The model name and a copy of its options, once the fields that size the model are checked."""
+    if not isinstance(ckpt, dict):
+        raise CnnfitError(f"{source} holds a {type(ckpt).__name__}, not a model description; pass a run directory "
+                          "or an export written by cnnfit")
+    missing = [k for k in _NEEDED if k not in ckpt]
+    if missing:
+        raise CnnfitError(f"{source} has no {', '.join(missing)}; it is damaged or not written by cnnfit")
+    name, kwargs, classes, channels = ckpt["model"], ckpt["model_kwargs"], ckpt["classes"], ckpt["channels"]
+    checks = [(isinstance(name, str) and name != "", "model must be a model name"),
+              (isinstance(kwargs, dict) and _plain(kwargs), "model_kwargs must hold plain JSON values"),
+              (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes),
+               "classes must be a list of names"),
+              (_int(channels) and channels in CHANNELS, f"channels must be one of {CHANNELS}"),
+              (_int(ckpt["imgsz"]) and MIN_IMGSZ <= ckpt["imgsz"] <= MAX_IMGSZ,
+               f"imgsz must be a size from {MIN_IMGSZ} to {MAX_IMGSZ} px")]
+    if isinstance(kwargs, dict) and "imgsz" in kwargs:
+        checks.append((_int(kwargs["imgsz"]) and MIN_IMGSZ <= kwargs["imgsz"] <= MAX_IMGSZ,
+                       f"model_kwargs imgsz must be a size from {MIN_IMGSZ} to {MAX_IMGSZ} px"))
+    failed = [what for ok, what in checks if not ok]
+    if failed:
+        raise CnnfitError(f"{source} is not a valid cnnfit model description: {failed[0]}; it is damaged or not "
+                          "written by cnnfit")
+    return name, dict(kwargs)
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """None, bool, int, float, str, and lists and str-keyed dicts of them: values JSON can hold, nothing callable."""
+    if depth > _MAX_DEPTH:
+        return False
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, list):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return False

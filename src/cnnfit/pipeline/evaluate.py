@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from cnnfit import engine, models
 from cnnfit.engine import load_checkpoint
@@ -72,7 +73,7 @@ class _Scored:
 def evaluate(run: str | Path, *, dataset: ImageSet | None = None, extra: dict | None = None, device: str = "auto",
              data: str | None = None, tta: str | None = None, calibrate: bool | None = None,
              more_plots: Callable[[], object] | None = None, report: bool | None = None,
-             amp: str | None = None) -> dict[str, Any]:
+             amp: str | None = None, trust_code: bool = False) -> dict[str, Any]:
     """Test-split metrics of a run's best.pt, by its task, and report.html over everything the run wrote.
 
     Writes metrics.json, predictions.csv and plots/ (classify: confusion counts and row-normalized, as CSV too,
@@ -81,17 +82,25 @@ def evaluate(run: str | Path, *, dataset: ImageSet | None = None, extra: dict | 
     (its test split if it has one, else every image) into RUN/eval_<name>/, leaving the run's own files alone.
     `tta` and `calibrate` default to the run's eval settings; calibration fits a temperature on the val split,
     stores it in best.pt, and predict uses it. `more_plots` draws the caller's own figures (training curves)
-    after the headline is logged and before the report that shows them."""
-    t0 = time.perf_counter()
+    after the headline is logged and before the report that shows them. `trust_code`: import the pkg.mod:Class
+    model best.pt names (it runs that module's code)."""
     run_dir = rundir.finished(run)
+    with rundir.lock(run_dir):  # it writes the run's scores and plots, and best.pt when calibrating: one writer
+        return _evaluate(run_dir, dataset, extra, device, data, tta, calibrate, more_plots, report, amp, trust_code)
+
+
+def _evaluate(run_dir: Path, dataset: ImageSet | None, extra: dict | None, device: str, data: str | None,
+              tta: str | None, calibrate: bool | None, more_plots: Callable[[], object] | None, report: bool | None,
+              amp: str | None, trust_code: bool) -> dict[str, Any]:
+    t0 = time.perf_counter()
     ckpt = load_checkpoint(run_dir / "best.pt")
     task = ckpt.get("task", "classify")  # checkpoints from before other tasks existed are classifiers
-    cfg = Config.model_validate(ckpt["config"])
+    cfg = _run_config(ckpt, run_dir / "best.pt")
     tta = tta or cfg.eval.tta
     report = cfg.eval.report if report is None else report
     dev = pick_device(device)
     channels_last = resolve_channels_last(cfg.train.channels_last, dev)[0]  # the run's layout: its fast one
-    model = models.from_checkpoint(ckpt, dev, channels_last)
+    model = models.from_checkpoint(ckpt, dev, channels_last, trust_code=trust_code, source=str(run_dir / "best.pt"))
     if tta != "none":
         model = TTA(model, tta, task, cfg.eval.tta_shift)
     split = rundir.read_json(run_dir / "split.json")
@@ -134,6 +143,15 @@ def evaluate(run: str | Path, *, dataset: ImageSet | None = None, extra: dict | 
     page = write_report(out_dir) if report else "none (eval.report=false)"
     log.info(f"metrics -> {out_dir / 'metrics.json'}, report -> {page}")
     return metrics
+
+
+def _run_config(ckpt: dict, path: Path) -> Config:
+    """The settings the run was trained with, as best.pt records them."""
+    try:
+        return Config.model_validate(ckpt.get("config"))
+    except ValidationError as exc:
+        raise CnnfitError(f"{path} holds no valid run config ({exc.errors()[0]['msg']}); it is damaged or not "
+                          "written by cnnfit train") from None
 
 
 def _multilabel(job: _Scoring, outputs: torch.Tensor, labels: torch.Tensor, val_idx: np.ndarray, run_dir: Path,

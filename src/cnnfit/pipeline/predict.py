@@ -40,16 +40,18 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def predict(run: str | Path, paths: list[str], *, topk: int = 5, out: str | Path | None = None,
-            device: str = "auto", tta: str | None = None, format: str = "csv") -> list[dict[str, Any]]:
+            device: str = "auto", tta: str | None = None, format: str = "csv",
+            trust_code: bool = False) -> list[dict[str, Any]]:
     """Predictions for image files, decoded exactly as training decoded them, from a run directory or an exported
     .onnx (both through `load_predictor`); writes a CSV, or with format=json a list of objects. By the run's task:
     top-k classes (file, top1, prob1, ...), label sets at the fitted thresholds (file, labels 'a;b',
     prob_<label> ...) or the target in its own units (file, value). Probabilities use the run's calibration
     temperature when eval fitted one; `tta` defaults to the run's eval.tta (an .onnx graph has none).
-    Files that cannot be decoded are listed and skipped."""
+    Files that cannot be decoded are listed and skipped. `trust_code`: import the pkg.mod:Class model a best.pt
+    names (it runs that module's code)."""
     if format not in ("csv", "json"):
         raise CnnfitError(f"format={format!r} is not an output format; choose from: csv, json")
-    predictor = load_predictor(run, device=device, tta=tta)
+    predictor = load_predictor(run, device=device, tta=tta, trust_code=trust_code)
     classes, task = predictor.classes, predictor.task
     files = _expand(paths)
     if not files:

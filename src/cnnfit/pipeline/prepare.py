@@ -46,7 +46,8 @@ class Prepared:
 def load_data(cfg: Config) -> tuple[ImageSet, bool, Path | None]:
     d = cfg.data
     return open_dataset(d.source, imgsz=d.imgsz, channels=d.channels, resize=d.resize, workers=d.workers,
-                        cache=d.cache, task=d.task, download=d.download, exclude=d.exclude)
+                        cache=d.cache, task=d.task, download=d.download, exclude=d.exclude,
+                        allow_outside=d.allow_outside)
 
 
 def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:

@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,13 +57,14 @@ def finished(run: str | Path) -> Path:
 
 
 def start(cfg: Config, resolved: Config, *, run_dir: Path | None, parts: dict[str, np.ndarray], split_how: str,
-          skipped: list, init: Any, ctx: distributed.Dist) -> Path:
-    """The run's directory, created only now that every input is checked (a resumed run keeps its own), with
-    what the run is: config.yaml, split.json, skipped.txt, init.json. Under data parallelism rank 0 alone
-    writes, and tells the other ranks the name."""
+          skipped: list, init: Any, ctx: distributed.Dist, held: contextlib.ExitStack) -> Path:
+    """The run's directory, created only now that every input is checked (a resumed run keeps its own) and locked
+    in `held` (see `lock`), with what the run is: config.yaml, split.json, skipped.txt, init.json. Under data
+    parallelism rank 0 alone writes, and tells the other ranks the name."""
     resumed = run_dir is not None
     if not resumed:
         run_dir = distributed.broadcast(new_run_dir(cfg.project, cfg.name) if ctx.main else None, ctx)
+    held.enter_context(lock(run_dir, ctx))
     if not ctx.main:
         return run_dir
     if not resumed:
@@ -74,6 +77,29 @@ def start(cfg: Config, resolved: Config, *, run_dir: Path | None, parts: dict[st
         write_json(run_dir / "init.json", asdict(init), indent=1)
     distributed.write_run_dir(ctx, run_dir)
     return run_dir
+
+
+@contextlib.contextmanager
+def lock(run_dir: Path, ctx: distributed.Dist = distributed.SINGLE) -> Iterator[None]:
+    """RUN/.lock held while this process writes the run (trains, resumes or calibrates it), so a second writer is
+    refused at once instead of interleaving its checkpoints with ours. The OS drops the lock when the process
+    dies: a killed run leaves none behind. Under data parallelism rank 0 holds it for the job; within a process
+    it is reentrant, so the evaluation at the end of a run takes it again."""
+    from filelock import FileLock, Timeout
+
+    if not ctx.main:
+        yield
+        return
+    held = FileLock(run_dir / ".lock", is_singleton=True)  # one per file: this process may take it again
+    try:
+        held.acquire(timeout=0)
+    except Timeout:
+        raise CnnfitError(f"{run_dir} is being written by another cnnfit process (training, resuming or "
+                          "calibrating it); wait for it to end, or work on a copy of the folder") from None
+    try:
+        yield
+    finally:
+        held.release()
 
 
 def split_changed(run_dir: Path, parts: dict[str, np.ndarray]) -> str | None:
@@ -115,5 +141,5 @@ def eval_dir(run_dir: Path, source: str) -> Path:
     return out
 
 
-__all__ = ["Run", "eval_dir", "finished", "read_json", "save_calibration", "split_changed", "start", "write_json",
-           "write_scores"]
+__all__ = ["Run", "eval_dir", "finished", "lock", "read_json", "save_calibration", "split_changed", "start",
+           "write_json", "write_scores"]

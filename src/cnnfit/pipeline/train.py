@@ -1,8 +1,9 @@
-"""The recipe, top to bottom: resolve -> prepare -> build -> fit -> finish (`_run`), and the entry points
+"""The recipe, top to bottom: resolve -> prepare -> build -> fit -> finish (`_recipe`), and the entry points
 around it: `train` (one run, a resumed run, or N seeds) and `lr_find`."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -114,8 +115,13 @@ class _Built:
     meta: dict[str, Any]  # what every checkpoint carries to eval, predict, export and serve
 
 
-def _run(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bool, extra_callbacks: list,
-         test: bool, ctx: distributed.Dist, device: torch.device) -> Run:
+def _run(cfg: Config, run_dir: Path | None, ckpt: dict | None, **options: Any) -> Run:
+    with contextlib.ExitStack() as held:  # rundir.start locks the run directory in it; the run's end unlocks it
+        return _recipe(cfg, run_dir, ckpt, held=held, **options)
+
+
+def _recipe(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bool, extra_callbacks: list,
+            test: bool, ctx: distributed.Dist, device: torch.device, held: contextlib.ExitStack) -> Run:
     t0 = time.perf_counter()
     set_deterministic(cfg.train.deterministic)
     if device.type == "cpu":
@@ -126,7 +132,7 @@ def _run(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bool,
     b = _build(cfg, r, prep, ckpt, device)
     resumed_at = ckpt["train_state"]["step"] if ckpt is not None else None
     run_dir = rundir.start(cfg, r.config, run_dir=run_dir, parts=prep.parts, split_how=prep.split_how,
-                           skipped=prep.ds.skipped, init=b.init, ctx=ctx)
+                           skipped=prep.ds.skipped, init=b.init, ctx=ctx, held=held)
     model = _place(b.model, cfg, r, ctx, device)
     augment = build_augment(cfg)
     train_loader, val_loader, common = _loaders(cfg, prep, b.labels, augment, r, ctx, device)

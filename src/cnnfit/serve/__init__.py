@@ -1,7 +1,8 @@
 """HTTP inference for a run directory or an exported .onnx: `cnnfit serve RUN`, or
 
     from cnnfit.serve import serve
-    serve("runs/train3", port=8000, api_key="s3cret")   # POST /predict, GET /model, /health, / (upload page)
+    serve("runs/train3", port=8000, api_key_file="~/.cnnfit-key")   # or $CNNFIT_API_KEY; POST /predict, GET /model,
+                                                                     # /health, / (upload page)
 
 Needs fastapi, uvicorn and python-multipart, imported here and nowhere else in cnnfit."""
 

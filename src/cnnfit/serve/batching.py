@@ -4,10 +4,10 @@
     probs = await batcher.submit(images)     # (n, C, H, W) uint8 -> (n, K), from inside any request handler
 
 One collector task on the event loop takes the first waiting request, then whatever else queued while the
-previous batch ran, then waits up to `max_wait_ms` for requests announced by `expect()` (still being read or
-decoded), up to `max_batch` images; it runs `predict` on the group in one inference thread, so the event loop
-never blocks and the model sees one batch at a time. A lone request waits for nobody: at concurrency 1,
-batching costs no latency."""
+previous batch ran, then waits up to `max_wait_ms` for requests announced by `expect()` (bodies in, being
+decoded: a client still uploading, perhaps never finishing, holds no batch), up to `max_batch` images; it
+runs `predict` on the group in one inference thread, so the event loop never blocks and the model sees one
+batch at a time. A lone request waits for nobody: at concurrency 1, batching costs no latency."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class MicroBatcher:
 
     @contextmanager
     def expect(self) -> Iterator[None]:
-        """Around the work before `submit` (reading, decoding): batches wait up to max_wait_ms for it."""
+        """Around the work just before `submit` (decoding a body already read): batches wait max_wait_ms for it."""
         self.coming += 1
         try:
             yield

@@ -13,7 +13,7 @@ const input = $("file"), drop = $("drop"), preview = $("preview"), bars = $("bar
 let objectUrl = null;
 
 fetch("health").then(r => r.json()).then(h => {
-  $("model").textContent = h.model;
+  $("model").textContent = h.model || "(named to key holders)";  // a server with a key tells no one else
   $("keyrow").hidden = !h.auth;
 }).catch(() => {});
 

@@ -74,20 +74,58 @@ class Pruning(Callback):
             state.stop = f"pruned by the {self.pruner} pruner at epoch {epoch}"
 
 
+# the PyPI package that provides each SQLAlchemy driver module a storage URL may name
+_DRIVERS = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "pg8000": "pg8000", "pymysql": "pymysql",
+            "MySQLdb": "mysqlclient", "asyncpg": "asyncpg"}
+
+
+def shown_url(url: str) -> str:
+    """A storage URL as logs and errors show it: its password, in the user part or a ?password= query, starred."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "(an unreadable storage URL)"
+    hidden = {k: "hidden" for k in parsed.query if "password" in k.lower()}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+
+
+def _secrets(url: str) -> list[str]:
+    """The passwords a storage URL holds, so a driver's message that repeats one can have it starred."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    given = [parsed.password] + [v for k, v in parsed.query.items() if "password" in k.lower()]
+    return [str(p) for value in given for p in ([value] if isinstance(value, str) else value or []) if p]
+
+
 def _storage(url: str) -> Any:
     import optuna
 
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     # several processes write one SQLite file: wait for its lock rather than fail
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except ImportError as exc:  # SQLAlchemy imports the URL's driver only now
+            missing = exc.name or getattr(exc.__cause__, "name", None) or "the driver the URL names"  # optuna wraps it
+            package = _DRIVERS.get(missing, missing)
+            raise CnnfitError(f"the study storage {shown_url(url)} needs the Python package '{package}', which is "
+                              f"not installed; pip install {package}, or name an installed driver in the URL") from None
+        except ArgumentError as exc:
+            raise CnnfitError(f"storage={shown_url(url)} is not a database URL ({exc}); use e.g. "
+                              "postgresql://user@host/db or sqlite:///study.db") from None
         except SQLAlchemyError as exc:  # two machines starting at once both create the tables: one loses, retries
             if attempt == 4:
-                raise CnnfitError(f"cannot open the study storage {url.split('@')[-1]}: {str(exc).splitlines()[0]}; "
-                                  "check the URL and that the database server is running") from None
+                why = str(exc).splitlines()[0]
+                for secret in _secrets(url):
+                    why = why.replace(secret, "***")
+                raise CnnfitError(f"cannot open the study storage {shown_url(url)}: {why}; check the URL and that "
+                                  "the database server is running") from None
             time.sleep(1 + attempt)
 
 
@@ -121,14 +159,16 @@ def _tune_dir(cfg: Config) -> Path:
     return new_run_dir(cfg.project, name)
 
 
-def _open_study(cfg: Config, tune_dir: Path, direction: str, space: dict[str, Dist], trials: int) -> Any:
-    """Create the study (and, for a grid, enqueue every point exactly once), or load it when it exists."""
+def _open_study(cfg: Config, tune_dir: Path, direction: str, space: dict[str, Dist], trials: int,
+                storage: Any = None) -> Any:
+    """Create the study (and, for a grid, enqueue every point exactly once), or load it when it exists; `storage`:
+    the one already opened, else the config's."""
     import optuna
 
     t = cfg.tune
     # seeded sampling only where one process samples: seeded workers would all draw the same points
     seed = cfg.train.seed if t.workers == 1 and t.storage is None else None
-    storage = _storage(t.storage or f"sqlite:///{tune_dir / 'study.db'}")
+    storage = storage or _storage(t.storage or f"sqlite:///{tune_dir / 'study.db'}")
     study_name = tune_dir.name if t.storage is None else ("tune" if cfg.name == "train" else cfg.name)
     sampler, pruner = _sampler(t.sampler, seed, trials), _pruner(t.pruner, cfg.train.epochs)
     try:
@@ -269,16 +309,17 @@ def tune(cfg: Config) -> TuneResult:
     # monitor=auto as train resolves it: every automatic score but regression's val_loss grows with quality
     monitor = "val_loss" if cfg.train.monitor == "auto" and task == "regress" else cfg.train.monitor
     direction = "minimize" if DIRECTIONS.get(monitor) == "min" else "maximize"
-    tune_dir = _tune_dir(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _open_study(cfg, tune_dir, direction, space, trials)
+    shared = _storage(cfg.tune.storage) if cfg.tune.storage else None  # refused before any folder is made
+    tune_dir = _tune_dir(cfg)
+    study = _open_study(cfg, tune_dir, direction, space, trials, shared)
     if cfg.tune.resume and cfg.tune.storage is None:
         lost = _retry_lost(study)
         log.info(f"resuming study '{study.study_name}': {_finished(study)} trials finished"
                  + (f", {lost} interrupted ones queued again" if lost else ""))
     log.info(f"tune {tune_dir}: {cfg.tune.sampler} sampler, {cfg.tune.pruner} pruner, {trials} trials, {direction} "
              f"{monitor if monitor != 'auto' else 'the val score'}, {cfg.tune.workers} worker(s); "
-             f"storage {cfg.tune.storage or tune_dir / 'study.db'}")
+             f"storage {shown_url(cfg.tune.storage) if cfg.tune.storage else tune_dir / 'study.db'}")
     if not cfg.tune.space:
         log.info("no space given: searching " + ", ".join(f"{k} {v}" for k, v in DEFAULT_SPACE.items()))
     _run_workers(cfg, tune_dir, monitor, direction, study)
@@ -362,4 +403,4 @@ def _refit(base: Config, study: Any, tune_dir: Path, task: str) -> tuple[Any, di
                  "epochs": len(run.history)}
 
 
-__all__ = ["Pruning", "TuneResult", "tune"]
+__all__ = ["Pruning", "TuneResult", "shown_url", "tune"]

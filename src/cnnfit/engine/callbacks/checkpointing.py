@@ -35,15 +35,19 @@ class Checkpointing(Callback):
                 "step": state.step, "metrics": dict(state.metrics)}
 
     def _save(self, state: State, ckpt: dict[str, Any], name: str) -> None:
-        """A failed write (a full disk) stops the run with the reason; the previous file stays whole."""
+        """A failed write (a full disk) stops the run with the reason and what is left: the previous file stays
+        whole, and the way on is a resume only when a last.pt exists to resume from."""
         if not self.write:
             return
         try:
             save_checkpoint(ckpt, self.run_dir / name)
         except OSError as exc:
             state.failed = True
-            state.stop = (f"writing {self.run_dir / name} failed at step {state.step} ({exc.strerror or exc}); the "
-                          f"previous {name} is intact: free space, then resume with cnnfit train resume={self.run_dir}")
+            kept = f"the previous {name} is intact" if (self.run_dir / name).is_file() else f"no {name} was written yet"
+            then = (f"resume with cnnfit train resume={self.run_dir}" if (self.run_dir / "last.pt").is_file()
+                    else "train again")
+            state.stop = (f"writing {self.run_dir / name} failed at step {state.step} ({exc.strerror or exc}); "
+                          f"{kept}: free space, then {then}")
 
     def save_last(self, state: State) -> None:
         if not state.check_finite():
