@@ -38,7 +38,7 @@ def test_auto_means_none():
     ("optim.lrr=0.1", "did you mean 'optim.lr'"),
     ("epochs=0", "train.epochs=0 is invalid"),
     ("epochs=ten", "valid integer"),
-    ("data.resize=stretch", "'squash', 'crop' or 'pad'"),
+    ("data.resize=stretch", "'squash', 'crop', 'pad' or 'center'"),
     ("novalue", "expected key=value"),
     ("compile=fast", "train.compile='fast' is invalid"),
     ("aug.hflip=sometimes", "aug.hflip='sometimes' is invalid"),

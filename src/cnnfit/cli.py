@@ -121,7 +121,8 @@ COMMANDS: dict[str, Command] = {
     "compare": Command("RUN RUN ... [key=value ...]", CompareOptions, "cnnfit.report:compare",
                        "the runs' metrics and config differences side by side, their curves overlaid"),
     "predict": Command("RUN PATHS... [key=value ...]", PredictOptions, "cnnfit.pipeline:predict", "top-k classes "
-                       "(label sets, values) for files, folders, globs; RUN is a run directory or an exported .onnx"),
+                       "(label sets, values) for files, folders, globs; RUN is a run directory, an exported .onnx, "
+                       "or imagenet:MODEL (a zoo model's ImageNet head, untrained)"),
     "export": Command("RUN [key=value ...]", ExportOptions, "cnnfit.export:export",
                       "a model that takes uint8 pixels (checked against torch on val)"),
     "serve": Command("RUN|model.onnx [key=value ...]", ServeOptions, "cnnfit.serve:serve",

@@ -24,7 +24,9 @@ class DataConfig(_Group):
                         "a folder of class folders, a .zip of them, or a .npz")
     imgsz: int | None = Field(None, ge=4, le=1024, description="square input size in pixels")
     channels: Literal[1, 3] | None = Field(None, description="1 or 3; auto: 1 when every image is grayscale")
-    resize: Literal["squash", "crop", "pad"] = Field("squash", description="how non-square images become square")
+    resize: Literal["squash", "crop", "pad", "center"] = Field(
+        "squash", description="how non-square images become square; center: the shorter side to imgsz/0.875, then "
+        "a centre crop (ImageNet's evaluation)")
     val: float = Field(0.15, gt=0.0, lt=1.0, description="validation fraction when the source has no val split")
     test: float = Field(0.15, gt=0.0, lt=1.0, description="test fraction when the source has no test split")
     cache: bool = Field(True, description="decode once and memory-map later runs")

@@ -26,6 +26,7 @@ from cnnfit.models import CHANNELS, MAX_IMGSZ, MIN_IMGSZ, from_checkpoint
 
 BATCH = 256  # images per forward pass: bounds memory for any N; ~3 MB of uint8 at 3x64x64
 LAYOUTS = ("nchw", "nhwc")
+IMAGENET = "imagenet:"  # load_predictor("imagenet:efficientnet_lite0"): a zoo model's ImageNet head, as shipped
 
 
 class Pixels(nn.Module):
@@ -95,6 +96,8 @@ def load_predictor(path: str | Path, *, device: str = "cpu", tta: str | None = N
     """A run directory (its best.pt, torch backend; the run's calibration and eval.tta unless `tta` is given)
     or an exported .onnx file (onnxruntime backend; everything it needs read from its metadata, checked).
     `trust_code`: import the pkg.mod:Class model a best.pt names (it runs that module's code)."""
+    if str(path).startswith(IMAGENET):
+        return _imagenet_predictor(str(path).removeprefix(IMAGENET), device=device, tta=tta)
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         return _onnx_predictor(path, device=device, tta=tta)
@@ -150,6 +153,29 @@ def _torch_predictor(run_dir: Path, *, device: str, tta: str | None, trust_code:
             "temperature": module.temperature, "tta": tta, **run_metrics(run_dir)}
     return Predictor(classes=list(ckpt["classes"]), imgsz=int(ckpt["imgsz"]), channels=int(ckpt["channels"]),
                      resize=ckpt["resize"], task=module.task, source=str(run_dir), backend="torch", info=info, _run=run)
+
+
+def _imagenet_predictor(name: str, *, device: str, tta: str | None) -> Predictor:
+    """A zoo model with its ImageNet weights and head, untrained by cnnfit: the 1000 ImageNet-1k classes, decoded
+    and normalized as the weights were trained (so a user sees the weights work before fine-tuning)."""
+    from cnnfit.device import pick_device
+    from cnnfit.models import create, imagenet_classes, imagenet_weights
+
+    if tta not in (None, "none"):
+        raise CnnfitError(f"tta={tta} is for runs; predict with imagenet:{name} without tta")
+    state_dict, meta = imagenet_weights(name)
+    dev = pick_device(device)
+    model = create(name, num_classes=meta["num_classes"], in_chans=meta["channels"], imgsz=meta["imgsz"])
+    model.load_state_dict(state_dict)
+    module = Pixels(model, mean=meta["mean"], std=meta["std"]).to(dev).eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x).to(dev)).cpu().numpy()
+
+    info = {"model": name, "weights": meta["source"], "imagenet_top1": meta["top1"], "tta": "none"}
+    return Predictor(classes=imagenet_classes(), imgsz=meta["imgsz"], channels=meta["channels"], resize="center",
+                     task="classify", source=IMAGENET + name, backend="torch", info=info, _run=run)
 
 
 def _onnx_predictor(path: Path, *, device: str, tta: str | None) -> Predictor:

@@ -90,3 +90,13 @@ def test_too_many_pixels_is_a_skip_reason(tmp_path, monkeypatch):
         decode_image(tmp_path / "big.png", 8, 1)
     with pytest.raises(DecodeError, match="too many pixels"):
         probe(tmp_path / "big.png")
+
+
+def test_center_resize_takes_the_middle_as_imagenet_evaluation_does(tmp_path):
+    """Shorter side to size / 0.875, then a centre crop: 256 px high -> 224, so 16 px off the top and bottom."""
+    img = np.full((256, 384, 3), 255, np.uint8)  # (H, W, C), white
+    img[:8], img[-8:] = 0, 0  # black bands well inside the 16 px the crop takes off each side
+    Image.fromarray(img).save(tmp_path / "band.png")
+    out = decode_image(tmp_path / "band.png", 224, 3, "center")  # (3, 224, 224) at scale 1: no blur to blame
+    assert out.shape == (3, 224, 224) and out.min() >= 250
+    assert decode_image(tmp_path / "band.png", 224, 3, "crop")[:, 0].max() < 5  # "crop" keeps the bands

@@ -14,7 +14,7 @@ import numpy as np
 from cnnfit.data import DecodeError, is_image_name, map_images
 from cnnfit.errors import CnnfitError
 from cnnfit.files import free_name, write_atomic, write_csv
-from cnnfit.predictor import BATCH, load_predictor
+from cnnfit.predictor import BATCH, IMAGENET, load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,10 @@ def predict(run: str | Path, paths: list[str], *, topk: int = 5, out: str | Path
     if not kept:
         raise CnnfitError("none of the given files could be decoded as an image")
     probs = np.concatenate(chunks)  # (N, K)
-    home = Path(predictor.source) if predictor.backend == "torch" else Path(predictor.source).parent
+    if predictor.source.startswith(IMAGENET):  # no run directory: the output goes to the working directory
+        home = Path.cwd()
+    else:
+        home = Path(predictor.source) if predictor.backend == "torch" else Path(predictor.source).parent
     if task == "multilabel":  # each label on its own, at the thresholds evaluate fitted on val
         saved = home / "thresholds.json"
         fitted = json.loads(saved.read_text()) if saved.is_file() else {}
