@@ -77,14 +77,15 @@ _EXAMPLES = {"conv": "conv: {filters: 32}", "act": "act: relu", "dense": "dense:
 _NEW_TENSOR = {"conv", "bn", "pool", "gpool", "dense", "residual"}  # an activation after these may work in place
 
 
-def _int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An int that is not a bool (True is an int to Python, never a size here)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     **dict.fromkeys(("filters", "kernel", "stride", "groups", "dilation", "size", "units"),
-                    (lambda v: _int(v) and v > 0, "a positive integer")),
-    "padding": (lambda v: v in ("same", "valid") or (_int(v) and v >= 0), "same, valid or a number of pixels"),
+                    (lambda v: is_int(v) and v > 0, "a positive integer")),
+    "padding": (lambda v: v in ("same", "valid") or (is_int(v) and v >= 0), "same, valid or a number of pixels"),
     "bias": (lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"),
     "name": (lambda v: isinstance(v, str) and v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"),
     "type": (lambda v: v in ("max", "avg"), "max or avg"),

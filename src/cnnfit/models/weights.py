@@ -206,21 +206,17 @@ def _described(ckpt: Any, source: str) -> tuple[str, dict[str, Any]]:
               (isinstance(kwargs, dict) and _plain(kwargs), "model_kwargs must hold plain JSON values"),
               (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes),
                "classes must be a list of names"),
-              (_int(channels) and channels in CHANNELS, f"channels must be one of {CHANNELS}"),
-              (_int(ckpt["imgsz"]) and MIN_IMGSZ <= ckpt["imgsz"] <= MAX_IMGSZ,
+              (custom.is_int(channels) and channels in CHANNELS, f"channels must be one of {CHANNELS}"),
+              (custom.is_int(ckpt["imgsz"]) and MIN_IMGSZ <= ckpt["imgsz"] <= MAX_IMGSZ,
                f"imgsz must be a size from {MIN_IMGSZ} to {MAX_IMGSZ} px")]
     if isinstance(kwargs, dict) and "imgsz" in kwargs:
-        checks.append((_int(kwargs["imgsz"]) and MIN_IMGSZ <= kwargs["imgsz"] <= MAX_IMGSZ,
+        checks.append((custom.is_int(kwargs["imgsz"]) and MIN_IMGSZ <= kwargs["imgsz"] <= MAX_IMGSZ,
                        f"model_kwargs imgsz must be a size from {MIN_IMGSZ} to {MAX_IMGSZ} px"))
     failed = [what for ok, what in checks if not ok]
     if failed:
         raise CnnfitError(f"{source} is not a valid cnnfit model description: {failed[0]}; it is damaged or not "
                           "written by cnnfit")
     return name, dict(kwargs)
-
-
-def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
