@@ -14,8 +14,9 @@ COLORS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    """Tests never read or write the user's cache; one cache per test session."""
+    """Tests never read or write the user's caches (data and weights); one of each per test session."""
     os.environ["CNNFIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["CNNFIT_WEIGHTS"] = str(tmp_path_factory.mktemp("weights"))
     yield
 
 

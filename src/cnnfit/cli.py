@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from cnnfit.config import EvalConfig, ModelConfig, TrainConfig, load_config, recipes
+from cnnfit.config import NOT_OPTIONS, EvalConfig, ModelConfig, TrainConfig, load_config, recipes
 from cnnfit.errors import CnnfitError, suggest
 
 _RUNS = "the run's"  # unset: what the run was trained (or last evaluated) with
@@ -94,7 +94,7 @@ class ModelsOptions(_Options):
     classes: int = _key(10, "number of classes")
 
 
-_MODEL_KEYS = [k for k in ModelConfig.model_fields if k not in ("name", "init", "trust_code")]
+_MODEL_KEYS = [k for k in ModelConfig.model_fields if k not in NOT_OPTIONS]
 SummaryOptions = create_model(  # ModelsOptions, the model, and its model.* keys typed and described as in config.py
     "SummaryOptions", __base__=ModelsOptions,
     model=(str, _key("simplecnn", "a registered model, a layers .yaml or pkg.mod:Class")),

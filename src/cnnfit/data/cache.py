@@ -26,7 +26,7 @@ from cnnfit.data.imageset import ImageSet, check_task
 from cnnfit.data.loader import channel_stats
 from cnnfit.data.sources import SourceRef, read, resolve
 from cnnfit.errors import CnnfitError
-from cnnfit.files import write_atomic
+from cnnfit.files import atomic_path, write_atomic
 
 CACHE_VERSION = 4  # bump when decoding or the entry format changes, so old entries are never reused (2: task,
 #                   3: native size, 4: checksum)
@@ -266,12 +266,17 @@ def open_dataset(source: str, *, imgsz: int | None, channels: int | None, resize
     return *load_imageset(ref, imgsz, channels, resize, workers, cache, task=task), ref.path
 
 
+def _beside(ds: ImageSet, key: np.ndarray | str, kind: str, suffix: str) -> Path | None:
+    """The file for (kind, key) next to the dataset's cache entry; None for data that has no entry."""
+    entry = Path(ds.images.filename).parent if isinstance(ds.images, np.memmap) and ds.images.filename else None
+    raw = key.encode() if isinstance(key, str) else np.ascontiguousarray(key, dtype=np.int64).tobytes()
+    return entry / f"{kind}-{hashlib.sha256(raw).hexdigest()[:24]}{suffix}" if entry is not None else None
+
+
 def remembered(ds: ImageSet, key: np.ndarray | str, kind: str, compute: Callable[[], Any]) -> Any:
     """compute(), kept as JSON next to the dataset's cache entry under (kind, key): a second run of
     the same data and split reuses it. Without a cache entry it is simply computed."""
-    entry = Path(ds.images.filename).parent if isinstance(ds.images, np.memmap) and ds.images.filename else None
-    raw = key.encode() if isinstance(key, str) else np.ascontiguousarray(key, dtype=np.int64).tobytes()
-    path = entry / f"{kind}-{hashlib.sha256(raw).hexdigest()[:24]}.json" if entry is not None else None
+    path = _beside(ds, key, kind, ".json")
     if path is not None and path.exists():
         try:
             return json.loads(path.read_text())
@@ -284,6 +289,25 @@ def remembered(ds: ImageSet, key: np.ndarray | str, kind: str, compute: Callable
         except OSError:
             pass  # a read-only cache still trains; it just recomputes next time
     return value
+
+
+def remembered_array(ds: ImageSet, key: str, kind: str, compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+    """compute(), an array kept as .npy next to the dataset's cache entry (read without pickle), and whether it
+    came from there: a frozen backbone's features, computed once per data, split and weights."""
+    path = _beside(ds, key, kind, ".npy")
+    if path is not None and path.exists():
+        try:
+            return np.load(path, allow_pickle=False), True
+        except (OSError, ValueError):
+            pass  # damaged: computed again and rewritten
+    value = np.ascontiguousarray(compute())
+    if path is not None:
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, value, allow_pickle=False)
+        except OSError:
+            pass
+    return value, False
 
 
 def split_stats(ds: ImageSet, idx: np.ndarray) -> tuple[list[float], list[float]]:

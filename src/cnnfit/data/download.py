@@ -6,14 +6,12 @@ the network. A partial or corrupt download never lands under its real name.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
-import urllib.request
 from pathlib import Path
 
+from cnnfit import files
 from cnnfit.errors import CnnfitError
-from cnnfit.files import atomic_path
 
 # (base URL, [(file, md5)]): the addresses and checksums the datasets' authors publish
 OFFICIAL = {
@@ -38,24 +36,7 @@ OFFICIAL = {
 
 
 def md5sum(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fetch(url: str, target: Path, md5: str) -> None:
-    try:
-        with atomic_path(target) as tmp:  # checked before it takes the name: a corrupt download leaves no file
-            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    out.write(block)
-            got = md5sum(tmp)
-            if got != md5:
-                raise CnnfitError(f"download of {url} is corrupt (md5 {got}, expected {md5}); try again later")
-    except OSError as exc:
-        raise CnnfitError(f"cannot download {url} ({exc}); check the network or place the files by hand") from None
+    return files.digest(path, "md5")
 
 
 def download(name: str, root: Path, base_url: str | None = None) -> Path:
@@ -64,15 +45,16 @@ def download(name: str, root: Path, base_url: str | None = None) -> Path:
     `base_url` (or CNNFIT_MIRROR) replaces the official address, for mirrors and offline tests."""
     if name not in OFFICIAL:
         raise CnnfitError(f"cnnfit cannot download '{name}'; downloadable: {', '.join(OFFICIAL)}")
-    official, files = OFFICIAL[name]
+    official, listed = OFFICIAL[name]
     base = base_url or os.environ.get("CNNFIT_MIRROR") or official
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
-    for file, md5 in files:
+    for file, md5 in listed:
         target = folder / file
         if target.exists() and md5sum(target) == md5:
             continue
-        _fetch(base.rstrip("/") + "/" + file, target, md5)
+        files.download(base.rstrip("/") + "/" + file, target, algorithm="md5", expected=md5,
+                       fix="check the network or place the files by hand")
         if file.endswith(".tar.gz"):
             with tarfile.open(target) as tar:
                 tar.extractall(folder, filter="data")  # "data": no absolute paths, links or devices

@@ -116,6 +116,8 @@ class DeviceLoader:
         Labels are served as given: (B,) int64 classes, (B, L) float multi-hot, or (B,) float32 targets;
         `balanced` and `augment_classes` draw by class, so they are for class labels only."""
         self.index = np.arange(len(labels)) if index is None else np.asarray(index, dtype=np.int64)
+        if images.dtype != np.uint8 and (augment is not None or alternate_flip):
+            raise CnnfitError("augmentation needs images; these rows are features (a frozen backbone's)")
         nbytes = len(self.index) * int(np.prod(images.shape[1:]))
         self.stream = stream if stream is not None else (
             isinstance(images, np.memmap) and nbytes > memory_budget(device))
@@ -224,6 +226,9 @@ class DeviceLoader:
         state saved alongside, a resumed epoch sees exactly the images and augmentations the interrupted one
         would have."""
         for xb, y in self._batches(order, first, epoch):
+            if xb.dtype != torch.uint8:  # float rows are features (a frozen backbone's, cached): served as they are
+                yield xb, (y.float() if self.task == "multilabel" else y)
+                continue
             x = normalize(xb, self.mean, self.inv_std, lambda x: self._augment(x, y))  # (B, C, H, W) float32
             yield x.contiguous(memory_format=self.memory_format), (
                 y.float() if self.task == "multilabel" else y)  # BCE wants float targets, (B, L)

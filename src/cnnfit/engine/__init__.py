@@ -1,6 +1,6 @@
 """The training engine: fit, infer, State, checkpoints, losses, scores, optimizers and schedules."""
 
-from cnnfit.engine import finetune, losses, scores
+from cnnfit.engine import features, finetune, losses, scores
 from cnnfit.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnfit.engine.compile import compile_checked
 from cnnfit.engine.loop import StepOptions, autocast, fit, infer
@@ -9,5 +9,5 @@ from cnnfit.engine.optim import build_optimizer, decoupled_sgd, make_schedule, p
 from cnnfit.engine.state import Batches, State
 
 __all__ = ["Batches", "LRFind", "State", "StepOptions", "autocast", "build_optimizer", "compile_checked",
-           "decoupled_sgd", "finetune", "fit", "infer", "load_checkpoint", "losses", "lr_range_test", "make_schedule",
-           "param_groups", "save_checkpoint", "scale_lr", "scores"]
+           "decoupled_sgd", "features", "finetune", "fit", "infer", "load_checkpoint", "losses", "lr_range_test",
+           "make_schedule", "param_groups", "save_checkpoint", "scale_lr", "scores"]

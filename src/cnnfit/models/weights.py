@@ -105,11 +105,14 @@ def _adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
 
 
-def load_pretrained(model: nn.Module, path: str | Path, *, classes: list[str] | None = None) -> InitReport:
+def load_pretrained(model: nn.Module, path: str | Path | dict[str, torch.Tensor], *, classes: list[str] | None = None,
+                    name: str | None = None) -> InitReport:
     """Copy every tensor that fits into `model`; report the rest. A file that matches under half of the model is
     refused: it is almost surely weights of another architecture. The head is replaced when its shape differs,
-    or when a cnnfit checkpoint was trained on other class names than `classes` (same count, other meaning)."""
-    source, source_classes = _read(path)
+    or when a cnnfit checkpoint was trained on other class names than `classes` (same count, other meaning).
+    `path` may be a state_dict already read (ImageNet weights); `name` then says where it came from."""
+    source, source_classes = (path, None) if isinstance(path, dict) else _read(path)
+    label = (name or "a state_dict") if isinstance(path, dict) else str(path)
     other_classes = classes is not None and source_classes is not None and source_classes != classes
     ours = model.state_dict()
     renames = getattr(model, "tv_renames", None)
@@ -118,7 +121,7 @@ def load_pretrained(model: nn.Module, path: str | Path, *, classes: list[str] | 
     # the classifier and any auxiliary classifiers: the parts whose shape follows the class count
     head_prefixes = tuple(f"{name}." for name, _ in model.named_children() if name == "head" or name.startswith("aux"))
     first_conv = next((n + ".weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
-    report, merged = InitReport(str(path)), {}
+    report, merged = InitReport(label), {}
     for key, value in source.items():
         if key not in ours:
             report.unexpected.append(key)
@@ -137,7 +140,7 @@ def load_pretrained(model: nn.Module, path: str | Path, *, classes: list[str] | 
     tensors = [k for k in ours if not k.endswith("num_batches_tracked")]
     matched = sum(1 for k in tensors if k in merged or k in report.new_head)
     if matched < len(tensors) / 2:
-        raise CnnfitError(f"init weights '{path}' match only {matched} of {len(tensors)} tensors of this model "
+        raise CnnfitError(f"init weights '{label}' match only {matched} of {len(tensors)} tensors of this model "
                           f"({report.summary()}); are they for another architecture?")
     model.load_state_dict(merged, strict=False)
     return report

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from cnnfit import engine
-from cnnfit.config import Config, ResumeConfig, help_text as config_help
+from cnnfit.config import IMAGENET, Config, ResumeConfig, help_text as config_help
 from cnnfit.data.sources import AUTO_PHOTO_SIZE
 from cnnfit.device import amp_name, cpu_has_bf16, resolve_amp, resolve_channels_last
 from cnnfit.errors import CnnfitError
@@ -97,7 +97,8 @@ def resolve(cfg: Config, *, task: str, shape: tuple[int, int, int], train_counts
         "data": d.model_copy(update={"imgsz": h, "channels": c, "source": absolute(d.source), "task": task}),
         "optim": o.model_copy(update={"lr": base_lr, "weight_decay": wd}),
         "train": t.model_copy(update={"amp": amp_name(amp_dtype), "channels_last": channels_last, "monitor": monitor}),
-        "model": cfg.model.model_copy(update={"init": absolute(cfg.model.init) if cfg.model.init else None}),
+        "model": cfg.model.model_copy(update={"init": absolute(cfg.model.init) if cfg.model.init not in (None, IMAGENET)
+                                              else cfg.model.init}),
         "finetune": ft.model_copy(update={"backbone_lr_mult": backbone_lr_mult}),
         "schedule": cfg.schedule.model_copy(update={"gamma": gamma}),
         "resume": ResumeConfig(),

@@ -51,6 +51,10 @@ def _finetune_text(frozen: list[str], ft: Any, epochs: int, backbone_lr_mult: fl
     return "; ".join(parts)
 
 
+def _value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _optimizer_text(cfg: Config, r: Resolved) -> str:
     o, t = cfg.optim, cfg.train
     return (f"{o.name} lr {r.lr:g} weight_decay {r.weight_decay:g}"
@@ -82,7 +86,7 @@ def _data_rows(cfg: Config, prep: Prepared, run_dir: Path) -> list[tuple[str, st
 
 def train_rows(cfg: Config, r: Resolved, prep: Prepared, *, run_dir: Path, model: torch.nn.Module,
                options: dict[str, Any], init: Any, frozen: list[str], device: torch.device, ctx: Dist,
-               steps: int, resumed_at: int | None) -> list[tuple[str, str, str]]:
+               steps: int, resumed_at: int | None, weights: Any = None) -> list[tuple[str, str, str]]:
     """Every row of the run summary, from the resolved settings."""
     t, ft, rc = cfg.train, cfg.finetune, r.config
     n_params = sum(p.numel() for p in model.parameters())
@@ -91,6 +95,8 @@ def train_rows(cfg: Config, r: Resolved, prep: Prepared, *, run_dir: Path, model
         *_data_rows(cfg, prep, run_dir),
         ("model", f"{cfg.model.name}, {n_params:,} parameters", ", ".join(f"{k}={v}" for k, v in options.items())),
         *([("init", init.summary(), f"from {cfg.model.init} (details in init.json)")] if init else []),
+        *([("weights", weights.describe(), "init=imagenet: the input follows the weights")] if weights else []),
+        *[(key, _value(value), why) for key, value, why in (weights.filled if weights else [])],
         *([("fine-tune", _finetune_text(frozen, ft, t.epochs, backbone_lr_mult), "")] if frozen or ft.head_lr_mult != 1
           or backbone_lr_mult != 1 else []),
         ("device", f"{device}, amp {rc.train.amp}, channels_last {r.channels_last}"

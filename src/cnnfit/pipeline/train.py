@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from cnnfit.pipeline.evaluate import evaluate
 from cnnfit.pipeline.prepare import Prepared, build_augment, init_from_data, prepare, write_data_report, write_samples
 from cnnfit.pipeline.resolve import Resolved, resolve
 from cnnfit.pipeline.resume import resume_config
+from cnnfit.pipeline.transfer import Weights, feature_loaders, imagenet_recipe
 from cnnfit.pipeline.rundir import Run
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,12 @@ def _recipe(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bo
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on each step's activations: a tenth of a CPU step
     seed_everything(distributed.rank_seed(cfg.train.seed, ctx.rank))  # init differs per rank; DDP copies rank 0's
+    cfg, weights = imagenet_recipe(cfg)  # init=imagenet: the weights decide the input, before the data is read
     prep = _prepare(cfg, ctx, run_dir)
+    if weights is not None:  # normalized as in the weights' own training, not by this data's statistics
+        prep = replace(prep, mean=weights.mean(prep.ds.shape[0]), std=weights.std(prep.ds.shape[0]))
     r = resolve(cfg, task=prep.ds.task, shape=prep.ds.shape, train_counts=prep.train_counts, device=device)
-    b = _build(cfg, r, prep, ckpt, device)
+    b = _build(cfg, r, prep, ckpt, device, weights)
     resumed_at = ckpt["train_state"]["step"] if ckpt is not None else None
     run_dir = rundir.start(cfg, r.config, run_dir=run_dir, parts=prep.parts, split_how=prep.split_how,
                            skipped=prep.ds.skipped, init=b.init, ctx=ctx, held=held)
@@ -139,16 +143,20 @@ def _recipe(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bo
     per_epoch = -(-len(train_loader) // cfg.train.accumulate)  # optimizer steps per epoch
     summary.log_table("cnnfit train", summary.train_rows(
         cfg, r, prep, run_dir=run_dir, model=model, options=b.options, init=b.init, frozen=b.frozen, device=device,
-        ctx=ctx, steps=per_epoch, resumed_at=resumed_at))
+        ctx=ctx, steps=per_epoch, resumed_at=resumed_at, weights=weights))
     if ctx.main:
         write_data_report(prep, run_dir)
     optimizer, schedule = _optimizer(cfg, r, model, per_epoch)
-    schedule_cb = LRSchedule(schedule)
-    tensorboard = _tensorboard(prep, b, run_dir, common) if cfg.train.tensorboard and ctx.main else None
-    callbacks = _callbacks(cfg, r, b, run_dir, schedule_cb, ctx, tensorboard) + extra_callbacks
     fresh = ckpt is None and b.init is None  # a resumed or init= model keeps its weights
     init_seconds = init_from_data(model, prep.ds.images, b.labels, prep.parts["train"], cfg.train.seed, common) \
         if fresh else 0.0
+    if not find_lr and (on := feature_loaders(cfg, model, b.labels, prep, r.amp_dtype, b.frozen, augment, ctx,
+                                              common)) is not None:
+        model, train_loader, val_loader = on  # the head alone, on the frozen backbone's cached features
+        b = replace(b, frozen=[])
+    schedule_cb = LRSchedule(schedule)
+    tensorboard = _tensorboard(prep, b, run_dir, common) if cfg.train.tensorboard and ctx.main else None
+    callbacks = _callbacks(cfg, r, b, run_dir, schedule_cb, ctx, tensorboard) + extra_callbacks
     forward, compile_why = _forward(cfg, model, r, b, ctx, device, train_loader)
     if find_lr:
         return _range_test(model, train_loader, optimizer, b.loss_fn, r.amp_dtype, run_dir)
@@ -192,8 +200,9 @@ def _prepare(cfg: Config, ctx: distributed.Dist, run_dir: Path | None) -> Prepar
     return prep
 
 
-def _build(cfg: Config, r: Resolved, prep: Prepared, ckpt: dict | None, device: torch.device) -> _Built:
-    """The loss, the targets and the model, started from init= weights (or the resumed ones)."""
+def _build(cfg: Config, r: Resolved, prep: Prepared, ckpt: dict | None, device: torch.device,
+           imagenet: Weights | None) -> _Built:
+    """The loss, the targets and the model, started from init= weights (or ImageNet's, or the resumed ones)."""
     ds, t = prep.ds, cfg.train
     models.check_name(cfg.model.name)
     counts = prep.train_counts if ds.task == "classify" else None
@@ -206,15 +215,21 @@ def _build(cfg: Config, r: Resolved, prep: Prepared, ckpt: dict | None, device: 
         target_scale = (float(tr.mean()), float(max(tr.std(), 1e-12)))
         labels = ((ds.labels - target_scale[0]) / target_scale[1]).astype(np.float32)
     c, h, _ = ds.shape
-    options = {k: v for k, v in cfg.model.model_dump(exclude={"name", "init"}).items() if v is not None}
+    options = cfg.model.options()
     model = models.create(cfg.model.name, num_classes=len(ds.classes), in_chans=c, imgsz=h, **options)
-    init = models.load_pretrained(model, cfg.model.init, classes=ds.classes) if cfg.model.init and not ckpt else None
+    init = None
+    if imagenet is not None and not ckpt:
+        init = models.load_pretrained(model, imagenet.state_dict, name=f"ImageNet: {imagenet.meta['source']}")
+    elif cfg.model.init and not ckpt:
+        init = models.load_pretrained(model, cfg.model.init, classes=ds.classes)
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state"])
     frozen = engine.finetune.resolve_freeze(model, r.frozen_default)
     meta = {"model": cfg.model.name, "model_kwargs": {**models.builder_kwargs(cfg.model.name, imgsz=h), **options},
             "classes": ds.classes, "imgsz": h, "channels": c, "resize": cfg.data.resize, "mean": prep.mean,
             "std": prep.std, "task": ds.task, "target_scale": target_scale, "config": r.config.model_dump(mode="json")}
+    if imagenet is not None:  # where the backbone's weights came from, for whoever reloads the model
+        meta["pretrained"] = {k: imagenet.meta[k] for k in ("source", "top1")} | {"dataset": "ImageNet-1k"}
     return _Built(model, options, init, frozen, loss_fn, labels, meta)
 
 
