@@ -23,9 +23,16 @@ the val photos again). "s to final val" = wall seconds from the start of the tra
 to its last validation; "s total" adds cnnfit's work after training (test evaluation, plots, report). The headline:
 the seconds cnnfit's fine-tune needs to reach the tutorial's best val accuracy (an upper bound: its setup, its
 epochs' own seconds up to that epoch, and all of the run's time between epochs, i.e. checkpoint writes), divided by
-the tutorial's total seconds; the goal is <= 1/3. cnnfit runs 3 seeds by default, the tutorial 1: it is the slow
-one (smoke run, 2 busy CPU cores: one tutorial epoch 457 s at batch 4 in fp32; one cnnfit epoch 11 s head-only,
-52 s from scratch), so the default run takes hours.
+the tutorial's total seconds; the goal is <= 1/3. cnnfit's fine-tune runs 3 seeds by default, the tutorial and
+from scratch 1 each: they are the slow ones. The default run takes about 20 minutes on 2 CPU cores.
+
+Measured (2 CPU cores with bf16, idle, efficientnet_lite0, the decoded images cached):
+    method             runs  val final        val best         s total
+    cnnfit fine-tune      3  0.9564 ± 0.0038  0.9608 ± 0.0000  94.1 ± 8.8
+    tutorial              1  0.9281           0.9608           580.6      (23 s an epoch; its best at epoch 2)
+    cnnfit scratch        1  0.4575           0.4575           110.4      (one class for every photo)
+cnnfit reached the tutorial's best, 0.9608, at epoch 5, 6 and 2 of its seeds: 32.9 ± 23.9 s, 0.057 of the
+tutorial's 580.6 s; its whole run took 0.16 of it.
 
 --set mnist: pretrain resnet18 on Fashion-MNIST, then train on 20 images per class of MNIST twice with the same
 budget and recipe: from scratch, and from the pretrained weights (`init=`; the head is replaced since the class names
@@ -87,6 +94,7 @@ def main() -> None:
     g = p.add_argument_group("hymenoptera")
     g.add_argument("--tutorial-epochs", type=int, default=TUTORIAL_EPOCHS)
     g.add_argument("--tutorial-seeds", type=int, default=1, help="the tutorial is the slow one")
+    g.add_argument("--scratch-seeds", type=int, default=1, help="from scratch: ~8 min a run at 224 px on 2 cores")
     g.add_argument("--project", help="where cnnfit's runs go; default: a temporary folder, removed at the end")
     g = p.add_argument_group("mnist")
     g.add_argument("--pretrain-epochs", type=int, default=3)
@@ -327,7 +335,8 @@ def run_hymenoptera(args: argparse.Namespace) -> None:
     results: dict[str, list[dict[str, Any]]] = {"cnnfit fine-tune": [], "tutorial": [], "cnnfit scratch": []}
     with tempfile.TemporaryDirectory() as tmp:
         project = args.project or tmp
-        for seed in range(max(args.seeds, args.tutorial_seeds)):  # interleaved: a busy spell hits every method
+        for seed in range(max(args.seeds, args.tutorial_seeds, args.scratch_seeds)):  # interleaved: a busy spell
+            # hits every method
             if seed < args.seeds:
                 results["cnnfit fine-tune"].append(
                     run_cnnfit(root, model, project, "finetune", seed, args.epochs, imagenet=True))
@@ -335,7 +344,7 @@ def run_hymenoptera(args: argparse.Namespace) -> None:
             if seed < args.tutorial_seeds:
                 results["tutorial"].append(run_tutorial(root, model, args.tutorial_epochs, seed))
                 _show_run("tutorial", seed, results["tutorial"][-1])
-            if seed < args.seeds:
+            if seed < args.scratch_seeds:
                 results["cnnfit scratch"].append(
                     run_cnnfit(root, model, project, "scratch", seed, args.epochs, imagenet=False))
                 _show_run("cnnfit scratch", seed, results["cnnfit scratch"][-1])

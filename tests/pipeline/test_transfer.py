@@ -42,6 +42,12 @@ def test_freeze_backbone_gets_no_augmentation_and_no_head_first_phase():
     assert weights is not None and cfg.data.imgsz == 224
 
 
+def test_a_partly_frozen_backbone_still_gets_the_photo_augmentation():
+    cfg, weights = imagenet_recipe(load_config(["model=efficientnet_lite0", "init=imagenet", "freeze=3"]))
+    assert (cfg.aug.resized_crop, cfg.aug.hflip, cfg.finetune.freeze_epochs) == (0.25, True, 0)
+    assert "finetune.freeze_epochs" not in {key for key, _, _ in weights.filled}
+
+
 def test_other_inits_are_left_alone():
     cfg = load_config(["model=resnet18", "init=weights.pth"])
     assert imagenet_recipe(cfg) == (cfg, None)

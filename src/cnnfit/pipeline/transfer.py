@@ -88,13 +88,14 @@ def imagenet_recipe(cfg: Config) -> tuple[Config, Weights | None]:
         ("data.channels", 3, "the weights see RGB: grayscale images are replicated to 3 channels"),
         ("data.resize", "center", "the weights' resize: shorter side, then centre crop"),
     ]
-    frozen = cfg.finetune.freeze == "backbone" and not cfg.finetune.freeze_epochs
-    if frozen or is_set(cfg, "finetune.freeze"):  # the user chose what to freeze: no head-first phase on top
-        rows += [r for r in FROZEN if frozen or r[0] != "train.epochs"]
+    if cfg.finetune.freeze == "backbone" and not cfg.finetune.freeze_epochs:  # a linear probe
+        rows += FROZEN
     else:
-        rows += [("finetune.freeze_epochs", min(HEAD_FIRST, cfg.train.epochs - 1),  # one epoch at least of all layers
-                  "head first, backbone frozen (its batch norm keeps ImageNet's statistics): a random head's large "
-                  "gradients would disturb the pretrained filters (LP-FT, Kumar et al. 2022)"), *FINETUNE]
+        if not is_set(cfg, "finetune.freeze"):  # the user chose what to freeze: no head-first phase on top
+            rows.append(("finetune.freeze_epochs", min(HEAD_FIRST, cfg.train.epochs - 1),  # >= 1 epoch of all layers
+                         "head first, backbone frozen (its batch norm keeps ImageNet's statistics): a random head's "
+                         "large gradients would disturb the pretrained filters (LP-FT, Kumar et al. 2022)"))
+        rows += FINETUNE
     filled = [(key, value, why) for key, value, why in rows if not is_set(cfg, key)]
     tree = cfg.model_dump(mode="json", exclude_unset=True)
     for key, value, _ in filled:
