@@ -94,3 +94,13 @@ def test_balanced_scores_match_scikit_learn():
     pred = logits.argmax(1).numpy()
     assert abs(f1 - f1_score(labels.numpy(), pred, average="macro")) < 1e-9
     assert abs(bacc - balanced_accuracy_score(labels.numpy(), pred)) < 1e-9
+
+
+def test_a_tie_for_best_goes_to_the_lower_val_loss_then_the_later_epoch():
+    rows = [{"epoch": 1, "val_acc": 0.90, "val_loss": 0.50}, {"epoch": 2, "val_acc": 0.95, "val_loss": 0.40},
+            {"epoch": 3, "val_acc": 0.95, "val_loss": 0.30}, {"epoch": 4, "val_acc": 0.95, "val_loss": 0.35},
+            {"epoch": 5, "val_acc": 0.95, "val_loss": 0.30}, {"epoch": 6, "val_acc": 0.94, "val_loss": 0.10}]
+    assert Monitor.replay(rows, "val_acc").best_epoch == 5  # best.pt: the tie at 0.95 with the lowest loss, latest
+    patience = Monitor("val_acc")  # early stopping and LR on plateau: only a real improvement counts
+    assert [patience.update(r, r["epoch"]) for r in rows] == [True, True, False, False, False, False]
+    assert Monitor.replay(rows, "val_loss").best_epoch == 6

@@ -22,7 +22,7 @@ class Checkpointing(Callback):
     def __init__(self, run_dir: Path, meta: dict[str, Any], monitor: str = "val_acc", mode: str = "auto",
                  min_delta: float = 0.0, every: int = 0, write: bool = True) -> None:
         self.run_dir, self.meta, self.every, self.write = Path(run_dir), meta, every, write
-        self.monitor = Monitor(monitor, mode, min_delta)
+        self.monitor = Monitor(monitor, mode, min_delta, tiebreak=True)  # ties go to the lower val loss
 
     def state_dict(self) -> dict:
         return self.monitor.state_dict()
