@@ -25,7 +25,7 @@ class Callback:
     def load_state_dict(self, saved: dict) -> None: ...
 
 
-TIEBREAK = "val_loss"  # accuracy on 269 images moves in steps of 0.4%: a tie goes to the lower loss, then the later epoch
+TIEBREAK = "val_loss"  # accuracy on 269 images moves in 0.4% steps: a tie goes to the lower loss, then the later epoch
 
 
 class Monitor:
