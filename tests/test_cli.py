@@ -275,3 +275,14 @@ def test_readme_sections_are_what_the_tables_generate():
 
 def test_readme_layout_has_a_line_for_every_module_and_package():
     assert _readme_sections().layout_drift() == []
+
+
+def test_a_log_written_to_a_file_has_one_line_per_summary_row_and_per_epoch(tmp_path, capsys):
+    code, out, _ = _run(["train", "epochs=3", "eval.report=false", f"project={tmp_path}"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert sum(line.lstrip().startswith(("1/3", "2/3", "3/3")) for line in lines) == 3  # one row each, none wrapped
+    optimizer = next(line for line in lines if line.startswith("optimizer"))
+    assert "auto: defaults for adamw" in optimizer  # the row's reason on the row's own line
+    wrapped = [line for line in lines if line.startswith(" " * 20) and line.strip() != "cnnfit train"]  # the title
+    assert not wrapped  # no continuation lines of a wrapped cell

@@ -344,8 +344,13 @@ def _show_models(console: Console, name: str, o: Any) -> None:
                   f"per image, output {info['output']}", highlight=False)
 
 
+FILE_WIDTH = 200  # columns for output to a file or pipe: rich would wrap the summary's rows at 80, as for a terminal
+
+
 def main(argv: list[str] | None = None) -> int:
     console = Console()
+    if not console.is_terminal:  # logs and pipes: one line per row, however long
+        console = Console(width=FILE_WIDTH)
     logger, handler = logging.getLogger("cnnfit"), ConsoleHandler(console)  # for this command only
     level = logger.level
     logger.addHandler(handler)
