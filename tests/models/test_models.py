@@ -44,7 +44,12 @@ def test_minimum_size_is_declared_and_enforced(name):
         models.create(name, num_classes=3, in_chans=1, imgsz=size - 1)
 
 
-@pytest.mark.parametrize("name", ALL)
+# Lite1/2 are Lite0's code at other widths and depths (10 s each to export): their ONNX check runs with -m slow
+SAME_CODE_AS_LITE0 = ("efficientnet_lite1", "efficientnet_lite2")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SAME_CODE_AS_LITE0 else n
+                                  for n in ALL])
 def test_onnx_export_matches_torch(name, tmp_path):
     from cnnfit.export import to_onnx
 
