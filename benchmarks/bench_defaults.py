@@ -7,15 +7,16 @@ with the same time budget (`time=`, minutes: the run ends cleanly when spent), b
     python benchmarks/bench_defaults.py --datasets digits --minutes 0.05   # a smoke run, about 35 s
 
 The grid: model x augmentation x peak LR (AdamW, cnnfit's default optimizer):
-  models        simplecnn; resnet20 at 32 px and smaller, else resnet18; for photos also efficientnet_lite0 with
-                init="imagenet" ("lite0 imagenet recipe": it fills its own batch, augmentation, label smoothing and
-                head-first phase where unset, so its "none" is the recipe's augmentation)
-  augmentation  none; light: aug.shift=0.1 aug.rotation=10 for glyphs (digits, fashion-mnist), aug.hflip=true
-                aug.shift=0.1 for photos (cifar10, hymenoptera)
+  models        simplecnn; resnet20 at 32 px and smaller, else resnet18 (both init=none); for photos also
+                efficientnet_lite0 with init=imagenet ("lite0 imagenet recipe": its batch, label smoothing and
+                head-first phase, filled where unset)
+  augmentation  none (aug=none); light: aug.shift=0.1 aug.rotation=10 for glyphs (digits, fashion-mnist),
+                aug.hflip=true aug.shift=0.1 for photos (cifar10, hymenoptera), and nothing else
   lr            1e-3 (cnnfit's AdamW default), 3e-3
-Every grid run gets epochs=200 so that the time budget, not the epochs, ends it. The default keeps its own epochs
-(10), so it may end before the budget; its seconds say when. The time budget does not reshape the schedule: a grid
-run cut at epoch 5 of 200 ends near its peak LR (cosine), where the default's 10 epochs decay to zero.
+Every grid run gets epochs=200 so that the time budget, not the epochs, ends it; with a time budget the LR schedule
+runs over the budget (whichever of epochs and budget ends first), so every run, the default's included, ends its
+decay. "before" is cnnfit's one fixed recipe from before the defaults read the data: simplecnn, no augmentation,
+10 epochs, no early stopping (imgsz: the images' own, 64 px when mixed).
 
 Datasets, under cnnfit.data.data_root() ($CNNFIT_DATA) except digits (scikit-learn's, 8x8 grayscale):
   digits         data="digits"                                                     0.25 min a run
@@ -68,6 +69,9 @@ LRS = (1e-3, 3e-3)  # AdamW's default peak LR in cnnfit, and 3x it
 SAME = 1e-9  # accuracies closer than this share a rank: k/n in float64 vs float32, far below one test image
 LIGHT_GLYPHS = {"aug.shift": 0.1, "aug.rotation": 10}  # a glyph is not mirror-symmetric: no flips
 LIGHT_PHOTOS = {"aug.hflip": True, "aug.shift": 0.1}  # a mirrored photo shows the same class
+# cnnfit's defaults before they read the data: one fixed recipe for every dataset (imgsz stays the images' own, or
+# 64 px for mixed sizes, as it was)
+BEFORE = {"model": "simplecnn", "init": "none", "aug": "none", "epochs": 10, "patience": 0}
 
 
 @dataclass(frozen=True)
@@ -129,16 +133,18 @@ def _data(ds: Dataset) -> str | None:
 
 
 def configurations(ds: Dataset) -> list[tuple[str, dict[str, Any]]]:
-    """(label, overrides) of the default, then the grid: models x augmentation x lr."""
-    models: list[tuple[str, dict[str, Any]]] = [("simplecnn", {"model": "simplecnn"}),
-                                                 ("resnet20" if ds.small else "resnet18",
-                                                  {"model": "resnet20" if ds.small else "resnet18"})]
+    """(label, overrides) of the default, of the defaults before they read the data, then the grid: models x
+    augmentation x lr. Every grid run sets its augmentation whole (aug=none under it) and its weights (init), so
+    no default the data would choose enters it."""
+    small = "resnet20" if ds.small else "resnet18"
+    models: list[tuple[str, dict[str, Any]]] = [("simplecnn", {"model": "simplecnn", "init": "none"}),
+                                                 (small, {"model": small, "init": "none"})]
     if ds.photos:
         models.append(("lite0 imagenet recipe", {"model": "efficientnet_lite0", "init": "imagenet"}))
     light = LIGHT_PHOTOS if ds.photos else LIGHT_GLYPHS
-    grid = [(f"{model} {aug} lr {lr:g}", {**over, **augs, "lr": lr, "epochs": GRID_EPOCHS})
+    grid = [(f"{model} {aug} lr {lr:g}", {**over, "aug": "none", **augs, "lr": lr, "epochs": GRID_EPOCHS})
             for model, over in models for aug, augs in (("none", {}), ("light", light)) for lr in LRS]
-    return [("default", {}), *grid]
+    return [("default", {}), ("before", BEFORE), *grid]
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,7 @@ def report(ds: Dataset, results: dict[str, list[Result]], minutes: float, seeds:
     """Every configuration side by side with the default: accuracy, seconds, epochs, rank, gap to the best."""
     mean = {label: statistics.mean(r.accuracy for r in rs) for label, rs in results.items()}
     rank = {label: 1 + sum(other > acc + SAME for other in mean.values()) for label, acc in mean.items()}
-    best = max((label for label in mean if label != "default"), key=mean.__getitem__)  # the grid's best
+    best = max((label for label in mean if label not in ("default", "before")), key=mean.__getitem__)  # the grid's
     print(f"\n{ds.name}: {minutes:g} min a run, grid epochs={GRID_EPOCHS}, {seeds} seed{'s' * (seeds > 1)} each, "
           f"{torch.get_num_threads()} threads")
     width = 16 if seeds > 1 else 7
@@ -184,8 +190,9 @@ def report(ds: Dataset, results: dict[str, list[Result]], minutes: float, seeds:
         epochs = statistics.mean(r.epochs for r in rs)
         print(f"  {label:<38} {acc:>{width}} {secs:>{width - 1}}  {epochs:6.1f}  {rank[label]:>4}")
     gap = 100 * (mean[best] - mean["default"])  # points; negative: the default beats every grid configuration
-    print(f"default: rank {rank['default']} of {len(results)}, {gap:+.1f} points to the grid's best ({best})\n",
-          flush=True)
+    gain = 100 * (mean["default"] - mean["before"])
+    print(f"default: rank {rank['default']} of {len(results)}, {gap:+.1f} points to the grid's best ({best}), "
+          f"{gain:+.1f} points over the defaults before\n", flush=True)
 
 
 if __name__ == "__main__":

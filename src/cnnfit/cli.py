@@ -344,7 +344,9 @@ def _show_models(console: Console, name: str, o: Any) -> None:
                   f"per image, output {info['output']}", highlight=False)
 
 
-FILE_WIDTH = 200  # columns for output to a file or pipe: rich would wrap the summary's rows at 80, as for a terminal
+# columns for output to a file or pipe: rich would wrap the summary's rows at 80, as for a terminal; a table is only
+# as wide as its longest row, so this is a ceiling no row of a run summary reaches (the longest is ~300)
+FILE_WIDTH = 1000
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cnnfit.errors import CnnfitError, suggest
 
 IMAGENET = "imagenet"  # init=imagenet: the model's own ImageNet weights, wherever models.imagenet_weights finds them
+SCRATCH = "none"  # init=none: random weights, even where the data would get an ImageNet backbone
 
 
 class _Group(BaseModel):
@@ -68,9 +69,10 @@ class ModelConfig(_Group):
     blocks: int | None = Field(None, ge=2, le=3, description="fastnet: conv groups, 3 or 2 (2 drops the last, "
                                "~35% of a 28 px image's FLOPs); auto: 3")
     init: str | None = Field(None, description="start from weights: imagenet (the model's ImageNet weights, with "
-                             "their preprocessing and a fine-tuning recipe), a torchvision/timm .pth, a .safetensors, "
-                             "a cnnfit checkpoint or run directory; the head is replaced if the classes differ")
-    pretrained: bool | None = Field(None, description="true: the same as init=imagenet")
+                             "their preprocessing and a fine-tuning recipe), none (random weights), a torchvision/timm "
+                             ".pth, a .safetensors, a cnnfit checkpoint or run directory; the head is replaced if the "
+                             "classes differ")
+    pretrained: bool | None = Field(None, description="true: the same as init=imagenet; false: init=none")
     # excluded from every dump: config.yaml and checkpoints never carry it, so a file cannot vouch for itself
     trust_code: bool | None = Field(None, exclude=True, description="true: import a pkg.module:Class model that "
                                     "a config file, recipe or resumed run names (its code runs); auto: only one "
@@ -83,6 +85,11 @@ class ModelConfig(_Group):
 
     @model_validator(mode="after")
     def _pretrained(self) -> "ModelConfig":
+        if self.pretrained is False and self.init == IMAGENET:
+            raise ValueError(f"pretrained=false and init={IMAGENET} disagree; keep one of them")
+        if self.pretrained is False and self.init is None:  # pretrained=false: the same as init=none
+            object.__setattr__(self, "init", SCRATCH)
+            self.model_fields_set.add("init")
         if self.pretrained and self.init not in (None, IMAGENET):
             raise ValueError(f"pretrained=true means init={IMAGENET}, but init={self.init} is given; keep one of them")
         if self.pretrained and self.init is None:
@@ -191,6 +198,10 @@ class ResumeConfig(_Group):
 
 
 class AugConfig(_Group):
+    preset: Literal["auto", "none", "glyphs", "small-photos", "photos"] = Field(
+        "auto", description="the augmentation every aug.* key left unset gets: auto (what the images call for), none "
+        "(off), glyphs (shifts and small rotations, no flips), small-photos (flips and 4 px shifts at 32 px), photos "
+        "(random resized crops, flips, colour jitter)")
     hflip: bool | Literal["alternate"] = Field(False, description="random horizontal flip; alternate: a random half "
                                                "of the images flipped in even epochs, the other half in odd ones")
     vflip: bool = Field(False, description="random vertical flip")
@@ -214,6 +225,11 @@ class AugConfig(_Group):
                                 "fraction of the area, aspect 3:4 to 4:3, scaled to full size (Inception's crop); "
                                 "0: off")
     only_minority: bool = Field(False, description="augment only classes under half the size of the largest")
+
+    @field_validator("preset", mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:  # aug=auto arrives as None, aug=off (YAML 1.1) as false
+        return {None: "auto", False: "none"}.get(value, value) if not isinstance(value, str) else value
 
 
 class EvalConfig(_Group):
@@ -280,7 +296,7 @@ SHORT_KEYS = {
     "space": "tune.space", "pruner": "tune.pruner", "trials": "tune.trials",
     "timeout": "tune.timeout", "storage": "tune.storage", "refit": "tune.refit", "workers": "tune.workers",
     "devices": "train.devices", "sync_bn": "train.sync_bn", "trust_code": "model.trust_code",
-    "pretrained": "model.pretrained", "label_smoothing": "train.label_smoothing",
+    "pretrained": "model.pretrained", "label_smoothing": "train.label_smoothing", "aug": "aug.preset",
 }
 
 
@@ -481,8 +497,8 @@ def help_text(auto: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
     rows = []
     for key, field in VALID_KEYS.items():
         shown = f"{short_for[key]} ({key})" if key in short_for else key
-        default = "auto" if field.default is None else str(field.default)
         rule = (auto or {}).get(key)
+        default = "auto" if field.default is None or rule else str(field.default)
         rows.append((shown, default, (field.description or "") + (f"; auto: {rule}" if rule else "")))
     return rows
 

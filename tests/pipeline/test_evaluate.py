@@ -114,7 +114,7 @@ def test_eval_scores_in_the_precision_the_run_trained_in_unless_told(tmp_path):
 
 def test_eval_on_another_dataset_matches_classes_by_name(tmp_path, capsys):
     folder = make_folder(tmp_path / "photos", per_class=16)
-    run = cnnfit.train(data=str(folder), imgsz=16, epochs=3, batch=8, project=str(tmp_path / "runs"))
+    run = cnnfit.train(data=str(folder), model="simplecnn", imgsz=16, epochs=3, batch=8, project=str(tmp_path / "runs"))
     own = (run.dir / "metrics.json").read_bytes()
     other = tmp_path / "other"
     rng = np.random.default_rng(5)

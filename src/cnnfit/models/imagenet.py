@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
+import importlib.util
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -55,6 +56,14 @@ def imagenet_models() -> list[str]:
 
 def has_imagenet_weights(name: str) -> bool:
     return name in _SOURCES or name in tv.WEIGHTS
+
+
+def imagenet_offline(name: str) -> bool:
+    """Whether `name`'s ImageNet weights are here without a download: its weight package installed, or its
+    torchvision file already in the weights cache (checked again when it is read)."""
+    if name in _SOURCES:
+        return importlib.util.find_spec(_SOURCES[name].module) is not None
+    return name in tv.WEIGHTS and (tv.weights_dir() / tv.WEIGHTS[name].file).is_file()
 
 
 def imagenet_weights(name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -131,7 +131,7 @@ def init_from_data(model: torch.nn.Module, images: np.ndarray, labels: np.ndarra
 
 def build_augment(cfg: Config) -> Augment:
     """The batched training augmentation from `aug.*` (mixup/cutmix act on labels, in the loop)."""
-    keys = {k: v for k, v in cfg.aug.model_dump().items() if k not in ("mixup", "cutmix", "only_minority")}
+    keys = {k: v for k, v in cfg.aug.model_dump().items() if k not in ("mixup", "cutmix", "only_minority", "preset")}
     return augment.build(**keys)
 
 

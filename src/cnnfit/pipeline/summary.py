@@ -86,7 +86,8 @@ def _data_rows(cfg: Config, prep: Prepared, run_dir: Path) -> list[tuple[str, st
 
 def train_rows(cfg: Config, r: Resolved, prep: Prepared, *, run_dir: Path, model: torch.nn.Module,
                options: dict[str, Any], init: Any, frozen: list[str], device: torch.device, ctx: Dist,
-               steps: int, resumed_at: int | None, weights: Any = None) -> list[tuple[str, str, str]]:
+               steps: int, resumed_at: int | None, weights: Any = None,
+               chosen: list[tuple[str, Any, str]] = ()) -> list[tuple[str, str, str]]:
     """Every row of the run summary, from the resolved settings."""
     t, ft, rc = cfg.train, cfg.finetune, r.config
     n_params = sum(p.numel() for p in model.parameters())
@@ -96,7 +97,7 @@ def train_rows(cfg: Config, r: Resolved, prep: Prepared, *, run_dir: Path, model
         ("model", f"{cfg.model.name}, {n_params:,} parameters", ", ".join(f"{k}={v}" for k, v in options.items())),
         *([("init", init.summary(), f"from {cfg.model.init} (details in init.json)")] if init else []),
         *([("weights", weights.describe(), "init=imagenet: the input follows the weights")] if weights else []),
-        *[(key, _value(value), why) for key, value, why in (weights.filled if weights else [])],
+        *[(key, _value(value), why) for key, value, why in chosen],  # each default the data chose, with why
         *([("fine-tune", _finetune_text(frozen, ft, t.epochs, backbone_lr_mult), "")] if frozen or ft.head_lr_mult != 1
           or backbone_lr_mult != 1 else []),
         ("device", f"{device}, amp {rc.train.amp}, channels_last {r.channels_last}"

@@ -18,6 +18,7 @@ import torch
 from cnnfit import distributed, engine, models
 from cnnfit.config import Config, with_overrides
 from cnnfit.data import DeviceLoader, ImageSet
+from cnnfit.data.look import Look, look
 from cnnfit.data.augment import Augment, identity as no_augment, mix as mix_batches
 from cnnfit.device import keep_freed_memory, pick_device, seed_everything, set_deterministic
 from cnnfit.engine.callbacks import (Callback, CatchSignals, Checkpointing, EarlyStopping, Freeze, History,
@@ -28,7 +29,7 @@ from cnnfit.eval.plots import plot_curves, plot_lr, plot_lr_find
 from cnnfit.pipeline import repeats, rundir, summary
 from cnnfit.pipeline.evaluate import evaluate
 from cnnfit.pipeline.prepare import Prepared, build_augment, init_from_data, prepare, write_data_report, write_samples
-from cnnfit.pipeline.resolve import Resolved, resolve
+from cnnfit.pipeline.resolve import Resolved, by_data, by_size, resolve
 from cnnfit.pipeline.resume import resume_config
 from cnnfit.pipeline.transfer import Weights, feature_loaders, imagenet_recipe
 from cnnfit.pipeline.rundir import Run
@@ -89,12 +90,11 @@ def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *
                           "under torchrun drop devices= (--nproc_per_node sets it)")
     if find_lr:
         raise CnnfitError("lr-find runs in one process; start it without torchrun or devices=")
+    if t.batch < ctx.world:  # before the process group: a refused job never starts one
+        raise CnnfitError(_BATCH_WORLD.format(batch=t.batch, world=ctx.world))
     if saved is not None and saved != ctx.world:
         raise CnnfitError(f"resume: {run_dir} was trained by {saved} processes and this job has {ctx.world}; "
                           f"resume it with the same number (devices={saved}, or torchrun --nproc_per_node)")
-    if t.batch < ctx.world:
-        raise CnnfitError(f"batch={t.batch} is the global batch and is smaller than the {ctx.world} processes; "
-                          f"use batch={ctx.world} or more")
     device = distributed.device_for(ctx, t.device)
     if t.sync_bn and device.type != "cuda":
         raise CnnfitError("sync_bn=true needs CUDA GPUs (NCCL); on CPU drop sync_bn, or use a model without "
@@ -128,11 +128,17 @@ def _recipe(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bo
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on each step's activations: a tenth of a CPU step
     seed_everything(distributed.rank_seed(cfg.train.seed, ctx.rank))  # init differs per rank; DDP copies rank 0's
+    cfg, chosen = by_data(cfg, distributed.main_first(ctx, lambda: _look(cfg)))  # model, weights, augmentation
     cfg, weights = imagenet_recipe(cfg)  # init=imagenet: the weights decide the input, before the data is read
     prep = _prepare(cfg, ctx, run_dir)
     if weights is not None:  # normalized as in the weights' own training, not by this data's statistics
         prep = replace(prep, mean=weights.mean(prep.ds.shape[0]), std=weights.std(prep.ds.shape[0]))
-    r = resolve(cfg, task=prep.ds.task, shape=prep.ds.shape, train_counts=prep.train_counts, device=device)
+        chosen += weights.filled
+    cfg, sized = by_size(cfg, len(prep.parts["train"]))  # batch, epochs, early stopping
+    chosen += sized
+    _check_batch(cfg, prep, ctx)
+    r = resolve(cfg, task=prep.ds.task, shape=prep.ds.shape, train_counts=prep.train_counts, device=device,
+                n_val=len(prep.parts["val"]))
     b = _build(cfg, r, prep, ckpt, device, weights)
     resumed_at = ckpt["train_state"]["step"] if ckpt is not None else None
     run_dir = rundir.start(cfg, r.config, run_dir=run_dir, parts=prep.parts, split_how=prep.split_how,
@@ -143,7 +149,7 @@ def _recipe(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bo
     per_epoch = -(-len(train_loader) // cfg.train.accumulate)  # optimizer steps per epoch
     summary.log_table("cnnfit train", summary.train_rows(
         cfg, r, prep, run_dir=run_dir, model=model, options=b.options, init=b.init, frozen=b.frozen, device=device,
-        ctx=ctx, steps=per_epoch, resumed_at=resumed_at, weights=weights))
+        ctx=ctx, steps=per_epoch, resumed_at=resumed_at, weights=weights, chosen=chosen))
     if ctx.main:
         write_data_report(prep, run_dir)
     optimizer, schedule = _optimizer(cfg, r, model, per_epoch)
@@ -154,9 +160,11 @@ def _recipe(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bo
                                               common)) is not None:
         model, train_loader, val_loader = on  # the head alone, on the frozen backbone's cached features
         b = replace(b, frozen=[])
-    schedule_cb = LRSchedule(schedule)
+    budget = TimeBudget(cfg.train.time) if cfg.train.time else None
+    # one process: each rank's own clock would give the ranks different LRs
+    schedule_cb = LRSchedule(schedule, budget=None if ctx.active else budget, total=cfg.train.epochs * per_epoch)
     tensorboard = _tensorboard(prep, b, run_dir, common) if cfg.train.tensorboard and ctx.main else None
-    callbacks = _callbacks(cfg, r, b, run_dir, schedule_cb, ctx, tensorboard) + extra_callbacks
+    callbacks = _callbacks(cfg, r, b, run_dir, schedule_cb, budget, ctx, tensorboard) + extra_callbacks
     forward, compile_why = _forward(cfg, model, r, b, ctx, device, train_loader)
     if find_lr:
         return _range_test(model, train_loader, optimizer, b.loss_fn, r.amp_dtype, run_dir)
@@ -190,14 +198,27 @@ def _prepare(cfg: Config, ctx: distributed.Dist, run_dir: Path | None) -> Prepar
     prep = distributed.main_first(ctx, lambda: prepare(cfg, min_size=models.min_size(cfg.model.name)))
     if run_dir is not None and (why := rundir.split_changed(run_dir, prep.parts)):
         raise CnnfitError(f"resume: the data of {run_dir} has changed ({why}); resume needs the same data")
-    n_train = len(prep.parts["train"])
-    if cfg.train.batch > n_train:
-        raise CnnfitError(f"batch={cfg.train.batch} is larger than the {n_train} training images; "
-                          f"use batch={n_train} or less")
     if (cfg.aug.mixup > 0 or cfg.aug.cutmix > 0) and prep.ds.task != "classify":
         raise CnnfitError(f"mixup and cutmix are for single-label classification, not {prep.ds.task}; "
                           "set aug.mixup=0 aug.cutmix=0")
     return prep
+
+
+def _look(cfg: Config) -> Look:
+    d = cfg.data
+    return look(d.source, exclude=d.exclude, allow_outside=d.allow_outside, imgsz=d.imgsz, channels=d.channels,
+                resize=d.resize, cache=d.cache, task=d.task, download=d.download)
+
+
+_BATCH_WORLD = "batch={batch} is the global batch and is smaller than the {world} processes; use batch={world} or more"
+
+
+def _check_batch(cfg: Config, prep: Prepared, ctx: distributed.Dist) -> None:
+    n_train, batch = len(prep.parts["train"]), cfg.train.batch
+    if batch > n_train:
+        raise CnnfitError(f"batch={batch} is larger than the {n_train} training images; use batch={n_train} or less")
+    if batch < ctx.world:
+        raise CnnfitError(_BATCH_WORLD.format(batch=batch, world=ctx.world))
 
 
 def _build(cfg: Config, r: Resolved, prep: Prepared, ckpt: dict | None, device: torch.device,
@@ -284,8 +305,8 @@ def _tensorboard(prep: Prepared, b: _Built, run_dir: Path, common: dict) -> Tens
     return TensorBoard(run_dir, images=images, graph_input=x[:2])
 
 
-def _callbacks(cfg: Config, r: Resolved, b: _Built, run_dir: Path, schedule_cb: LRSchedule, ctx: distributed.Dist,
-               tensorboard: TensorBoard | None) -> list[Callback]:
+def _callbacks(cfg: Config, r: Resolved, b: _Built, run_dir: Path, schedule_cb: LRSchedule,
+               budget: TimeBudget | None, ctx: distributed.Dist, tensorboard: TensorBoard | None) -> list[Callback]:
     """The run's callbacks, in the order the loop calls them."""
     t, main = cfg.train, ctx.main
     return [cb for cb in (
@@ -299,7 +320,7 @@ def _callbacks(cfg: Config, r: Resolved, b: _Built, run_dir: Path, schedule_cb: 
         EarlyStopping(r.monitor, "auto", t.patience, t.min_delta) if t.patience else None,
         ReduceLROnPlateau(r.monitor, "auto", cfg.schedule.patience, r.config.schedule.gamma, t.min_delta)
         if cfg.schedule.name == "plateau" else None,
-        TimeBudget(t.time) if t.time else None,
+        budget,
         Profile(run_dir) if t.profile and main else None,
         tensorboard,
     ) if cb is not None]

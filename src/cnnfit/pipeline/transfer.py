@@ -19,24 +19,20 @@ import numpy as np
 import torch
 
 from cnnfit import distributed, engine, models
-from cnnfit.config import IMAGENET, Config, is_set, set_dotted
+from cnnfit.config import IMAGENET, Config, is_set
 from cnnfit.data import DeviceLoader
 from cnnfit.data.augment import Augment, identity as no_augment
 from cnnfit.data.cache import remembered_array
 from cnnfit.pipeline.prepare import Prepared
+from cnnfit.pipeline.resolve import fill
 
 log = logging.getLogger(__name__)
 
 # (key, value, why) of the fine-tuning recipe. Numbers from the transfer-learning literature and checked on
 # hymenoptera (245 train photos, 2 classes, efficientnet_lite0): see benchmarks/bench_transfer.py.
 HEAD_FIRST = 2  # epochs of the head alone before the backbone thaws
+# The augmentation is the data's own (resolve.by_data: aug.preset=photos for photos, glyphs for digits).
 FINETUNE: tuple[tuple[str, Any, str], ...] = (
-    ("aug.resized_crop", 0.25, "random resized crop of 25-100% of each photo: the ImageNet training augmentation, "
-     "milder than its 8% for a small set"),
-    ("aug.hflip", True, "a mirrored photo shows the same class"),
-    ("aug.brightness", 0.2, "light colour jitter: lighting varies between photos"),
-    ("aug.contrast", 0.2, "light colour jitter"),
-    ("aug.saturation", 0.2, "light colour jitter"),
     ("train.label_smoothing", 0.1, "keeps a small set's head from growing overconfident (Szegedy et al. 2016)"),
     ("train.batch", 32, "more steps per epoch on a few hundred images"),
     ("finetune.backbone_lr_mult", 0.03, "once thawed, the backbone moves 33x slower than the new head: on "
@@ -96,11 +92,8 @@ def imagenet_recipe(cfg: Config) -> tuple[Config, Weights | None]:
                          "head first, backbone frozen (its batch norm keeps ImageNet's statistics): a random head's "
                          "large gradients would disturb the pretrained filters (LP-FT, Kumar et al. 2022)"))
         rows += FINETUNE
-    filled = [(key, value, why) for key, value, why in rows if not is_set(cfg, key)]
-    tree = cfg.model_dump(mode="json", exclude_unset=True)
-    for key, value, _ in filled:
-        set_dotted(tree, key, value)
-    return type(cfg).model_validate(tree), Weights(state_dict, meta, filled)
+    cfg, filled = fill(cfg, rows)
+    return cfg, Weights(state_dict, meta, filled)
 
 
 def feature_loaders(cfg: Config, model: torch.nn.Module, labels: np.ndarray, prep: Prepared,

@@ -31,8 +31,8 @@ from cnnfit.engine.scores import DIRECTIONS
 from cnnfit.errors import CnnfitError, TrainingStopped
 from cnnfit.files import new_run_dir
 from cnnfit.pipeline import train
-from cnnfit.pipeline.prepare import prepare
-from cnnfit.pipeline.resolve import AUTO_LR, AUTO_WEIGHT_DECAY
+from cnnfit.pipeline.prepare import Prepared, prepare
+from cnnfit.pipeline.resolve import AUTO_LR, AUTO_WEIGHT_DECAY, monitor_for
 from cnnfit.tune.results import write_results
 from cnnfit.tune.space import DEFAULT_SPACE, Dist, contains, grid_points, parse_space
 
@@ -305,9 +305,10 @@ def tune(cfg: Config) -> TuneResult:
 
     space = parse_space(cfg.tune.space)
     trials = _trials(cfg, space)
-    task = _check(cfg, space)
-    # monitor=auto as train resolves it: every automatic score but regression's val_loss grows with quality
-    monitor = "val_loss" if cfg.train.monitor == "auto" and task == "regress" else cfg.train.monitor
+    prep = _check(cfg, space)
+    # monitor=auto as every trial's run resolves it (the same data and split): its direction is the study's
+    monitor = monitor_for(cfg, prep.ds.task, prep.train_counts, len(prep.parts["val"]))[0] \
+        if cfg.train.monitor == "auto" else cfg.train.monitor
     direction = "minimize" if DIRECTIONS.get(monitor) == "min" else "maximize"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shared = _storage(cfg.tune.storage) if cfg.tune.storage else None  # refused before any folder is made
@@ -334,15 +335,15 @@ def tune(cfg: Config) -> TuneResult:
         log.info(f"the config as given (trial {start.number}): {start.value:.4f}; best (trial {best.number}): "
                  f"{best.value:.4f}")
     base = cfg.model_copy(update={"tune": TuneConfig()})
-    refit_run, refit = _refit(base, study, tune_dir, task) if cfg.tune.refit and completed else (None, None)
+    refit_run, refit = _refit(base, study, tune_dir, prep.ds.task) if cfg.tune.refit and completed else (None, None)
     resolved = next((t.user_attrs["monitor"] for t in completed if "monitor" in t.user_attrs), monitor)
     summary = write_results(study, tune_dir, base_config=base, monitor=resolved, refit=refit)
     return TuneResult(tune_dir, study.study_name, summary, refit_run)
 
 
-def _check(cfg: Config, space: dict[str, Dist]) -> str:
+def _check(cfg: Config, space: dict[str, Dist]) -> Prepared:
     """Refuse a space with a point that makes no valid config or a model too big for the images, before any trial
-    or directory; the data is checked (and cached) here, once. Returns the task."""
+    or directory; the data is checked (and cached) here, once, and returned split."""
     # every point must make a valid config: check one of each choice now, not at trial 17
     for key, dist in space.items():
         for value in (dist.args if dist.kind == "choice" else dist.args[:1]):
@@ -356,7 +357,7 @@ def _check(cfg: Config, space: dict[str, Dist]) -> str:
         models.check_name(name)
     smallest = max(names, key=models.min_size)  # every model the search may pick must fit the images
     return prepare(cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": smallest})}),
-                   min_size=models.min_size(smallest)).ds.task
+                   min_size=models.min_size(smallest))
 
 
 def _run_workers(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Callable
 
 from cnnfit.engine.callbacks.base import Callback
+from cnnfit.engine.callbacks.time_budget import TimeBudget
 from cnnfit.engine.state import State
 
 _MAX_POINTS = 2000  # LR trace points kept for the plot: a curve needs no more, and resume state stays small
@@ -10,16 +11,24 @@ _MAX_POINTS = 2000  # LR trace points kept for the plot: a curve needs no more, 
 
 class LRSchedule(Callback):
     """Set every group's LR to its base LR times `factor(step)` (times the plateau scale) before each step, and
-    keep a trace of (step, LR of the first group) for the LR plot, thinned to at most _MAX_POINTS."""
+    keep a trace of (step, LR of the first group) for the LR plot, thinned to at most _MAX_POINTS.
 
-    def __init__(self, factor: Callable[[int], float]) -> None:
+    With a time budget (`budget`, the run's TimeBudget, and `total` steps), the schedule runs over whichever ends
+    first: at step s after t of T seconds it is at step max(s, total * t / T), so a run the budget ends still
+    finishes its decay, where a step schedule cut short would end at a high LR."""
+
+    def __init__(self, factor: Callable[[int], float], *, budget: TimeBudget | None = None, total: int = 0) -> None:
         self.factor = factor
+        self.budget, self.total = budget, total
         self.base: list[float] = []
         self.trace: list[tuple[int, float]] = []
         self.stride = 1
 
     def _apply(self, state: State) -> None:
-        scale = self.factor(state.step) * state.lr_scale
+        step = state.step
+        if self.budget is not None:
+            step = max(step, min(self.total, int(self.total * self.budget.elapsed() / self.budget.seconds)))
+        scale = self.factor(step) * state.lr_scale
         for group, base in zip(state.optimizer.param_groups, self.base):
             group["lr"] = base * scale
         if self.base and state.step % self.stride == 0 and (not self.trace or self.trace[-1][0] < state.step):
