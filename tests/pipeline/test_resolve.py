@@ -77,6 +77,11 @@ def test_what_the_user_sets_wins_and_aug_none_turns_augmentation_off(tmp_path):
     assert cfg.train.epochs == 3 and _chosen(rows) == {"train.patience": 10}
 
 
+def test_init_none_trains_from_random_weights(tmp_path):
+    run = cnnfit.train(data="digits", init="none", epochs=2, project=str(tmp_path), **{"eval.report": False})
+    assert run.accuracy > 0.5 and not (run.dir / "init.json").exists()
+
+
 def test_a_linear_probe_gets_no_augmentation(tmp_path):
     cfg, rows = by_data(load_config(["freeze=backbone", "init=imagenet", "model=efficientnet_lite0"]),
                         look(str(_photos(tmp_path / "p"))))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cnnfit import distributed, engine, models
-from cnnfit.config import Config, with_overrides
+from cnnfit.config import SCRATCH, Config, with_overrides
 from cnnfit.data import DeviceLoader, ImageSet
 from cnnfit.data.look import Look, look
 from cnnfit.data.augment import Augment, identity as no_augment, mix as mix_batches
@@ -241,7 +241,7 @@ def _build(cfg: Config, r: Resolved, prep: Prepared, ckpt: dict | None, device: 
     init = None
     if imagenet is not None and not ckpt:
         init = models.load_pretrained(model, imagenet.state_dict, name=f"ImageNet: {imagenet.meta['source']}")
-    elif cfg.model.init and not ckpt:
+    elif cfg.model.init not in (None, SCRATCH) and not ckpt:
         init = models.load_pretrained(model, cfg.model.init, classes=ds.classes)
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state"])
