@@ -173,7 +173,8 @@ class TrainConfig(_Group):
         "replays each step as a CUDA graph: one launch instead of a hundred, for small models on fast GPUs")
     deterministic: bool = Field(False, description="deterministic kernels everywhere: bit-identical reruns; "
                                 "amp=auto then stays fp32, so results do not depend on how batches are split")
-    time: float | None = Field(None, gt=0, description="time budget in minutes: the run ends cleanly when spent")
+    time: float | None = Field(None, gt=0, description="time budget in minutes: the run ends cleanly when spent; "
+                               "the LR schedule runs over whichever of the epochs and the budget ends first")
     ckpt_every: int = Field(500, ge=0, description="steps between last.pt writes (also at every epoch end and on "
                             "Ctrl-C / SIGTERM); 0: epoch ends only")
     profile: bool = Field(False, description="profile a few steps: trace.json (Chrome trace) and profile.txt")

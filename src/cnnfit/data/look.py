@@ -31,8 +31,8 @@ class Look:
 def look(source: str, *, exclude: str | list[str] = (), allow_outside: bool = False, imgsz: int | None = None,
          channels: int | None = None, resize: str = "squash", cache: bool = True, task: str = "auto",
          download: bool = False) -> Look:
-    """What `source` holds, cheaply; `imgsz`, `channels`, `resize`, `cache` and `task` are the run's own, so an array source is opened
-    exactly as training will open it (the cache then serves both)."""
+    """What `source` holds, cheaply; `imgsz`, `channels`, `resize`, `cache` and `task` are the run's own, so an
+    array source is opened exactly as training will open it (the cache then serves both)."""
     ref = resolve(source, download=download, exclude=exclude_patterns(exclude), allow_outside=allow_outside)
     if ref.kind in ("folder", "zip", "csv"):
         entries, _, load, _, _ = _file_entries(ref)

@@ -45,13 +45,14 @@ SCRATCH_MODELS = {  # a batch-normalised net from scratch, by kind; glyphs keep 
     "photos": ("fastnet", "from scratch (init=none, or no ImageNet weights here): a batch-normalised net"),
 }
 AUG: dict[str, tuple[Row, ...]] = {  # the augmentation each kind of image calls for
-    "glyphs": (("aug.shift", 0.1, "glyphs move a little on the page; no flips: a mirrored letter is another letter "
-                "or none"),
-               ("aug.rotation", 10, "and tilt a little (up to 10 degrees)")),
+    # Fashion-MNIST, 5,000 images, 1 min: test 0.890 with these, 0.859 with shift 0.1 and 10 degrees, 0.888 with none
+    "glyphs": (("aug.shift", 0.05, "glyphs move a little on the page (5%: 1.4 px at 28 px); no flips: a mirrored "
+                "letter is another letter or none"),
+               ("aug.rotation", 5, "and tilt a little (up to 5 degrees)")),
     "small-photos": (("aug.hflip", True, "a mirrored photo shows the same class"),
-                     ("aug.shift", 0.125, "4 px shifts at 32 px, reflected at the edge: the standard CIFAR "
-                      "augmentation (He et al. 2016)"),
-                     ("aug.fill_mode", "reflect", "")),
+                     ("aug.shift", 0.125, "4 px shifts at 32 px: the standard CIFAR augmentation (He et al. 2016)"),
+                     ("aug.fill_mode", "reflect", "a shift's uncovered edge mirrored, not black (airbench's "
+                      "reflect padding)")),
     "photos": (("aug.resized_crop", 0.25, "random resized crop of 25-100% of each photo: the ImageNet training "
                 "augmentation, milder than its 8% for a small set"),
                ("aug.hflip", True, "a mirrored photo shows the same class"),
@@ -59,7 +60,7 @@ AUG: dict[str, tuple[Row, ...]] = {  # the augmentation each kind of image calls
                ("aug.contrast", 0.2, "light colour jitter"),
                ("aug.saturation", 0.2, "light colour jitter")),
 }
-# --- how long, from the size of the training split -------------------------------------------------------------------
+# --- how long, from the size of the training split ----------------------------------------------------------
 SCRATCH_STEPS = 2000  # optimizer steps a run from scratch aims at: digits' 1,257 images -> 60 epochs (the cap)
 FINETUNE_STEPS = 1000  # pretrained weights need fewer: hymenoptera's 245 photos -> 10 epochs (the cap)
 EPOCHS = {"scratch": (10, 60), "finetune": (5, 10)}  # (fewest, most) epochs
@@ -84,9 +85,9 @@ AUTO_HELP = {
     "model.init": f"imagenet for photos whose model has ImageNet weights here ({BACKBONE} ships with cnnfit)",
     "aug.preset": "glyphs for grayscale images up to 64 px, small-photos for colour ones, photos above 64 px; "
                   "none for a linear probe (freeze=backbone)",
-    "train.epochs": f"{SCRATCH_STEPS} optimizer steps from scratch, {FINETUNE_STEPS} fine-tuning, within "
-                    f"{EPOCHS['scratch']} and {EPOCHS['finetune']} epochs; {TIMED_EPOCHS} with time= (the budget "
-                    "ends the run and the LR decays over it)",
+    "train.epochs": f"{SCRATCH_STEPS} optimizer steps from scratch within {'-'.join(map(str, EPOCHS['scratch']))} "
+                    f"epochs, {FINETUNE_STEPS} fine-tuning within {'-'.join(map(str, EPOCHS['finetune']))}; "
+                    f"{TIMED_EPOCHS} with time= (the budget ends the run and the LR decays over it)",
     "train.patience": f"a quarter of the epochs, at least {MIN_PATIENCE}; {TIMED_PATIENCE} with time=",
     "train.batch": f"{MAX_BATCH}, less for a small training split: at least {MIN_STEPS} steps an epoch, "
                    f"at least {MIN_BATCH} images a step",

@@ -65,7 +65,7 @@ def _optimizer_text(cfg: Config, r: Resolved) -> str:
             + (f", ema {t.ema:g}" if t.ema else "") + (f", lookahead every {t.lookahead} steps" if t.lookahead else ""))
 
 
-def _data_rows(cfg: Config, prep: Prepared, run_dir: Path) -> list[tuple[str, str, str]]:
+def _data_rows(cfg: Config, prep: Prepared, run_dir: Path, chosen: set[str]) -> list[tuple[str, str, str]]:
     ds, task, d = prep.ds, prep.ds.task, cfg.data
     c, h, _ = ds.shape
     per_class = []
@@ -80,7 +80,8 @@ def _data_rows(cfg: Config, prep: Prepared, run_dir: Path) -> list[tuple[str, st
         ("skipped", f"{len(ds.skipped)} files" + (f" (listed in {run_dir / 'skipped.txt'})" if ds.skipped else ""),
          "; ".join(f"{Path(f).name}: {why}" for f, why in ds.skipped[:3])),
         ("input", f"{c}x{h}x{h} ({d.resize})",
-         "set" if d.imgsz is not None else f"auto: own size ({AUTO_PHOTO_SIZE} px if mixed)"),
+         "auto: see data.imgsz below" if "data.imgsz" in chosen else "set" if d.imgsz is not None
+         else f"auto: own size ({AUTO_PHOTO_SIZE} px if mixed)"),
     ]
 
 
@@ -93,7 +94,7 @@ def train_rows(cfg: Config, r: Resolved, prep: Prepared, *, run_dir: Path, model
     n_params = sum(p.numel() for p in model.parameters())
     backbone_lr_mult = rc.finetune.backbone_lr_mult
     return [
-        *_data_rows(cfg, prep, run_dir),
+        *_data_rows(cfg, prep, run_dir, {key for key, _, _ in chosen}),
         ("model", f"{cfg.model.name}, {n_params:,} parameters", ", ".join(f"{k}={v}" for k, v in options.items())),
         *([("init", init.summary(), f"from {cfg.model.init} (details in init.json)")] if init else []),
         *([("weights", weights.describe(), "init=imagenet: the input follows the weights")] if weights else []),
