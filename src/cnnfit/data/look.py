@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cnnfit.data.cache import exclude_patterns, open_dataset
 from cnnfit.data.decode import DecodeError, map_images, probe
-from cnnfit.data.sources import SPLITS, _file_entries, resolve
+from cnnfit.data.sources import SPLITS, file_entries, resolve
 
 SAMPLE = 64  # headers read: the median size of 64 files is within a few pixels of all of them for real photo sets
 
@@ -35,7 +35,7 @@ def look(source: str, *, exclude: str | list[str] = (), allow_outside: bool = Fa
     array source is opened exactly as training will open it (the cache then serves both)."""
     ref = resolve(source, download=download, exclude=exclude_patterns(exclude), allow_outside=allow_outside)
     if ref.kind in ("folder", "zip", "csv"):
-        entries, _, load, _, _ = _file_entries(ref)
+        entries, _, load, _, _ = file_entries(ref)
         step = max(1, len(entries) // SAMPLE)
         headers = [h for h in map_images(probe, [e[0] for e in entries[::step][:SAMPLE]], load)
                    if not isinstance(h, DecodeError)]

@@ -453,7 +453,7 @@ def _folder_files(ref: SourceRef) -> tuple[dict[str, Path], list[str], list[tupl
     return files, folders, skipped
 
 
-def _file_entries(ref: SourceRef):
+def file_entries(ref: SourceRef):
     """(entries, skipped, load, display, label column) for a folder, a zip or a CSV manifest."""
     if ref.kind == "csv":
         entries, skipped, column = read_manifest(ref.path, ref.allow_outside)
@@ -486,7 +486,7 @@ def _in_memory(shape: tuple[int, ...], name: str) -> np.ndarray:
 
 
 def _read_files(ref: SourceRef, size, channels, resize, workers, alloc=_in_memory, task: str = "auto") -> ImageSet:
-    entries, skipped, load, display, column = _file_entries(ref)
+    entries, skipped, load, display, column = file_entries(ref)
     if not entries:
         left = f" ({len(skipped)} left out, first {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise CnnfitError(f"no images found in '{ref.name}'{left}; expected one sub-folder per class "
@@ -553,4 +553,4 @@ def read(ref: SourceRef, size: int | None = None, channels: int | None = None, r
     return one_hot(ds) if task == "multilabel" else ds
 
 
-__all__ = ["NAMED", "SPLITS", "TASKS", "SourceRef", "data_root", "read", "resolve"]
+__all__ = ["NAMED", "SPLITS", "TASKS", "SourceRef", "data_root", "file_entries", "read", "resolve"]

@@ -18,9 +18,11 @@ from cnnfit.data import subsample
 from cnnfit.data.augment import Augment
 from cnnfit.data.cache import open_dataset, remembered
 from cnnfit.data.inspect import format_report, inspect_dataset, write_clean_manifest
+from cnnfit.data.look import Look, look
 from cnnfit.device import synchronize
 from cnnfit.errors import CnnfitError
 from cnnfit.files import new_run_dir
+from cnnfit.pipeline.resolve import by_data
 from cnnfit.pipeline.rundir import write_json
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,13 @@ class Prepared:
     def train_counts(self) -> np.ndarray | None:
         """(K,) train images per class, or per label (multilabel); None for regression, which has no classes."""
         return None if self.ds.task == "regress" else class_counts(self.ds, self.parts["train"])
+
+
+def look_at(cfg: Config) -> Look:
+    """A first look at the run's data (data.look): what the defaults that decide the decode are chosen from."""
+    d = cfg.data
+    return look(d.source, exclude=d.exclude, allow_outside=d.allow_outside, imgsz=d.imgsz, channels=d.channels,
+                resize=d.resize, cache=d.cache, task=d.task, download=d.download)
 
 
 def load_data(cfg: Config) -> tuple[ImageSet, bool, Path | None]:
@@ -136,7 +145,9 @@ def build_augment(cfg: Config) -> Augment:
 
 
 def inspect(cfg: Config) -> Path:
-    """`cnnfit inspect`: the data report alone, in runs/inspect*, without training."""
+    """`cnnfit inspect`: the data report alone, in runs/inspect*, without training; samples.png shows the
+    augmentation a run would get."""
+    cfg = by_data(cfg, look_at(cfg))[0]
     prep = prepare(cfg)
     out = new_run_dir(cfg.project, "inspect")
     ds = prep.ds

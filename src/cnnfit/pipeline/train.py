@@ -18,7 +18,6 @@ import torch
 from cnnfit import distributed, engine, models
 from cnnfit.config import SCRATCH, Config, with_overrides
 from cnnfit.data import DeviceLoader, ImageSet
-from cnnfit.data.look import Look, look
 from cnnfit.data.augment import Augment, identity as no_augment, mix as mix_batches
 from cnnfit.device import keep_freed_memory, pick_device, seed_everything, set_deterministic
 from cnnfit.engine.callbacks import (Callback, CatchSignals, Checkpointing, EarlyStopping, Freeze, History,
@@ -28,7 +27,8 @@ from cnnfit.errors import CnnfitError, TrainingStopped
 from cnnfit.eval.plots import plot_curves, plot_lr, plot_lr_find
 from cnnfit.pipeline import repeats, rundir, summary
 from cnnfit.pipeline.evaluate import evaluate
-from cnnfit.pipeline.prepare import Prepared, build_augment, init_from_data, prepare, write_data_report, write_samples
+from cnnfit.pipeline.prepare import (Prepared, build_augment, init_from_data, look_at, prepare, write_data_report,
+                                     write_samples)
 from cnnfit.pipeline.resolve import Resolved, by_data, by_size, resolve
 from cnnfit.pipeline.resume import resume_config
 from cnnfit.pipeline.transfer import Weights, feature_loaders, imagenet_recipe
@@ -128,7 +128,7 @@ def _recipe(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bo
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on each step's activations: a tenth of a CPU step
     seed_everything(distributed.rank_seed(cfg.train.seed, ctx.rank))  # init differs per rank; DDP copies rank 0's
-    cfg, chosen = by_data(cfg, distributed.main_first(ctx, lambda: _look(cfg)))  # model, weights, augmentation
+    cfg, chosen = by_data(cfg, distributed.main_first(ctx, lambda: look_at(cfg)))  # model, weights, augmentation
     cfg, weights = imagenet_recipe(cfg)  # init=imagenet: the weights decide the input, before the data is read
     prep = _prepare(cfg, ctx, run_dir)
     if weights is not None:  # normalized as in the weights' own training, not by this data's statistics
@@ -202,12 +202,6 @@ def _prepare(cfg: Config, ctx: distributed.Dist, run_dir: Path | None) -> Prepar
         raise CnnfitError(f"mixup and cutmix are for single-label classification, not {prep.ds.task}; "
                           "set aug.mixup=0 aug.cutmix=0")
     return prep
-
-
-def _look(cfg: Config) -> Look:
-    d = cfg.data
-    return look(d.source, exclude=d.exclude, allow_outside=d.allow_outside, imgsz=d.imgsz, channels=d.channels,
-                resize=d.resize, cache=d.cache, task=d.task, download=d.download)
 
 
 _BATCH_WORLD = "batch={batch} is the global batch and is smaller than the {world} processes; use batch={world} or more"
