@@ -72,6 +72,54 @@ def test_idx_files(tmp_path, gz):
     assert ds.labels[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
 
 
+def _glyph(label: int) -> np.ndarray:
+    """An upright 28 px glyph: a bar across the top row band, and `label` dots down the left edge."""
+    img = np.zeros((28, 28), np.uint8)
+    img[2:6, 4:24] = 255  # the top: an image read on its side would have this bar down the left
+    img[8: 8 + 4 * label: 4, 2] = 200
+    return img
+
+
+def test_emnist_idx_files_read_upright_with_their_class_names_and_train(tmp_path):
+    """EMNIST's release: prefixed names, labels from 1, a mapping of label to character, images stored transposed."""
+    folder = tmp_path / "emnist"
+    folder.mkdir()
+    for split, n in (("train", 36), ("test", 12)):
+        labels = np.arange(n) % 3 + 1  # letters: 1-based
+        images = np.stack([_glyph(int(v)).T for v in labels])  # stored as EMNIST stores them: transposed
+        _write_idx(folder / f"emnist-letters-{split}-images-idx3-ubyte", images, gz=True)
+        _write_idx(folder / f"emnist-letters-{split}-labels-idx1-ubyte", labels, gz=True)
+    (folder / "emnist-letters-mapping.txt").write_text("1 65 97\n2 66 98\n3 67 99\n")
+    ds = read(resolve(str(folder)))
+    assert ds.classes == ["A/a", "B/b", "C/c"] and ds.labels[:4].tolist() == [0, 1, 2, 0]
+    assert np.bincount(ds.origin).tolist() == [36, 0, 12]
+    assert (ds.images[0, 0] == _glyph(1)).all()  # upright: the bar is along the top
+    import cnnfit
+
+    run = cnnfit.train(data=str(folder), epochs=1, project=str(tmp_path / "runs"), **{"eval.report": False})
+    assert run.metrics["classes"] == ["A/a", "B/b", "C/c"] and run.metrics["split"] == "test"
+
+
+def test_idx_folders_that_cannot_be_read_say_why_in_one_line(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix in ("emnist-digits", "emnist-letters"):
+        for split in ("train", "test"):
+            _write_idx(tmp_path / f"{prefix}-{split}-images-idx3-ubyte", rng.integers(0, 255, (4, 28, 28)), False)
+            _write_idx(tmp_path / f"{prefix}-{split}-labels-idx1-ubyte", np.arange(4), False)
+    with pytest.raises(CnnfitError, match="several idx sets"):
+        read(resolve(str(tmp_path)))
+    one = tmp_path / "one"
+    one.mkdir()
+    for split in ("train", "test"):
+        _write_idx(one / f"{split}-images-idx3-ubyte", rng.integers(0, 255, (4, 28, 28)), False)
+        _write_idx(one / f"{split}-labels-idx1-ubyte", np.arange(5), False)
+    with pytest.raises(CnnfitError, match="do not belong together"):
+        read(resolve(str(one)))
+    (one / "test-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + b"\0\0\0\x04" * 3 + b"\0" * 10)
+    with pytest.raises(CnnfitError, match="truncated"):
+        read(resolve(str(one)))
+
+
 def test_cifar_python_batches(tmp_path):
     d = tmp_path / "cifar-10-batches-py"
     d.mkdir()

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import os
 import pickle
+import re
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -105,8 +106,46 @@ def walk(root: Path, allow_outside: bool = False) -> tuple[dict[str, Path], list
     return files, folders, refused
 
 
+_IDX_KIND = {"images": re.compile(r"images[-_.]?idx3"), "labels": re.compile(r"labels[-_.]?idx1")}
+_IDX_SPLIT = re.compile(r"(?:^|[-_.])(train|test|t10k)[-_.]")  # MNIST's t10k-, EMNIST's emnist-letters-test-
+
+
+def _idx_files(d: Path) -> dict[tuple[str, str], Path]:
+    """{(train|test, images|labels): file} of the MNIST-format idx files in `d`, whatever their prefix (EMNIST's
+    emnist-letters-, QMNIST's qmnist-), `.gz` or not, `-ubyte` or `.idx3`. Several sets in one folder are refused:
+    which one a run trains on must not depend on the order of names."""
+    found: dict[tuple[str, str], list[Path]] = {}
+    for path in sorted(p for p in d.iterdir() if p.is_file()) if d.is_dir() else []:
+        name = path.name.lower()
+        kind = next((k for k, pattern in _IDX_KIND.items() if pattern.search(name)), None)
+        split = _IDX_SPLIT.search(name)
+        if kind and split:
+            found.setdefault(("train" if split.group(1) == "train" else "test", kind), []).append(path)
+    many = {key: paths for key, paths in found.items() if len(paths) > 1}
+    if many:
+        (split, kind), paths = next(iter(many.items()))
+        raise CnnfitError(f"{d} holds several idx sets ({', '.join(p.name for p in paths)} are all {split} {kind}); "
+                          "put each set in a folder of its own")
+    return {key: paths[0] for key, paths in found.items()}
+
+
 def _idx_dir(d: Path) -> bool:
-    return any(d.glob("train-images*idx3-ubyte*")) and any(d.glob("train-labels*idx1-ubyte*"))
+    files = _idx_files(d)
+    return ("train", "images") in files and ("train", "labels") in files
+
+
+def _idx_classes(d: Path, values: np.ndarray) -> list[str]:
+    """Class names for the label values: a `*mapping*.txt` beside the files (EMNIST's `label code [code ...]`, the
+    characters' Unicode code points) names them; else the values themselves."""
+    names = {}
+    for mapping in sorted(d.glob("*mapping*.txt"))[:1]:
+        for line in mapping.read_text(errors="replace").splitlines()[:100_000]:
+            parts = line.split()
+            if len(parts) >= 2 and all(p.isdigit() for p in parts):
+                chars = [chr(int(c)) for c in parts[1:] if int(c) < 0x110000 and chr(int(c)).isprintable()]
+                if chars:
+                    names[int(parts[0])] = "/".join(dict.fromkeys(chars))
+    return [names.get(int(v), str(int(v))) for v in values]
 
 
 def _cifar_dir(d: Path) -> Path | None:
@@ -236,19 +275,26 @@ def _read_idx_file(path: Path) -> np.ndarray:
 
 
 def _read_idx(ref: SourceRef, size, channels) -> ImageSet:
-    def find(pattern: str) -> Path:
-        hits = sorted(ref.path.glob(pattern))
-        if not hits:
-            raise CnnfitError(f"no file matching '{pattern}' in {ref.path}; MNIST-style data needs the four idx files")
-        return hits[0]
-
-    parts = [(_read_idx_file(find(f"{p}-images*idx3-ubyte*")), _read_idx_file(find(f"{p}-labels*idx1-ubyte*")))
-             for p in ("train", "t10k")]
+    files = _idx_files(ref.path)
+    missing = [f"{split} {kind}" for split in ("train", "test") for kind in ("images", "labels")
+               if (split, kind) not in files]
+    if missing:
+        raise CnnfitError(f"no idx file of the {', '.join(missing)} in {ref.path}; MNIST-format data needs four: "
+                          "train and test images (idx3) and labels (idx1)")
+    parts = [(_read_idx_file(files[split, "images"]), _read_idx_file(files[split, "labels"]))
+             for split in ("train", "test")]
+    for (images, labels), split in zip(parts, ("train", "test")):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise CnnfitError(f"{files[split, 'images'].name} holds {images.shape} and {files[split, 'labels'].name} "
+                              f"{labels.shape}: not N images of H x W with N labels; the files do not belong together")
     images = np.concatenate([p[0] for p in parts])[:, None]  # (N, 1, 28, 28)
-    labels = np.concatenate([p[1] for p in parts])
+    if files["train", "images"].name.lower().startswith("emnist"):  # EMNIST stores each image transposed
+        images = np.ascontiguousarray(images.transpose(0, 1, 3, 2))
+    values, labels = np.unique(np.concatenate([p[1] for p in parts]), return_inverse=True)  # EMNIST letters: 1..26
     origin = np.concatenate([np.full(len(parts[0][1]), 0), np.full(len(parts[1][1]), 2)]).astype(np.int8)
-    classes = _MNIST_CLASSES.get(ref.name, [str(i) for i in range(int(labels.max()) + 1)])
-    return _from_array(images, labels, classes, origin, size, channels)
+    classes = _MNIST_CLASSES.get(ref.name) if ref.name in _MNIST_CLASSES and len(values) == 10 else None
+    return _from_array(images, labels.astype(np.int64), classes or _idx_classes(ref.path, values), origin, size,
+                       channels)
 
 
 def _latin1(text: str, encoding: str = "latin1") -> bytes:
