@@ -30,6 +30,25 @@ def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int], 
     Image.fromarray(arr).save(path)
 
 
+def glyph(label: int, side: int = 28) -> np.ndarray:
+    """An upright grayscale glyph: a bar across the top band and `label` dots down the left edge, so an image read
+    on its side (the bar down the left) or mirrored (the dots on the right) is told apart from an upright one."""
+    img = np.zeros((side, side), np.uint8)
+    s = side / 28
+    img[round(2 * s):round(6 * s), round(4 * s):round(24 * s)] = 255
+    for k in range(min(label, 5)):  # up to 5 dots fit below the bar
+        img[round((8 + 4 * k) * s), round(2 * s)] = 200
+    return img
+
+
+def upright(img: np.ndarray, label: int) -> bool:
+    """Whether a (H, W) image is glyph(label) the right way up (bright bar on top, dots at the left)."""
+    side = img.shape[-1]
+    s = side / 28
+    top, left = img[round(2 * s):round(6 * s), round(4 * s):round(24 * s)], img[round(8 * s), round(2 * s)]
+    return top.mean() > 200 and img[round(8 * s):, round(24 * s):].mean() < 60 and (label == 0 or left > 100)
+
+
 def make_folder(root: Path, per_class: int = 30, seed: int = 0, splits: tuple[str, ...] = ()) -> Path:
     """Class folders of JPEG and PNG images of mixed sizes; inside split folders when `splits` is given."""
     rng = np.random.default_rng(seed)

@@ -23,8 +23,10 @@ class _Group(BaseModel):
 
 
 class DataConfig(_Group):
-    source: str = Field("digits", description="digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, "
-                        "a folder of class folders, a .zip of them, or a .npz")
+    source: str = Field("digits", description="a named set (digits, mnist, fashion-mnist, kmnist, emnist-letters "
+                        "and EMNIST's other splits, qmnist, cifar10, cifar100, svhn, stl10), hf:owner/name, a folder "
+                        "of class folders, a .zip of them, a .csv manifest, or a folder or file of arrays (idx, "
+                        "CIFAR, STL-10, .npz, .h5, .mat, Hugging Face save_to_disk or .parquet)")
     imgsz: int | None = Field(None, ge=4, le=1024, description="square input size in pixels")
     channels: Literal[1, 3] | None = Field(None, description="1 or 3; auto: 1 when every image is grayscale")
     resize: Literal["squash", "crop", "pad", "center"] = Field(
@@ -45,6 +47,10 @@ class DataConfig(_Group):
     merge_val: bool = Field(False, description="train on train+val for the set epochs, best.pt = the last epoch; "
                             "val is not scored (its images were trained on), the test split still is")
     download: bool = Field(False, description="fetch a missing named dataset from its official address (md5-checked)")
+    h5_images: str = Field("", description="the HDF5 dataset holding the images, e.g. train/x; auto: told by "
+                           "shape and name")
+    h5_labels: str = Field("", description="the HDF5 dataset holding the labels, e.g. train/y; auto: told by shape "
+                           "and name")
     allow_outside: bool = Field(False, description="read images outside the data folder: CSV rows that leave the "
                                 "manifest's folder, links in a folder that point elsewhere (refused by default)")
     task: Literal["auto", "classify", "multilabel", "regress"] = Field(

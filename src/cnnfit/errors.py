@@ -18,6 +18,12 @@ class TrainingStopped(CnnfitError):
         self.code = code
 
 
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """A library's exception as a clause of a one-line message: whitespace folded, at most `limit` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def suggest(name: str, choices: Iterable[str], template: str = "did you mean '{}'? ") -> str:
     """`template` filled with the closest of `choices` to a misspelt `name`, or "" when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

@@ -140,7 +140,8 @@ def _check_images(run_dir: Path, ckpt: dict, limit: int | None) -> tuple[np.ndar
         d = ckpt["config"]["data"]
         ds = open_dataset(d["source"], imgsz=d["imgsz"], channels=d["channels"], resize=d["resize"],
                           workers=d.get("workers"), cache=d.get("cache", True), task=d.get("task", "auto"),
-                          exclude=d.get("exclude", []), allow_outside=d.get("allow_outside", False))[0]
+                          exclude=d.get("exclude", []), allow_outside=d.get("allow_outside", False),
+                          arrays=(d.get("h5_images", ""), d.get("h5_labels", "")))[0]
         split = json.loads((run_dir / "split.json").read_text())
         name = "val" if len(split.get("val", [])) else "test"
         idx = np.asarray(split[name], dtype=np.int64)[:limit]

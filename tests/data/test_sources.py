@@ -8,7 +8,7 @@ from PIL import Image
 
 from cnnfit.data.sources import read, resolve
 from cnnfit.errors import CnnfitError
-from tests.conftest import make_folder, shared_dataset, write_image
+from tests.conftest import glyph, make_folder, shared_dataset, write_image
 
 
 def test_folder_of_class_folders(image_folder):
@@ -72,28 +72,20 @@ def test_idx_files(tmp_path, gz):
     assert ds.labels[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
 
 
-def _glyph(label: int) -> np.ndarray:
-    """An upright 28 px glyph: a bar across the top row band, and `label` dots down the left edge."""
-    img = np.zeros((28, 28), np.uint8)
-    img[2:6, 4:24] = 255  # the top: an image read on its side would have this bar down the left
-    img[8: 8 + 4 * label: 4, 2] = 200
-    return img
-
-
 def test_emnist_idx_files_read_upright_with_their_class_names_and_train(tmp_path):
     """EMNIST's release: prefixed names, labels from 1, a mapping of label to character, images stored transposed."""
     folder = tmp_path / "emnist"
     folder.mkdir()
     for split, n in (("train", 36), ("test", 12)):
         labels = np.arange(n) % 3 + 1  # letters: 1-based
-        images = np.stack([_glyph(int(v)).T for v in labels])  # stored as EMNIST stores them: transposed
+        images = np.stack([glyph(int(v)).T for v in labels])  # stored as EMNIST stores them: transposed
         _write_idx(folder / f"emnist-letters-{split}-images-idx3-ubyte", images, gz=True)
         _write_idx(folder / f"emnist-letters-{split}-labels-idx1-ubyte", labels, gz=True)
     (folder / "emnist-letters-mapping.txt").write_text("1 65 97\n2 66 98\n3 67 99\n")
     ds = read(resolve(str(folder)))
     assert ds.classes == ["A/a", "B/b", "C/c"] and ds.labels[:4].tolist() == [0, 1, 2, 0]
     assert np.bincount(ds.origin).tolist() == [36, 0, 12]
-    assert (ds.images[0, 0] == _glyph(1)).all()  # upright: the bar is along the top
+    assert (ds.images[0, 0] == glyph(1)).all()  # upright: the bar is along the top
     import cnnfit
 
     run = cnnfit.train(data=str(folder), epochs=1, project=str(tmp_path / "runs"), **{"eval.report": False})

@@ -2,10 +2,8 @@
 a real weights file, its checks (hash, length, leftovers, offline), and each family's key set against torchvision's."""
 
 import hashlib
-import http.server
 import io
 import re
-import threading
 from dataclasses import replace
 
 import pytest
@@ -15,6 +13,7 @@ from cnnfit import models
 from cnnfit.errors import CnnfitError
 from cnnfit.models import torchvision_weights as tv
 from cnnfit.models.weights import to_torchvision
+from tests.local_server import LocalServer
 
 # torchvision 0.28's builders at 1000 classes: state_dict tensors (googlenet without its aux heads) and the
 # parameter count its docs publish per weights file
@@ -27,45 +26,6 @@ TORCHVISION = {
 }
 HEAD = {"resnet": "fc", "alexnet": "classifier.6", "vgg": "classifier.6", "googlenet": "fc",
         "mobilenet": "classifier.1"}  # where torchvision keeps the 1000-class Linear
-
-
-class _Server:
-    """http.server on a free 127.0.0.1 port: path -> (body, Content-Length); a shorter body than announced is a
-    connection that drops mid-file."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[bytes, int]] = {}
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                if self.path not in server.routes:
-                    self.send_error(404)
-                    return
-                body, length = server.routes[self.path]
-                self.send_response(200)
-                self.send_header("Content-Length", str(length))
-                self.end_headers()
-                self.wfile.write(body)
-                self.close_connection = True
-
-            def log_message(self, *args) -> None:  # quiet test output
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        # polled every 20 ms: shutdown() waits one poll, 0.5 s by default
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-
-    def serve(self, file: str, body: bytes, length: int | None = None) -> None:
-        self.routes["/" + file] = (body, len(body) if length is None else length)
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +42,7 @@ def resnet18_file() -> tuple[dict[str, torch.Tensor], bytes]:
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """The server, the weights cache in tmp_path, and no proxy between them."""
-    srv = _Server()
+    srv = LocalServer()
     for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("CNNFIT_WEIGHTS", str(tmp_path / "weights"))

@@ -259,10 +259,13 @@ def exclude_patterns(spec: str | list[str]) -> tuple[str, ...]:
 
 def open_dataset(source: str, *, imgsz: int | None, channels: int | None, resize: str, workers: int | None = None,
                  cache: bool = True, task: str = "auto", download: bool = False,
-                 exclude: str | list[str] = (), allow_outside: bool = False) -> tuple[ImageSet, bool, Path | None]:
+                 exclude: str | list[str] = (), allow_outside: bool = False,
+                 arrays: tuple[str, str] = ("", "")) -> tuple[ImageSet, bool, Path | None]:
     """The dataset a run's `data.*` settings name, decoded (or memory-mapped from the cache): the ImageSet,
-    whether the cache had it, and the folder, zip or file it came from."""
-    ref = resolve(source, download=download, exclude=exclude_patterns(exclude), allow_outside=allow_outside)
+    whether the cache had it, and the folder, zip or file it came from. `arrays`: an HDF5 file's images and
+    labels datasets (data.h5_images, data.h5_labels)."""
+    ref = resolve(source, download=download, exclude=exclude_patterns(exclude), allow_outside=allow_outside,
+                  arrays=arrays)
     return *load_imageset(ref, imgsz, channels, resize, workers, cache, task=task), ref.path
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnfit.data.arrays import MAX_MEMBER_BYTES, member_problem
 from cnnfit.data.cache import remembered
 from cnnfit.data.decode import DecodeError, map_images, probe
 from cnnfit.data.exact_duplicates import pixel_keys, same_keys
@@ -23,7 +24,7 @@ from cnnfit.data.imageset import SPLITS, ImageSet, class_counts, label_text
 from cnnfit.data.manifest import manifest_cell, manifest_header
 from cnnfit.data.near_duplicates import (MAX_COLOUR_SHIFT, MAX_EXAMINED, MAX_FOUND, MIN_NEAR_SIDE, MIN_SIMILARITY,
                                          NEAR_THRESHOLD, hamming_pairs as _hamming_pairs, signatures, similarity)
-from cnnfit.data.sources import MAX_MEMBER_BYTES, data_root, member_problem
+from cnnfit.data.sources import data_root
 from cnnfit.errors import CnnfitError
 
 _LISTED = 50  # findings of one kind listed one by one; the rest are counted in one line

@@ -30,11 +30,12 @@ class Look:
 
 def look(source: str, *, exclude: str | list[str] = (), allow_outside: bool = False, imgsz: int | None = None,
          channels: int | None = None, resize: str = "squash", cache: bool = True, task: str = "auto",
-         download: bool = False) -> Look:
+         download: bool = False, arrays: tuple[str, str] = ("", "")) -> Look:
     """What `source` holds, cheaply; `imgsz`, `channels`, `resize`, `cache` and `task` are the run's own, so an
     array source is opened exactly as training will open it (the cache then serves both)."""
-    ref = resolve(source, download=download, exclude=exclude_patterns(exclude), allow_outside=allow_outside)
-    if ref.kind in ("folder", "zip", "csv"):
+    ref = resolve(source, download=download, exclude=exclude_patterns(exclude), allow_outside=allow_outside,
+                  arrays=arrays)
+    if ref.kind in ("folder", "zip", "csv", "hf"):
         entries, _, load, _, _ = file_entries(ref)
         step = max(1, len(entries) // SAMPLE)
         headers = [h for h in map_images(probe, [e[0] for e in entries[::step][:SAMPLE]], load)
@@ -46,7 +47,7 @@ def look(source: str, *, exclude: str | list[str] = (), allow_outside: bool = Fa
                     int(statistics.median(min(h.width, h.height) for h in headers)),
                     len({(h.width, h.height) for h in headers}) > 1)
     ds, _, _ = open_dataset(source, imgsz=imgsz, channels=channels, resize=resize, cache=cache, task=task,
-                             download=download)
+                             download=download, allow_outside=allow_outside, arrays=arrays)
     train = int((ds.origin == SPLITS.index("train")).sum()) if ds.origin is not None else len(ds)
     c, h, w = ds.shape
     return Look(len(ds), train or len(ds), c, min(h, w), False)

@@ -49,14 +49,14 @@ def look_at(cfg: Config) -> Look:
     """A first look at the run's data (data.look): what the defaults that decide the decode are chosen from."""
     d = cfg.data
     return look(d.source, exclude=d.exclude, allow_outside=d.allow_outside, imgsz=d.imgsz, channels=d.channels,
-                resize=d.resize, cache=d.cache, task=d.task, download=d.download)
+                resize=d.resize, cache=d.cache, task=d.task, download=d.download, arrays=(d.h5_images, d.h5_labels))
 
 
 def load_data(cfg: Config) -> tuple[ImageSet, bool, Path | None]:
     d = cfg.data
     return open_dataset(d.source, imgsz=d.imgsz, channels=d.channels, resize=d.resize, workers=d.workers,
                         cache=d.cache, task=d.task, download=d.download, exclude=d.exclude,
-                        allow_outside=d.allow_outside)
+                        allow_outside=d.allow_outside, arrays=(d.h5_images, d.h5_labels))
 
 
 def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
