@@ -59,3 +59,22 @@ def test_a_truncated_or_mislabelled_binary_batch_is_a_one_line_error(tmp_path):
         with pytest.raises(CnnfitError, match=why) as err:
             read(resolve(str(folder)))
         assert "\n" not in str(err.value)
+
+
+def test_cifar10_python_batches_read_upright_and_train(tmp_path):
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = [0, 1, 2, 0, 1, 2]
+        rows = np.stack([np.stack([glyph(v + 1, 32)] * 3).reshape(-1) for v in labels])  # (N, 3072) as CIFAR's
+        (folder / f).write_bytes(pickle.dumps({b"data": rows, b"labels": labels}, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"cat", b"dog", b"ship"]}, protocol=2))
+    ds = read(resolve(str(tmp_path)))
+    assert ds.classes == ["cat", "dog", "ship"] and np.bincount(ds.origin).tolist() == [30, 0, 6]
+    assert upright(ds.images[1, 0], 2)
+    import cnnfit
+
+    run = cnnfit.train(data=str(tmp_path), epochs=1, project=str(tmp_path / "runs"), **{"eval.report": False})
+    assert run.metrics["classes"] == ["cat", "dog", "ship"] and run.metrics["split"] == "test"

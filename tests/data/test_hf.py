@@ -216,3 +216,16 @@ def test_is_hf_dir_is_false_for_other_folders(tmp_path, image_folder):
     assert not is_hf_dir(image_folder) and not is_hf_dir(tmp_path / "missing")
     (tmp_path / "notes.txt").write_text("x")
     assert not is_hf_dir(tmp_path / "notes.txt")
+
+
+def test_the_data_report_reopens_records_and_finds_a_duplicate_row(tmp_path):
+    from cnnfit.data.inspect import inspect_dataset
+
+    folder = tmp_path / "saved"
+    rows = _dataset(12)
+    datasets.concatenate_datasets([rows, rows.select([4])]).save_to_disk(str(folder))  # row 4 once more
+    ds = read(resolve(str(folder)))
+    report = inspect_dataset(ds, {"train": np.arange(len(ds))}, source=folder)
+    assert report["files"]["read"] == 13  # every record reopened through the table, none "moved since caching"
+    groups = [set(f["files"]) for f in report["findings"] if f["kind"] == "exact_duplicate"]
+    assert any({"saved[4]", "saved[12]"} <= g for g in groups) and len(groups) == 3  # a glyph per class

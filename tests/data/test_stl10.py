@@ -42,3 +42,30 @@ def test_a_truncated_stl10_file_is_a_one_line_error(tmp_path):
     with pytest.raises(CnnfitError, match="truncated or mismatched") as err:
         read(resolve(str(folder)))
     assert "\n" not in str(err.value)
+
+
+def test_stl10_downloads_its_archive_without_the_unlabelled_images(tmp_path, monkeypatch):
+    import hashlib
+    import io
+    import tarfile
+
+    from cnnfit.data import download as dl
+    from tests.local_server import LocalServer
+
+    folder = _stl10(tmp_path / "made" / "stl10_binary", 6, 3)
+    (folder / "unlabeled_X.bin").write_bytes(b"\0" * 27648)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(folder, "stl10_binary")
+    body = buf.getvalue()
+    server = LocalServer()
+    try:
+        server.serve("stl10_binary.tar.gz", body)
+        listed = [("stl10_binary.tar.gz", hashlib.md5(body).hexdigest())]
+        monkeypatch.setitem(dl.OFFICIAL, "stl10", (server.url, listed))
+        monkeypatch.setenv("CNNFIT_DATA", str(tmp_path / "root"))
+        ds = read(resolve("stl10", download=True))
+    finally:
+        server.stop()
+    assert ds.classes == NAMES and np.bincount(ds.origin).tolist() == [6, 0, 3] and upright(ds.images[0, 0], 1)
+    assert not (tmp_path / "root" / "stl10" / "stl10_binary" / "unlabeled_X.bin").exists()
