@@ -48,11 +48,28 @@ class EvalOptions(_Options):
     trust_code: bool = _key(False, _TRUST)
 
 
+_Score = Literal["maxprob", "energy"]
+_DOTTED = ("reject_",)  # keys typed with a dot, as the run config's are: reject.precision=0.99
+
+
 class PredictOptions(_Options):
     topk: int = _key(5, "classes per image")
     out: str | None = _key(None, "file to write", "RUN/predict.csv")
     format: Literal["csv", "json"] = _key("csv", "csv, or json: a list of objects")
     tta: _Tta | None = _key(None, "none, flip or flip+shift (run directories only)", _RUNS)
+    explain: bool = _key(False, "true: a Grad-CAM heatmap over each image, explain/<name>.png (run directories only)")
+    reject: bool = _key(False, "true: answer \"unknown\" under the threshold fitted on val for precision 0.99")
+    reject_precision: float | None = _key(None, "answer \"unknown\" so that the answers given reach this precision "
+                                          "on val (refitted from the val scores best.pt keeps)", "none")
+    reject_coverage: float | None = _key(None, "instead: answer this share of the val images", "none")
+    reject_score: _Score = _key("maxprob", "maxprob (calibrated top probability) or energy (logsumexp of the logits)")
+    device: str = _key("auto", "auto, cpu, cuda, cuda:N or mps")
+    trust_code: bool = _key(False, _TRUST)
+
+
+class EmbedOptions(_Options):
+    out: str | None = _key(None, "folder for embeddings.npy and embeddings.csv", "RUN/embeddings")
+    normalize: bool = _key(True, "unit-length vectors, so a dot product is the cosine similarity")
     device: str = _key("auto", "auto, cpu, cuda, cuda:N or mps")
     trust_code: bool = _key(False, _TRUST)
 
@@ -123,6 +140,8 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("RUN PATHS... [key=value ...]", PredictOptions, "cnnfit.pipeline:predict", "top-k classes "
                        "(label sets, values) for files, folders, globs; RUN is a run directory, an exported .onnx, "
                        "or imagenet:MODEL (a zoo model's ImageNet head, untrained)"),
+    "embed": Command("RUN PATHS... [key=value ...]", EmbedOptions, "cnnfit.pipeline:embed", "penultimate-layer "
+                     "features of files, folders, globs (embeddings.npy + embeddings.csv), to search similar images"),
     "export": Command("RUN [key=value ...]", ExportOptions, "cnnfit.export:export",
                       "a model that takes uint8 pixels (checked against torch on val)"),
     "serve": Command("RUN|model.onnx [key=value ...]", ServeOptions, "cnnfit.serve:serve",
@@ -142,7 +161,12 @@ def _shown(field: Any) -> str:
 
 def key_rows(options: type[BaseModel]) -> list[tuple[str, str, str]]:
     """(key, default as --help shows it, meaning) for each key of a command's options."""
-    return [(key, _shown(field), field.description or "") for key, field in options.model_fields.items()]
+    return [(_typed(key), _shown(field), field.description or "") for key, field in options.model_fields.items()]
+
+
+def _typed(key: str) -> str:
+    """A key as the command line takes it: reject_precision is typed reject.precision."""
+    return key.replace("_", ".", 1) if key.startswith(_DOTTED) else key
 
 
 def _help(console: Console, name: str = "") -> None:
@@ -182,6 +206,7 @@ def _parse(name: str, args: list[str]) -> tuple[tuple[Any, ...], BaseModel]:
     options, paths, values = COMMANDS[name].options or _Options, [], {}
     for arg in args:
         key, eq, value = arg.partition("=")
+        key = key.replace(".", "_", 1) if key.replace(".", "_", 1).startswith(_DOTTED) else key
         if eq and key in options.model_fields:  # the default --help shows for an unset key (width=auto) unsets it
             field = options.model_fields[key]
             values[key] = None if field.default is None and value == _shown(field) else value
@@ -199,12 +224,12 @@ def _parse(name: str, args: list[str]) -> tuple[tuple[Any, ...], BaseModel]:
         raise CnnfitError(f"cnnfit {name} takes key=value arguments only, got '{paths[0]}'")
     if run and not paths:
         raise CnnfitError(f"cnnfit {name} needs a run directory, e.g. cnnfit {name} runs/train")
-    if name == "predict" and len(paths) < 2:
-        raise CnnfitError("cnnfit predict needs image files, folders or globs after the run directory")
+    if name in ("predict", "embed") and len(paths) < 2:
+        raise CnnfitError(f"cnnfit {name} needs image files, folders or globs after the run directory")
     if name in ("eval", "export", "serve") and len(paths) > 1:
         what = "run directory or .onnx file" if name == "serve" else "run directory"
         raise CnnfitError(f"cnnfit {name} takes one {what}, got {len(paths)} paths")
-    if name == "predict":
+    if name in ("predict", "embed"):
         return (paths[0], paths[1:]), parsed
     return ((paths,) if name == "compare" else tuple(paths)), parsed
 

@@ -11,6 +11,7 @@ the run's test accuracy / macro F1 and the parity figures."""
 from __future__ import annotations
 
 import json
+import math
 import logging
 import time
 import warnings
@@ -90,7 +91,8 @@ def _graph(format: str, run_dir: Path, ckpt: dict, path: Path, check_images: int
                     "resize": ckpt["resize"], "task": "classify", "mean": json.dumps(ckpt["mean"]),
                     "std": json.dumps(ckpt["std"]), "temperature": module.temperature, "model": ckpt["model"],
                     "params": sum(p.numel() for p in module.model.parameters()), "layout": layout,
-                    "input": "images", "output": "probs", "cnnfit": version("cnnfit"), **run_metrics(run_dir)}
+                    "input": "images", "output": "probs", "cnnfit": version("cnnfit"), **run_metrics(run_dir),
+                    **_reject_meta(ckpt)}
             _set_metadata(tmp, meta)
             candidate, backend = load_predictor(tmp).predict, "onnxruntime"
         else:
@@ -258,6 +260,15 @@ def to_onnx(model: nn.Module, path: str | Path, *, in_chans: int, imgsz: int, ch
                 raise CnnfitError(f"ONNX export of {type(model).__name__} differs from torch by up to "
                                   f"{np.abs(got - want).max():.2e}; please report this model")
     return path
+
+
+
+def _reject_meta(ckpt: dict) -> dict[str, str]:
+    """The "unknown" threshold for the metadata: the fitted one without the val scores (a graph cannot refit)."""
+    fitted = ckpt.get("reject")
+    if not fitted or fitted.get("score") != "maxprob" or not math.isfinite(fitted["threshold"]):
+        return {}
+    return {"reject": json.dumps({k: v for k, v in fitted.items() if k != "val"})}
 
 
 __all__ = ["FORMATS", "export", "load_safetensors", "to_onnx"]

@@ -48,10 +48,14 @@ class Pixels(nn.Module):
         self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.target_scale = tuple(target_scale or (0.0, 1.0))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's raw outputs for uint8 images, before temperature and softmax: (N, K) float32."""
         if self.layout == "nhwc":
             x = x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-        out = self.model(normalize(x, self.mean, self.inv_std)).float()  # (N, K) logits
+        return self.model(normalize(x, self.mean, self.inv_std)).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.logits(x)  # (N, K)
         if self.task == "classify":
             return (out / self.temperature).softmax(1)
         if self.task == "multilabel":
@@ -71,8 +75,9 @@ class Predictor:
     task: str
     source: str
     backend: str  # "torch" or "onnx"
-    info: dict[str, Any] = field(default_factory=dict)  # model, params, temperature, tta, accuracy, macro_f1
+    info: dict[str, Any] = field(default_factory=dict)  # model, params, temperature, tta, accuracy, macro_f1, reject
     _run: Callable[[np.ndarray], np.ndarray] = field(default=None, repr=False)  # (n, C, H, W) uint8 -> (n, K)
+    module: Pixels | None = field(default=None, repr=False)  # the torch module (embeddings, explanations); else None
 
     def decode(self, src: str | Path | bytes) -> np.ndarray:
         """An image file or its bytes -> (C, H, W) uint8 at this model's size; raises data.DecodeError."""
@@ -89,6 +94,17 @@ class Predictor:
                               "decode files with Predictor.decode")
         images = np.ascontiguousarray(images)
         return np.concatenate([self._run(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) uint8 -> (N, K) float32 logits before temperature and softmax (torch backend only: an
+        exported graph ends in probabilities)."""
+        if self.module is None:
+            raise CnnfitError(f"logits need the run directory; {self.source} gives probabilities only")
+        self.predict(images[:1])  # the same checks of the input
+        with torch.inference_mode():
+            device = self.module.mean.device
+            return np.concatenate([self.module.logits(torch.from_numpy(np.ascontiguousarray(images[i:i + BATCH]))
+                                                      .to(device)).cpu().numpy() for i in range(0, len(images), BATCH)])
 
 
 def load_predictor(path: str | Path, *, device: str = "cpu", tta: str | None = None,
@@ -150,9 +166,10 @@ def _torch_predictor(run_dir: Path, *, device: str, tta: str | None, trust_code:
             return module(torch.from_numpy(x).to(dev)).cpu().numpy()
 
     info = {"model": ckpt["model"], "params": sum(p.numel() for p in module.model.parameters()),
-            "temperature": module.temperature, "tta": tta, **run_metrics(run_dir)}
+            "temperature": module.temperature, "tta": tta, "reject": ckpt.get("reject"), **run_metrics(run_dir)}
     return Predictor(classes=list(ckpt["classes"]), imgsz=int(ckpt["imgsz"]), channels=int(ckpt["channels"]),
-                     resize=ckpt["resize"], task=module.task, source=str(run_dir), backend="torch", info=info, _run=run)
+                     resize=ckpt["resize"], task=module.task, source=str(run_dir), backend="torch", info=info, _run=run,
+                     module=module)
 
 
 def _imagenet_predictor(name: str, *, device: str, tta: str | None) -> Predictor:
@@ -206,7 +223,7 @@ def _onnx_predictor(path: Path, *, device: str, tta: str | None) -> Predictor:
         return session.run(None, {name: x.transpose(0, 2, 3, 1) if nhwc else x})[0]
 
     info = {"model": meta.get("model"), "params": m["params"], "temperature": m["temperature"], "tta": "none",
-            "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+            "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "reject": m["reject"]}
     return Predictor(classes=m["classes"], imgsz=m["imgsz"], channels=m["channels"], resize=m["resize"],
                      task=m["task"], source=str(path), backend="onnx", info=info, _run=run)
 
@@ -222,7 +239,7 @@ def _onnx_meta(meta: dict[str, str], session: Any, path: Path) -> dict[str, Any]
              "classes": json.loads(meta["classes"]), "task": meta.get("task", "classify"),
              "layout": meta.get("layout", "nchw"), "params": int(meta["params"]) if "params" in meta else None,
              "temperature": float(meta.get("temperature", 1.0)), "accuracy": _float(meta.get("accuracy")),
-             "macro_f1": _float(meta.get("macro_f1"))}
+             "macro_f1": _float(meta.get("macro_f1")), "reject": _reject_meta(meta.get("reject"))}
     except (TypeError, ValueError, RecursionError) as exc:  # int(), float() and json.loads on the file's text
         raise CnnfitError(f"'{path}' has unreadable cnnfit metadata ({str(exc).splitlines()[0][:120]}); "
                           "re-export it with: cnnfit export RUN") from None
@@ -246,6 +263,17 @@ def _onnx_meta(meta: dict[str, str], session: Any, path: Path) -> dict[str, Any]
         raise CnnfitError(f"'{path}' has cnnfit metadata that does not fit: {failed[0]}; re-export it with: "
                           "cnnfit export RUN")
     return m
+
+
+def _reject_meta(text: str | None) -> dict[str, Any] | None:
+    """The reject threshold an export carries (JSON: score, threshold, targets, val figures), or None."""
+    if not text:
+        return None
+    fitted = json.loads(text)
+    if not isinstance(fitted, dict) or fitted.get("score") != "maxprob" or not isinstance(fitted.get("threshold"),
+                                                                                             (int, float)):
+        raise ValueError("reject is not a maxprob threshold")
+    return fitted
 
 
 def _float(value: str | None) -> float | None:

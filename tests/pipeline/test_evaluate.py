@@ -19,6 +19,7 @@ from cnnfit.pipeline.resolve import eval_amp
 from cnnfit.cli import main
 from cnnfit.data import load_imageset, resolve
 from cnnfit.engine import load_checkpoint
+from cnnfit.eval import intervals
 from tests.conftest import make_folder, write_image
 
 
@@ -87,9 +88,28 @@ def test_calibration_is_stored_lowers_ece_on_val_fit_and_predict_uses_it(calibra
     assert [r["prob1"] for r in rows] == pytest.approx(probs[:5].max(1), abs=1e-5)
 
 
-def test_eval_with_tta_reports_the_mode(calibrated_run, tmp_path):
+def test_metrics_json_holds_bootstrap_intervals_of_the_test_predictions(calibrated_run):
+    metrics = json.loads((calibrated_run.dir / "metrics.json").read_text())
+    ci = metrics["intervals"]
+    assert (ci["resamples"], ci["level"], ci["seed"]) == (1000, 0.95, 0)
+    for name, value in (("accuracy", metrics["accuracy"]), ("balanced_accuracy", metrics["balanced_accuracy"]),
+                        ("macro_f1", metrics["macro"]["f1"])):
+        lo, hi = ci[name]
+        assert lo <= value <= hi and 0.0 < hi - lo < 0.2, name  # digits: 269 test images, about +-3 points
+    with open(calibrated_run.dir / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    ids = {c: i for i, c in enumerate(metrics["classes"])}
+    y, pred = (np.array([ids[r[k]] for r in rows]) for k in ("true", "pred"))
+    assert {k: list(v) for k, v in intervals(y, pred, num_classes=len(ids)).items()} == {
+        k: ci[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}  # the images predictions.csv lists
+
+
+def test_eval_with_tta_reports_the_mode(calibrated_run, tmp_path, caplog):
+    caplog.set_level("INFO", logger="cnnfit")
     m = cnnfit.evaluate(calibrated_run.dir, tta="flip")
     assert m["tta"] == "flip" and 0.0 < m["accuracy"] <= 1.0
+    lo, hi = m["intervals"]["accuracy"]
+    assert f"test accuracy {m['accuracy']:.4f} (95% CI {lo:.3f}-{hi:.3f})" in caplog.text
     saved = json.loads((calibrated_run.dir / "metrics.json").read_text())
     assert saved["tta"] == "flip" and saved["accuracy"] == m["accuracy"]
     assert main(["eval", str(calibrated_run.dir), "tta=rotate"]) == 2
@@ -180,3 +200,20 @@ def test_predict_with_tta_averages_the_mirrored_image(calibrated_run, tmp_path):
     expected = {c: v ** (1 / t) for c, v in mean.items()}  # softmax(log(mean) / T), before renormalizing
     zz = sum(expected.values())
     assert max(abs(b[c] - expected[c] / zz) for c in b) < 1e-4  # probabilities are rounded to 6 places
+
+
+def test_the_reject_threshold_is_fitted_on_val_and_kept_in_best_pt(calibrated_run):
+    from cnnfit.eval.reject import PRECISION, answered, scores
+
+    ckpt = load_checkpoint(calibrated_run.dir / "best.pt")
+    saved, shown = ckpt["reject"], json.loads((calibrated_run.dir / "metrics.json").read_text())["reject"]
+    z_val, y_val = _logits(calibrated_run.dir, "val", as_evaluated=True)
+    t = ckpt["calibration"]["temperature"]
+    s = scores(z_val.numpy(), t)
+    keep = answered(s, saved["threshold"] - 1e-6)  # float32 storage of the scores: a hair of slack
+    assert saved["score"] == "maxprob" and saved["temperature"] == t and len(saved["val"]["correct"]) == len(y_val)
+    assert (z_val.numpy().argmax(1) == y_val.numpy())[keep].mean() >= PRECISION
+    assert saved["val_coverage"] == pytest.approx(keep.mean(), abs=1 / len(y_val))
+    for kind in ("maxprob", "energy"):
+        assert 0 <= shown[kind]["test_coverage"] <= 1 and shown[kind]["threshold"] is not None
+    assert shown["maxprob"]["threshold"] == saved["threshold"]

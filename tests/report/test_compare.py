@@ -1,4 +1,5 @@
-"""`compare`: three real digits runs that differ only in lr, side by side; bad input is refused by name."""
+"""`compare`: three real digits runs that differ only in lr, side by side, with paired tests on the test images they
+share; bad input is refused by name."""
 
 import csv
 import json
@@ -10,6 +11,7 @@ from PIL import Image
 import cnnfit
 from cnnfit.errors import CnnfitError
 from cnnfit.report import compare
+from cnnfit.report.html import esc
 
 LRS = (3e-4, 1e-3, 3e-3)
 
@@ -90,3 +92,40 @@ def test_cli_compare_writes_the_folder_and_refuses_one_run(runs, tmp_path, capsy
     assert "config differences" in capsys.readouterr().out
     assert main(["compare", str(runs[0])]) == 2
     assert "two or more run directories" in capsys.readouterr().err
+
+
+def test_runs_on_the_same_test_images_get_a_paired_verdict(runs, tmp_path, caplog):
+    caplog.set_level("INFO", logger="cnnfit")
+    out = compare(runs, out=tmp_path / "cmp")
+    paired = json.loads((out / "compare.json").read_text())["paired"]
+    accuracies = [json.loads((run / "metrics.json").read_text())["accuracy"] for run in runs]
+    with open(runs[0] / "predictions.csv") as f:
+        images = len(list(csv.DictReader(f)))
+    page = (out / "compare.html").read_text()
+    assert [(p["run"], p["against"]) for p in paired] == [(runs[1].name, runs[0].name), (runs[2].name, runs[0].name)]
+    for p, accuracy in zip(paired, accuracies[1:]):
+        assert p["difference"] == pytest.approx(accuracy - accuracies[0], abs=1e-12)  # image by image, B - A
+        assert p["images"] == images and p["interval"][0] <= p["difference"] <= p["interval"][1]
+        assert p["verdict"].startswith(f"{p['run']} is ") and f"than {runs[0].name} on the same {images:,} test" in \
+            p["verdict"]
+        assert p["verdict"].endswith("a real difference" if p["significant"] else "not a real difference")
+        assert p["verdict"] in caplog.text and esc(p["verdict"]) in page.split("Paired tests")[1]
+
+
+def test_runs_on_other_test_images_are_told_no_paired_test_is_possible(runs, tmp_path, caplog):
+    caplog.set_level("INFO", logger="cnnfit")
+    shifted = shutil.copytree(runs[1], tmp_path / "shifted")
+    shorter = shutil.copytree(runs[2], tmp_path / "shorter")
+    lines = (runs[1] / "predictions.csv").read_text().splitlines(keepends=True)
+    (shifted / "predictions.csv").write_text("".join([lines[0], *lines[2:], lines[1]]))  # another order
+    (shorter / "predictions.csv").write_text("".join(lines[:-5]))
+    out = compare([runs[0], shifted, shorter], out=tmp_path / "cmp")
+    paired = json.loads((out / "compare.json").read_text())["paired"]
+    assert [p["verdict"].split(": ", 1) for p in paired] == [
+        ["shifted against lr0", "a paired test is not possible: their test images differ (row 1 of predictions.csv: "
+         f"image {lines[1].split(',')[0]} against image {lines[2].split(',')[0]}), so they were split or sampled "
+         "differently"],
+        ["shorter against lr0", f"a paired test is not possible: lr0 was scored on {len(lines) - 1:,} test images "
+         f"and shorter on {len(lines) - 6:,} (another split or dataset)"]]
+    assert "significant" not in paired[0] and all(p["verdict"] in caplog.text for p in paired)
+    assert "a paired test is not possible" in (out / "compare.html").read_text()

@@ -126,9 +126,10 @@ def write_scores(out_dir: Path, metrics: dict[str, Any], header: list[str], rows
     write_csv(out_dir / "predictions.csv", header, rows)
 
 
-def save_calibration(run_dir: Path, ckpt: dict[str, Any], calibration: dict[str, Any]) -> None:
-    """The fitted temperature into best.pt (atomically), so predict, serve and export apply it too."""
-    save_checkpoint({**ckpt, "calibration": calibration}, run_dir / "best.pt")
+def save_best(run_dir: Path, ckpt: dict[str, Any]) -> None:
+    """best.pt rewritten (atomically) with what evaluation fitted on val (the temperature, the reject threshold), so
+    predict, serve and export apply it too."""
+    save_checkpoint(ckpt, run_dir / "best.pt")
 
 
 def eval_dir(run_dir: Path, source: str) -> Path:
@@ -141,5 +142,5 @@ def eval_dir(run_dir: Path, source: str) -> Path:
     return out
 
 
-__all__ = ["Run", "eval_dir", "finished", "lock", "read_json", "save_calibration", "split_changed", "start",
+__all__ = ["Run", "eval_dir", "finished", "lock", "read_json", "save_best", "split_changed", "start",
            "write_json", "write_scores"]

@@ -1,6 +1,7 @@
 """`cnnfit compare RUN RUN ...`: runs side by side. Their test metrics with the best of each column marked, the
-config keys that differ, and their curves overlaid; logged as two tables, and written as compare.html (one
-self-contained file), compare.png, compare.csv and compare.json."""
+config keys that differ, their curves overlaid, and for classifiers scored on the same test images whether each
+beats the first by more than chance (a paired test); logged as two tables and a sentence per run, and written as
+compare.html (one self-contained file), compare.png, compare.csv and compare.json."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+
 from cnnfit.config import get_dotted
 from cnnfit.engine.callbacks import Monitor
 from cnnfit.engine.scores import DIRECTIONS, direction
@@ -18,6 +20,7 @@ from cnnfit.errors import CnnfitError
 from cnnfit.eval.plots import SCORE_NAMES, pyplot, save_figure
 from cnnfit.files import new_run_dir, write_atomic, write_csv
 from cnnfit.report.html import duration, esc, note, png_uri
+from cnnfit.report.paired import paired as paired_tests
 from cnnfit.report.runfiles import RunFiles
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ def compare(runs: list[str | Path], out: str | Path | None = None) -> Path:
     score = _score_key(loaded)
     rows = [_row(r, label, score) for r, label in zip(loaded, labels)]
     heads, cells = _cells(rows, score)
+    paired = paired_tests(loaded, labels)
 
     out_dir = Path(out) if out is not None else new_run_dir(loaded[0].dir.parent, "compare")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -73,12 +77,16 @@ def compare(runs: list[str | Path], out: str | Path | None = None) -> Path:
     write_csv(out_dir / "compare.csv", columns, [[row.get(k) for k in columns] for row in rows])
     shown_diffs = {k: {label: v for label, v in zip(labels, values) if v is not _ABSENT} for k, values in diffs.items()}
     best = {key: [label for label, c in zip(labels, cells) if c[i][1]] for i, (key, _) in enumerate(heads)}
-    summary = {"runs": rows, "best": {k: names for k, names in best.items() if names}, "differences": shown_diffs}
+    summary = {"runs": rows, "best": {k: names for k, names in best.items() if names}, "differences": shown_diffs,
+               "paired": paired}
     write_atomic(out_dir / "compare.json", json.dumps(summary, indent=2))
     shown = {k: [_show(v) for v in values] for k, values in diffs.items()}
-    write_atomic(out_dir / "compare.html", _page(rows, heads, cells, shown, (out_dir / "compare.png").read_bytes()))
+    write_atomic(out_dir / "compare.html", _page(rows, heads, cells, shown, [p["verdict"] for p in paired],
+                                                 (out_dir / "compare.png").read_bytes()))
 
     _log_tables(labels, heads, cells, diffs)
+    for test in paired:
+        log.info(test["verdict"])
     log.info(f"{', '.join(_FILES)} -> {out_dir}")
     return out_dir
 
@@ -343,10 +351,12 @@ p.note{color:#666;font-size:.9rem}
 """
 
 
-def _page(rows: list[dict[str, Any]], heads: _Heads, cells: _Cells, diffs: dict[str, list[str]], png: bytes) -> str:
-    """compare.html: the metrics table with the best of each column in bold, each differing key's values as
-    config.yaml writes them (one per run), the curves and where each run lives, on one self-contained page
-    (inline CSS, the PNG as a data URI, no scripts and nothing fetched), so it can be mailed or archived."""
+def _page(rows: list[dict[str, Any]], heads: _Heads, cells: _Cells, diffs: dict[str, list[str]], verdicts: list[str],
+          png: bytes) -> str:
+    """compare.html: the metrics table with the best of each column in bold, the paired tests' verdicts, each
+    differing key's values as config.yaml writes them (one per run), the curves and where each run lives, on one
+    self-contained page (inline CSS, the PNG as a data URI, no scripts and nothing fetched), so it can be mailed
+    or archived."""
     def row(tag: str, items: list[tuple[str, str]]) -> str:
         """A table row from (HTML, CSS class) pairs; the HTML is escaped already."""
         return "<tr>" + "".join(f'<{tag} class="{c}">{t}</{tag}>' if c else f"<{tag}>{t}</{tag}>"
@@ -363,6 +373,11 @@ def _page(rows: list[dict[str, Any]], heads: _Heads, cells: _Cells, diffs: dict[
     diff_rows = [row("td", [(esc(k), "text")] + [(esc(v), "text") for v in values]) for k, values in diffs.items()]
     diff_html = (table(row("th", [("key", "text")] + [(esc(r["run"]), "text") for r in rows]), diff_rows) if diffs
                  else note("none: every key but name and project is equal"))
+    paired = (f"<h2>Paired tests</h2>\n<ul>{''.join(f'<li>{esc(v)}</li>' for v in verdicts)}</ul>\n"
+              '<p class="note">Each run against the first, on the same test images: the difference in accuracy, '
+              "its paired bootstrap interval (the images resampled, both runs scored on each resample) and "
+              "McNemar's exact test on the images only one of the two gets right. A real difference needs both: "
+              "p below 1 - level and an interval that excludes 0.</p>\n") if verdicts else ""
     paths = "".join(f"<li><strong>{esc(r['run'])}</strong>: <code>{esc(r['path'])}</code>"
                     f"{' (unfinished)' if r['status'] == 'unfinished' else ''}</li>" for r in rows)
     return f"""<!doctype html>
@@ -379,7 +394,7 @@ def _page(rows: list[dict[str, Any]], heads: _Heads, cells: _Cells, diffs: dict[
 {metrics}
 <p class="note">Bold: the best value of each column. Unfinished runs have no test metrics; their best epoch and
 validation score come from history.csv.</p>
-<h2>Config differences</h2>
+{paired}<h2>Config differences</h2>
 {diff_html}
 <h2>Curves</h2>
 <img src="{png_uri(png)}" alt="loss and validation score per epoch of each run">

@@ -33,7 +33,8 @@ def _summary(run: RunFiles) -> str:
     stop_text = esc(stop) if (stop := m.get("stop")) else ("ran every epoch" if m.has("stop") else "")
     device = m.get("environment", "device") or get_dotted(cfg, "train.device")
     gpu = m.get("environment", "gpu")
-    tiles = [tile(headline[0], m.num(*headline[1])) if headline[1] else "",
+    ci = _interval(m, ("accuracy",)) if run.task == "classify" else ""
+    tiles = [tile(headline[0], m.num(*headline[1]) + ci) if headline[1] else "",
              tile(f"best {metric_label(monitor)}" if best else "", best, "the monitored score"),
              tile("best epoch", epochs),
              tile("train time (s)", m.num("timings", "train_seconds"),
@@ -50,21 +51,33 @@ def _summary(run: RunFiles) -> str:
     return problems + grid("tiles", tiles) + kv_table(rows)
 
 
-def _numbers_of(m: Metrics, key: str, label: str) -> list[str]:
-    """Tiles for metrics[key]: one for a number, one per numeric entry for a dict (top_k, roc_auc, ...)."""
-    value = m.get(key)
-    if is_number(value) and m.has(key):
-        return [tile(label, m.num(key))]
+def _numbers_of(m: Metrics, key: str | tuple[str, str], label: str) -> list[str]:
+    """Tiles for metrics[key] (or metrics[k0][k1]): one for a number, with its bootstrap interval where
+    metrics.json has one, and one per numeric entry for a dict (top_k, roc_auc, ...)."""
+    keys = (key,) if isinstance(key, str) else key
+    value = m.get(*keys)
+    if is_number(value) and m.has(*keys):
+        return [tile(label, m.num(*keys) + _interval(m, keys))]
     if isinstance(value, dict):
         return [tile(f"{label} {sub}" if key != "top_k" else f"top-{sub} accuracy", m.num(key, sub))
                 for sub, v in value.items() if is_number(v)]
     return []
 
 
-_HEADLINES = {
-    "classify": [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("top_k", "top-k"),
-                 ("log_loss", "log loss"), ("loss", "loss"), ("ece", "ECE"), ("roc_auc", "ROC AUC"),
-                 ("pr_auc", "PR AUC"), ("num_images", "test images")],
+def _interval(m: Metrics, keys: tuple) -> str:
+    """'CI lo–hi' under a headline number, from metrics.json's "intervals"; '' where it has none."""
+    name = _INTERVALS.get(keys)
+    if name is None or not (m.has("intervals", name, 0) and m.has("intervals", name, 1)):
+        return ""
+    return f'<div class="t">CI {m.num("intervals", name, 0)}–{m.num("intervals", name, 1)}</div>'
+
+
+# metrics.json path of a score -> its name under "intervals" (evaluate's bootstrap over the test images)
+_INTERVALS = {("accuracy",): "accuracy", ("balanced_accuracy",): "balanced_accuracy", ("macro", "f1"): "macro_f1"}
+_HEADLINES: dict[str, list[tuple[str | tuple[str, str], str]]] = {
+    "classify": [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), (("macro", "f1"), "macro F1"),
+                 ("top_k", "top-k"), ("log_loss", "log loss"), ("loss", "loss"), ("ece", "ECE"),
+                 ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("num_images", "test images")],
     "multilabel": [("subset_accuracy", "subset accuracy"), ("hamming_loss", "Hamming loss"),
                    ("macro_roc_auc", "macro ROC AUC"), ("log_loss", "log loss"), ("loss", "loss"),
                    ("num_images", "test images")],
@@ -74,7 +87,8 @@ _HEADLINES = {
 _AVERAGES = ("micro", "macro", "weighted", "samples")
 _SHOWN = {"task", "split", "per_class", "per_label", "confusion_matrix", "confusion_normalized", "classes", "labels",
           "calibration", "tta", "best_epoch", "val", "timings", "stop", "environment", "dataset", "model", "params",
-          "thresholds", "thresholds_from", "repeats", *_AVERAGES, *(k for v in _HEADLINES.values() for k, _ in v)}
+          "thresholds", "thresholds_from", "repeats", "intervals", *_AVERAGES,
+          *(k for v in _HEADLINES.values() for k, _ in v if isinstance(k, str))}
 
 
 def _metrics(run: RunFiles) -> str:
@@ -87,6 +101,10 @@ def _metrics(run: RunFiles) -> str:
                                                      ("tta", "test-time augmentation: "),
                                                      ("thresholds_from", "label thresholds from ")) if m.get(key)]
     out += note("; ".join(notes)) if notes else ""
+    if isinstance(m.get("intervals"), dict):  # its numbers as spans, so note(), which escapes, cannot write it
+        out += (f'<p class="note">CI: confidence interval at level {m.num("intervals", "level")}, the percentile '
+                f'bootstrap over {m.num("intervals", "resamples")} resamples of the test images (seed '
+                f'{m.num("intervals", "seed")}): the range a score would take on another test set of this size.</p>')
     averages = [a for a in _AVERAGES if isinstance(m.get(a), dict)]
     if averages:
         cols = list(dict.fromkeys(k for a in averages for k, v in m.get(a).items() if is_number(v)))
