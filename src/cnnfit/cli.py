@@ -96,6 +96,10 @@ class ServeOptions(_Options):  # the key is never an argument: a command line is
     allowed_hosts: str | None = _key(None, "more Host names to answer, comma-separated (*: any)", "loopback names")
     timeout: float = _key(30.0, "seconds a client has to send a request's headers, and again its body")
     max_batch: int = _key(64, "images per model call when requests are grouped (1: no grouping)")
+    reject: bool = _key(False, "true: answer \"unknown\" under the threshold fitted on val for precision 0.99")
+    reject_precision: float | None = _key(None, "answer \"unknown\" so that the answers given reach this precision "
+                                          "on val (run directories: refitted from best.pt's val scores)", "none")
+    reject_coverage: float | None = _key(None, "instead: answer this share of the val images", "none")
     tta: _Tta | None = _key(None, "none, flip or flip+shift (run directories only)", _RUNS)
     device: str = _key("cpu", "cpu, cuda, cuda:N or mps")
     trust_code: bool = _key(False, _TRUST)

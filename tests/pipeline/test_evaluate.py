@@ -3,6 +3,9 @@ a trained model on another dataset."""
 
 import csv
 import json
+import logging
+import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -205,6 +208,7 @@ def test_predict_with_tta_averages_the_mirrored_image(calibrated_run, tmp_path):
 def test_the_reject_threshold_is_fitted_on_val_and_kept_in_best_pt(calibrated_run):
     from cnnfit.eval.reject import PRECISION, answered, scores
 
+    cnnfit.evaluate(calibrated_run.dir, tta="none", report=False)  # as predict scores: another test evaluates with tta
     ckpt = load_checkpoint(calibrated_run.dir / "best.pt")
     saved, shown = ckpt["reject"], json.loads((calibrated_run.dir / "metrics.json").read_text())["reject"]
     z_val, y_val = _logits(calibrated_run.dir, "val", as_evaluated=True)
@@ -217,3 +221,31 @@ def test_the_reject_threshold_is_fitted_on_val_and_kept_in_best_pt(calibrated_ru
     for kind in ("maxprob", "energy"):
         assert 0 <= shown[kind]["test_coverage"] <= 1 and shown[kind]["threshold"] is not None
     assert shown["maxprob"]["threshold"] == saved["threshold"]
+
+
+def test_explanations_never_fail_the_evaluation(calibrated_run, tmp_path, monkeypatch, caplog):
+    run = tmp_path / "copy"
+    shutil.copytree(calibrated_run.dir, run)
+    monkeypatch.setitem(sys.modules, "captum.attr", None)  # Captum not installed: import raises ImportError
+    with caplog.at_level(logging.INFO, logger="cnnfit"):
+        metrics = cnnfit.evaluate(run)
+    assert metrics["accuracy"] >= 0.85 and (run / "report.html").is_file()
+    assert "Grad-CAM skipped: explanations need Captum" in caplog.text
+    plots = run / "plots"  # the figures of the earlier evaluation are gone, the embedding one is drawn again
+    assert not (plots / "explain_wrong.png").exists() and not (plots / "explain_right.png").exists()
+    assert (plots / "neighbours.png").is_file()
+
+
+def test_right_answers_are_a_seeded_sample_spread_over_the_classes():
+    from cnnfit.pipeline.explain_plots import spread_right
+
+    true = np.repeat(np.arange(5), 20)  # 5 classes of 20
+    pred = true.copy()
+    pred[true == 4] = 0  # class 4 never right
+    picked = spread_right(true, pred, 12)
+    assert len(picked) == 12 and (true[picked] == pred[picked]).all() and len(set(picked.tolist())) == 12
+    assert sorted(np.bincount(true[picked], minlength=5).tolist()) == [0, 3, 3, 3, 3]  # round-robin over classes
+    assert (spread_right(true, pred, 12) == picked).all() and len(spread_right(true, pred, 500)) == 80
+    assert len(spread_right(true, (true + 1) % 5, 12)) == 0
+    uneven = np.r_[np.zeros(30, int), np.arange(1, 5)]  # 30 of class 0, one of each other: 4 + 8 more of class 0
+    assert np.bincount(uneven[spread_right(uneven, uneven, 12)]).tolist() == [8, 1, 1, 1, 1]

@@ -17,8 +17,8 @@ from PIL import Image
 import cnnfit
 from cnnfit.report import format_metric, lookup_metric, metric_path, write_report
 
-SECTION_ORDER = ["summary", "metrics", "curves", "per-class", "confusion", "roc", "calibration", "errors", "data",
-                 "config", "environment", "timing", "more-plots"]
+SECTION_ORDER = ["summary", "metrics", "curves", "per-class", "confusion", "roc", "calibration", "unknown", "errors",
+                 "explain", "neighbours", "data", "config", "environment", "timing", "more-plots"]
 
 
 class Page(HTMLParser):
@@ -262,3 +262,43 @@ def test_calibration_params_and_odd_class_names(tmp_path, digits_run):
     assert {"calibration.temperature", "calibration.ece_after", "params", "per_class.a~1b c.f1",
             "per_class.x~0y.recall", "confusion_matrix.1.1"} <= paths
     assert "calibration" in page.sections and "1,234,567" in text and "<i>two</i>" not in text
+
+
+def test_explanations_neighbours_and_unknown_answers_in_the_report(digits_run, digits_report):
+    page, text, metrics = digits_report
+    for name in ("explain_wrong.png", "explain_right.png", "neighbours.png"):  # drawn by evaluate, valid PNGs
+        with Image.open(digits_run / "plots" / name) as im:
+            assert im.format == "PNG" and min(im.size) > 100
+            im.verify()
+    assert {"unknown", "explain", "neighbours"} <= set(page.sections) and "more-plots" not in page.sections
+    assert "Where the model looked: its most confident mistakes." in text and "Nearest training images of" in text
+    paths = {p for p, _ in page.spans}  # check_numbers: each shows the value in metrics.json
+    assert {f"reject.{kind}.{key}" for kind in ("maxprob", "energy") for key in
+            ("threshold", "val_precision", "val_coverage", "test_precision", "test_coverage")} <= paths
+    check_numbers(page, metrics)
+    shown = metrics["reject"]["maxprob"]
+    assert (f"answering {shown['test_coverage']:.0%} of test images at {shown['test_precision']:.1%} precision"
+            in text)
+    assert "does not show where it looked" not in text  # simplecnn localises
+
+
+def test_runs_without_explanations_or_reject_and_unlocalised_models(tmp_path, digits_run):
+    run = tmp_path / "older"
+    shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns("report.html", "*.pt", "explain_*.png",
+                                                                   "neighbours.png"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "reject"}))
+    text = write_report(run).read_text(encoding="utf-8")
+    page = Page(text)  # a run from before explanations: the sections are left out, nothing is broken
+    check_self_contained(page, text)
+    assert not {"unknown", "explain", "neighbours"} & set(page.sections) and 'class="problem"' not in text
+    shutil.copy(digits_run / "plots" / "explain_wrong.png", run / "plots")
+    (run / "metrics.json").write_text(json.dumps({**metrics, "model": "fastnet", "reject": {
+        "score": "maxprob", "maxprob": {"threshold": math.inf, "val_precision": None, "val_coverage": 0.0,
+                                        "test_precision": None, "test_coverage": 0.0}}}))
+    text = write_report(run).read_text(encoding="utf-8")
+    page = Page(text)
+    check_numbers(page, json.loads((run / "metrics.json").read_text()))
+    assert {"unknown", "explain"} <= set(page.sections) and "neighbours" not in page.sections
+    assert "its heatmaps do not show where it looked" in text  # fastnet is in eval.explain.UNLOCALISED
+    assert "no threshold reaches the target precision on val" in text

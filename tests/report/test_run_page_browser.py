@@ -1,7 +1,11 @@
 """report.html in a real browser (Chromium through Playwright) at phone and desktop widths: no errors, every
-section shown, every image decoded, nothing wider than a phone's screen."""
+section shown, every image decoded, nothing wider than a phone's screen. With CNNFIT_SCREENSHOTS set, the
+explanations section is saved to docs/report-explain.png."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +14,7 @@ from cnnfit.report import write_report
 
 
 VIEWPORTS = [(390, 844), (1440, 900)]  # a phone (iPhone 12-15) and a laptop
+SCREENSHOT = Path(__file__).parents[2] / "docs" / "report-explain.png"
 
 
 @pytest.fixture(scope="module")
@@ -45,4 +50,25 @@ def test_report_renders_cleanly(browser, report, width, height):
     page.click("nav a[href='#config']")  # the table of contents jumps to its section
     assert page.locator("section#config h2").is_visible()
     assert not errors, errors
+    page.close()
+
+
+def test_explanations_load_in_the_browser(browser, report):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
+            else None)
+    page.goto(report.resolve().as_uri(), wait_until="load")
+    sizes = {sid: page.eval_on_selector_all(f"section#{sid} img", "s => s.map(i => i.complete ? i.naturalWidth : 0)")
+             for sid in ("explain", "neighbours")}
+    assert len(sizes["explain"]) == 2 and len(sizes["neighbours"]) == 1, sizes
+    assert all(w > 0 for ws in sizes.values() for w in ws), sizes
+    assert "Unknown answers" in page.inner_text("section#unknown h2")
+    assert page.locator("section#unknown table tbody tr").count() == 2  # maxprob and energy
+    assert not errors, errors
+    if os.environ.get("CNNFIT_SCREENSHOTS"):
+        page.evaluate("window.scrollTo(0, 0)")  # document coordinates, with the sticky menu at the top, not over it
+        box = page.locator("section#explain").bounding_box()
+        page.screenshot(path=str(SCREENSHOT), full_page=True, clip=box)
     page.close()

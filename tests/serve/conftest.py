@@ -1,9 +1,15 @@
-"""One digits run for every serve test, its predictor, and digits test-split images as PNG bytes."""
+"""One digits run for every serve test, its predictor, digits test-split images as PNG bytes, and a live server."""
 
 from __future__ import annotations
 
 import io
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,3 +45,36 @@ def png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(buf, "PNG")
     return buf.getvalue()
+
+
+@contextmanager
+def live_server(app) -> Iterator[str]:
+    """uvicorn serving `app` in a background thread on a free loopback port; its base URL until the block ends."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+def phone_page(browser, url: str, height: int = 700) -> tuple[Any, list[str]]:
+    """A phone-width page of `url` and the list its console errors and warnings collect into."""
+    page = browser.new_page(viewport={"width": 390, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
+            else None)
+    page.goto(url + "/", wait_until="load")
+    return page, errors

@@ -5,14 +5,12 @@ phone-width view is saved to docs/serve-page.png."""
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from cnnfit.serve import create_app
+from tests.serve.conftest import live_server, phone_page
 
 SCREENSHOT = Path(__file__).parents[2] / "docs" / "serve-page.png"
 
@@ -20,34 +18,15 @@ SCREENSHOT = Path(__file__).parents[2] / "docs" / "serve-page.png"
 @pytest.fixture(scope="module")
 def server(predictor):
     """uvicorn in a background thread on a free loopback port; its base URL."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(predictor, topk=5), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with live_server(create_app(predictor, topk=5)) as url:
+        yield url
 
 
 def test_upload_page_shows_the_top_classes(browser, server, digits_pngs, tmp_path):
     data, label = next((b, y) for b, y in digits_pngs if y == "3")
     image = tmp_path / "three.png"
     image.write_bytes(data)
-    page = browser.new_page(viewport={"width": 390, "height": 700})  # a phone
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
-            else None)
-    page.goto(server + "/", wait_until="load")
+    page, errors = phone_page(browser, server)
     page.set_input_files("#file", str(image))
     page.wait_for_selector("#bars .bar")
     assert page.locator("#bars .bar").count() == 5

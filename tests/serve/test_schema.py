@@ -1,4 +1,4 @@
-"""Schemathesis drives /predict, /model and /health with requests generated from the app's own OpenAPI schema:
+"""Schemathesis drives /predict, /embed, /model and /health with requests generated from the app's own OpenAPI schema:
 whatever it sends, the answer conforms to the schema and is never a 5xx."""
 
 import pytest
@@ -21,7 +21,7 @@ def api_schema(app):
 
 def test_no_server_errors_and_responses_match_the_schema(api_schema):
     operations = [op.ok() for op in api_schema.get_all_operations()]
-    assert {op.path for op in operations} == {"/predict", "/model", "/health"}
+    assert {op.path for op in operations} == {"/predict", "/embed", "/model", "/health"}
     for op in operations:
         @given(case=op.as_strategy())
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -29,6 +29,7 @@ from cnnfit.eval.plots import (plot_confusion, plot_per_class_f1, plot_pr, plot_
 from cnnfit.eval.tta import TTA
 from cnnfit.files import write_csv
 from cnnfit.pipeline import rundir
+from cnnfit.pipeline.explain_plots import draw_explanations
 from cnnfit.pipeline.predict import label_sets
 from cnnfit.pipeline.prepare import load_data
 from cnnfit.pipeline.resolve import eval_amp
@@ -221,7 +222,8 @@ def _classify(job: _Scoring, raw: torch.Tensor, labels: torch.Tensor, val_idx: n
     conf, pred = probs.max(1)
     cells = [[classes[t], classes[p], f"{c:.6f}", *(f"{q:.6g}" for q in row)]
              for t, p, c, row in zip(labels.tolist(), pred.tolist(), conf.tolist(), probs.tolist())]
-    draw = partial(_classify_plots, out_dir, metrics, raw, outputs if calibration else None, labels, job.ds, test_idx)
+    draw = partial(_classify_plots, out_dir, metrics, raw, outputs if calibration else None, labels, job.ds, test_idx,
+                   job, run_dir if out_dir == run_dir else None)
     return _Scored(metrics, ["true", "pred", "confidence", *(f"prob_{c}" for c in classes)], cells, headline, draw)
 
 
@@ -255,8 +257,10 @@ def _intervals(outputs: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
 
 
 def _classify_plots(out_dir: Path, metrics: dict, raw: torch.Tensor, calibrated: torch.Tensor | None,
-                    labels: torch.Tensor, ds: ImageSet, idx: np.ndarray) -> None:
-    """Confusion matrix as CSV (counts and row-normalized) and the classifier's plots, in out_dir/plots."""
+                    labels: torch.Tensor, ds: ImageSet, idx: np.ndarray, job: _Scoring, own: Path | None) -> None:
+    """Confusion matrix as CSV (counts and row-normalized) and the classifier's plots, in out_dir/plots, with
+    the explanations of its answers; `own`: the run directory when ds is the run's own data, whose training
+    images the nearest-neighbour figure searches."""
     plots, classes = out_dir / "plots", metrics["classes"]
     for name, key in (("confusion.csv", "confusion_matrix"), ("confusion_normalized.csv", "confusion_normalized")):
         write_csv(plots / name, ["true \\ predicted", *classes],
@@ -275,6 +279,8 @@ def _classify_plots(out_dir: Path, metrics: dict, raw: torch.Tensor, calibrated:
     worst = wrong[np.argsort(-conf[wrong], kind="stable")][:24]  # the most confidently wrong test images
     images = np.asarray(ds.images[idx[worst]]) if len(worst) else np.zeros((0, *ds.shape), dtype=np.uint8)
     plot_wrong(images, y[worst], pred[worst], conf[worst], classes, plots / "wrong.png")
+    train = np.asarray(rundir.read_json(own / "split.json").get("train", []), dtype=np.int64) if own else None
+    draw_explanations(plots, job.ckpt, job.device, ds, idx, y, pred, conf, train)
 
 
 def _other_data(source: str, ckpt: dict, cfg: Config, run_dir: Path) -> tuple[ImageSet, np.ndarray, Path, dict]:

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from cnnfit.report.html import data_table, esc, kv_table, note
 from cnnfit.report.numbers import is_number, metric_label, plain_text, to_float
+from cnnfit.report.run_scores import EXPLAIN_CAPTIONS
 from cnnfit.report.runfiles import PLOT_CAPTIONS, RunFiles, figures
 
 
@@ -162,6 +163,7 @@ def _timing(run: RunFiles) -> str:
 
 RENDERERS: dict[str, Callable[[RunFiles], str]] = {
     "data": _data, "config": _config, "environment": _environment, "timing": _timing,
-    "more-plots": lambda run: figures(run, *sorted(n for n in run.plots if n not in PLOT_CAPTIONS))}
+    "more-plots": lambda run: figures(run, *sorted(n for n in run.plots
+                                                   if n not in PLOT_CAPTIONS and n not in EXPLAIN_CAPTIONS))}
 
 __all__ = ["RENDERERS"]

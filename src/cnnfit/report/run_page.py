@@ -24,8 +24,9 @@ from cnnfit.report.runfiles import RunFiles
 
 _SECTIONS = (("summary", "Summary"), ("metrics", "Metrics"), ("curves", "Training curves"),
              ("per-class", "Per class"), ("confusion", "Confusion"), ("roc", "ROC and PR"),
-             ("calibration", "Calibration"), ("errors", "Errors"), ("data", "Data"), ("config", "Config"),
-             ("environment", "Environment"), ("timing", "Timing"), ("more-plots", "More plots"))
+             ("calibration", "Calibration"), ("unknown", "Unknown answers"), ("errors", "Errors"),
+             ("explain", "Explanations"), ("neighbours", "Nearest training images"), ("data", "Data"),
+             ("config", "Config"), ("environment", "Environment"), ("timing", "Timing"), ("more-plots", "More plots"))
 
 _RENDER: dict[str, Callable[[RunFiles], str]] = {**run_scores.RENDERERS, **run_context.RENDERERS}
 # sections that do not apply to a task, whatever files exist

@@ -1,6 +1,6 @@
 """The report's sections on how well the model scores: summary, metrics, training curves, per class, confusion,
-ROC and PR, calibration and errors. Each is a function of the run returning its section's inner HTML, '' when
-it has nothing to show."""
+ROC and PR, calibration, unknown answers, errors, explanations and nearest training images. Each is a function of
+the run returning its section's inner HTML, '' when it has nothing to show."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Callable
 
 from cnnfit.config import get_dotted
-from cnnfit.report.html import data_table, esc, grid, kv_table, note, tile
+from cnnfit.eval.explain import UNLOCALISED
+from cnnfit.report.html import data_table, esc, figure, grid, kv_table, note, tile
 from cnnfit.report.numbers import Metrics, is_number, metric_label, plain_text, to_float
 from cnnfit.report.runfiles import RunFiles, figures
 
@@ -87,7 +88,7 @@ _HEADLINES: dict[str, list[tuple[str | tuple[str, str], str]]] = {
 _AVERAGES = ("micro", "macro", "weighted", "samples")
 _SHOWN = {"task", "split", "per_class", "per_label", "confusion_matrix", "confusion_normalized", "classes", "labels",
           "calibration", "tta", "best_epoch", "val", "timings", "stop", "environment", "dataset", "model", "params",
-          "thresholds", "thresholds_from", "repeats", "intervals", *_AVERAGES,
+          "thresholds", "thresholds_from", "repeats", "intervals", "reject", *_AVERAGES,
           *(k for v in _HEADLINES.values() for k, _ in v if isinstance(k, str))}
 
 
@@ -236,8 +237,81 @@ def _prediction_table(rows: list[dict[str, str]], keys: list[str], head: list[st
     return data_table(["index"] + ["file"] * with_files + head, table, {0} | set(range(first, first + len(keys))))
 
 
+# the scores evaluate fits an "unknown" threshold on (eval.reject.SCORES), as the page names them
+_REJECT_SCORES = {"maxprob": "top probability (maxprob)", "energy": "energy (logsumexp of the logits)"}
+_REJECT_COLUMNS = ("threshold", "val_precision", "val_coverage", "test_precision", "test_coverage")
+
+
+def _unknown(run: RunFiles) -> str:
+    """metrics.json's "reject": each score's threshold, what it gives on val and test, and the same in words."""
+    m = run.metrics
+    reject = m.get("reject")
+    kinds = [k for k, v in reject.items() if isinstance(v, dict)] if isinstance(reject, dict) else []
+    if not kinds:
+        return ""
+    used = reject.get("score")
+    rows = [[esc(_REJECT_SCORES.get(k, k)) + (" <b>used by predict</b>" if k == used else "")]
+            + [m.num("reject", k, c) for c in _REJECT_COLUMNS] for k in kinds]
+    words = "".join(f"<li>{esc(_REJECT_SCORES.get(k, k))}: {esc(_in_words(reject[k]))}</li>" for k in kinds)
+    target = m.num("reject", "precision_target") or "the target"
+    val_images = next((f" ({m.num('reject', k, 'val_images')} images)" for k in kinds
+                       if m.has("reject", k, "val_images")), "")
+    return (f"<ul>{words}</ul>" + data_table(["score", "threshold", "val precision", "val coverage", "test precision",
+                                             "test coverage"], rows, set(range(1, 6)))
+            + f'<p class="note">With <code>reject=true</code>, predict and serve answer "unknown" for an image whose '
+              f"score is under the threshold. Each threshold is the lowest that keeps precision (the accuracy of the "
+              f"answers given) at or above {target} on the validation split{val_images}; "
+              "coverage is the share of images answered. maxprob is the calibrated top class probability; energy "
+              "keeps the logits' scale, which softmax drops, and often tells images of no known class apart better. "
+              "Test figures show how the val-fitted threshold holds up on unseen images.</p>")
+
+
+def _in_words(r: dict) -> str:
+    """'answering 87% of test images at 99.2% precision; the rest "unknown"', or why nothing is answered."""
+    cover, precision = r.get("test_coverage"), r.get("test_precision")
+    if r.get("threshold") == math.inf:
+        return 'no threshold reaches the target precision on val: every image is "unknown"'
+    if not is_number(cover) or cover is None:
+        return "not scored on the test split"
+    if not cover or precision is None:
+        return 'answering no test image: every one is "unknown"'
+    return f'answering {cover:.0%} of test images at {precision:.1%} precision; the rest "unknown"'
+
+
+# title and how-to-read caption of the figures pipeline.explain_plots draws; "More plots" leaves them out
+EXPLAIN_CAPTIONS = {
+    "explain_wrong.png": ("Where the model looked: its most confident mistakes", "Each pair: a test image it got "
+                          "wrong, then its Grad-CAM heatmap for the class the model named (red: the regions that "
+                          "raised that class's score). Red on the object points to look-alike classes or a wrong "
+                          "label; red on the background or an edge, to a shortcut the model learned."),
+    "explain_right.png": ("Where the model looked: right answers", "A seeded sample of right answers spread over the "
+                          "classes, each with its Grad-CAM heatmap for the class named: for a model that learned the "
+                          "objects, red lies on the object."),
+    "neighbours.png": ("Nearest training images of the mistakes", "Each row: a wrong test image, then the training "
+                       "images most similar to it by embedding (the features the classifier reads), with their "
+                       "labels and cosine similarity. Red neighbours, of the class the model named, say the mistake "
+                       "comes from similar training images of that class (look-alikes or wrong labels); green ones, "
+                       "of the true class, that it saw such images and still failed."),
+}
+
+
+def _explained(run: RunFiles, *names: str) -> str:
+    return grid("figs", [figure(*run.plots[n], *EXPLAIN_CAPTIONS[n], wide=True) for n in names if n in run.plots])
+
+
+def _explain(run: RunFiles) -> str:
+    out = _explained(run, "explain_wrong.png", "explain_right.png")
+    model = run.metrics.get("model")
+    if out and model in UNLOCALISED:  # measured: on a set decided by a 4 px marker, 0.11 of fastnet's peaks on it
+        out = (f'<p class="problem">{esc(model)} pools globally over feature maps that each cover the whole image, so '
+               "its heatmaps do not show where it looked: read them as noise, not as a place. A model with "
+               "average pooling, such as simplecnn or resnet18, localises.</p>") + out
+    return out
+
+
 RENDERERS: dict[str, Callable[[RunFiles], str]] = {
     "summary": _summary, "metrics": _metrics, "curves": _curves, "per-class": _per_class, "confusion": _confusion,
-    "roc": _roc, "calibration": _calibration, "errors": _errors}
+    "roc": _roc, "calibration": _calibration, "unknown": _unknown, "errors": _errors, "explain": _explain,
+    "neighbours": lambda run: _explained(run, "neighbours.png")}
 
-__all__ = ["RENDERERS"]
+__all__ = ["EXPLAIN_CAPTIONS", "RENDERERS"]

@@ -3,6 +3,7 @@
     from cnnfit.serve import serve
     serve("runs/train3", port=8000, api_key_file="~/.cnnfit-key")   # or $CNNFIT_API_KEY; POST /predict, GET /model,
                                                                      # /health, / (upload page)
+    serve("runs/train3", reject=True)   # "unknown" under the threshold fitted on val; also ?explain=true, POST /embed
 
 Needs fastapi, uvicorn and python-multipart, imported here and nowhere else in cnnfit."""
 

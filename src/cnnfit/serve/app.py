@@ -12,7 +12,8 @@ Status codes, one rule each (every error body is {"detail": "<message>"}, naming
          (each read from the headers, before any pixel is decoded)
     415  the request is not multipart/form-data
     422  the request's content is unusable: malformed multipart, no `files` part, or a file that is empty,
-         truncated, not an image (HTML, text...) or otherwise undecodable; or a bad query parameter
+         truncated, not an image (HTML, text...) or otherwise undecodable; or a bad query parameter, or one the
+         server cannot honour (explain=true or /embed of an .onnx, reject=true without a threshold)
 Any file that fails fails the whole request: a client never gets predictions for part of what it sent.
 Decoding runs on decode_slots threads per lane, one lane for small images and one for large ones,
 so memory stays bounded under any load and a phone photo never queues behind a 40 MP scan.
@@ -28,9 +29,9 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from cnnfit.data.decode import DecodeError, Header, probe
 from cnnfit.errors import CnnfitError
 from cnnfit.predictor import Predictor
 from cnnfit.serve.batching import MicroBatcher
+from cnnfit.serve.insight import MAX_EXPLAIN, Insight, heatmap_side, public_rule
 from cnnfit.serve.page import CSP, PAGE
 
 log = logging.getLogger(__name__)
@@ -91,12 +93,16 @@ class Top(BaseModel):
 class FilePrediction(BaseModel):
     file: str
     top: list[Top]
+    answer: str | None = None  # with a reject rule: the top class, or "unknown" when `score` is under its threshold
+    score: float | None = None  # with a reject rule: the calibrated top probability it compared
+    heatmap: str | None = None  # explain=true: a data:image/png;base64 Grad-CAM overlay of the top class
 
 
 class PredictOut(BaseModel):
     predictions: list[FilePrediction]
     model: str
     ms: float  # time in the server, from the request to the response
+    explain_note: str | None = None  # explain=true of a model whose heatmaps do not show where it looked
 
 
 class ModelOut(BaseModel):
@@ -107,7 +113,8 @@ class ModelOut(BaseModel):
     channels: int
     resize: str
     backend: str
-    info: dict[str, Any]  # params, temperature, tta, test accuracy and macro F1
+    info: dict[str, Any]  # params, temperature, tta, test accuracy and macro F1, the reject threshold fitted on val
+    reject: dict[str, Any] | None = None  # the rule /predict answers "unknown" by (null: none; ?reject=false: off)
 
 
 class HealthOut(BaseModel):
@@ -116,6 +123,7 @@ class HealthOut(BaseModel):
     model: str | None = None  # the rest only without an api_key, or with the right X-API-Key header
     batches: int | None = None  # model calls so far
     images: int | None = None  # images through the model so far
+    explain: bool | None = None  # whether /predict?explain=true can answer
 
 
 class ErrorOut(BaseModel):
@@ -135,8 +143,9 @@ def create_app(predictor: Predictor, *, max_batch: int = 64, max_wait_ms: float 
                max_body_mb: float = MAX_BODY_MB, max_files: int = MAX_FILES, max_pixels: int = MAX_PIXELS,
                max_image_mb: float = MAX_IMAGE_MB, max_request_pixels: int = MAX_REQUEST_PIXELS,
                body_timeout: float = REQUEST_TIMEOUT_S, decode_slots: int = DECODE_SLOTS,
-               allowed_hosts: Iterable[str] | None = None, topk: int = 5) -> FastAPI:
-    """A FastAPI app serving `predictor`: POST /predict, GET /model, GET /health, GET / (an upload page).
+               allowed_hosts: Iterable[str] | None = None, topk: int = 5, reject: dict[str, Any] | None = None,
+               max_explain: int = MAX_EXPLAIN) -> FastAPI:
+    """A FastAPI app serving `predictor`: POST /predict, POST /embed, GET /model, GET /health, GET / (a page).
 
     max_batch: images per model call, across concurrent requests (1: unbatched); max_wait_ms: how long the
     first request of a batch waits for company; max_body_mb: request body limit (MB, 1e6 bytes); max_files:
@@ -144,13 +153,14 @@ def create_app(predictor: Predictor, *, max_batch: int = 64, max_wait_ms: float 
     max_request_pixels: width x height summed over a request; body_timeout: seconds to send the body;
     decode_slots: decode threads per lane; allowed_hosts: the Host names answered ("*": any; None: no check,
     for an app behind a proxy that checks, and test clients; `serve` passes the loopback names); topk: classes
-    per file unless ?topk= says. The defaults and their reasons are the module's constants."""
+    per file unless ?topk= says; reject: the rule of `pipeline.predict.reject_rule` (None: no "unknown" answers);
+    max_explain: files per explain=true request. The defaults and their reasons are the module's constants."""
     if predictor.task == "regress":
         raise CnnfitError("serve answers with top-k classes and this run is a regression; "
                           "use cnnfit predict for its values")
     numbers = dict(topk=topk, max_files=max_files, max_body_mb=max_body_mb, max_pixels=max_pixels,
                    max_image_mb=max_image_mb, max_request_pixels=max_request_pixels, body_timeout=body_timeout,
-                   decode_slots=decode_slots)
+                   decode_slots=decode_slots, max_explain=max_explain)
     if min(numbers.values()) <= 0:
         raise CnnfitError(", ".join(f"{k}={v}" for k, v in numbers.items()) + " must all be positive")
     name = str(predictor.info.get("model") or predictor.source)
@@ -158,6 +168,7 @@ def create_app(predictor: Predictor, *, max_batch: int = 64, max_wait_ms: float 
     limits = _Limits(max_files, max_pixels, int(max_image_mb * 1e6), max_request_pixels, max_body + 1)
     batcher = MicroBatcher(predictor.predict, max_batch=max_batch, max_wait_ms=max_wait_ms)
     lanes = _Lanes(decode_slots)
+    insight = Insight(predictor, reject, max_explain)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -167,7 +178,7 @@ def create_app(predictor: Predictor, *, max_batch: int = 64, max_wait_ms: float 
     about = f"{name} ({len(predictor.classes)} classes)" if api_key is None else "a model its key holders may ask"
     app = FastAPI(title="cnnfit", version="0.1.0", lifespan=lifespan,
                   description=f"Image classification with {about}. " + __doc__.split("\n\n")[2])
-    app.state.batcher, app.state.predictor = batcher, predictor
+    app.state.batcher, app.state.predictor, app.state.insight = batcher, predictor, insight
     app.add_middleware(_BodyLimits, max_bytes=max_body, timeout=body_timeout)
     if allowed_hosts is not None:
         app.add_middleware(_HostCheck, allowed=allowed_hosts)  # added last: the outermost check
@@ -178,46 +189,66 @@ def create_app(predictor: Predictor, *, max_batch: int = 64, max_wait_ms: float 
         msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return JSONResponse({"detail": msg}, status_code=422)
 
-    _add_predict(app, predictor, batcher, limits, lanes, api_key, topk)
-    _add_info(app, predictor, batcher, name, api_key, topk)
+    _add_predict(app, predictor, batcher, limits, lanes, api_key, topk, insight)
+    _add_info(app, predictor, batcher, name, api_key, topk, insight)
+
+    async def upload(request: Request) -> tuple[list[str], np.ndarray]:
+        files = await _read_files(request, max_files=limits.files, spool=limits.spool)
+        return [f for f, _ in files], await _decode(files, predictor, limits, lanes)
+
+    auth = [Depends(_key_checker(api_key))] if api_key is not None else []
+    insight.add_embed(app, upload, name=name, dependencies=auth, openapi_extra=_upload_schema(limits.files),
+                      responses=_errors(api_key, (401, 408, 413, 415, 422)))
     return app
 
 
 def _errors(api_key: str | None, codes: Iterable[int]) -> dict[int | str, dict[str, Any]]:
     why = {401: "X-API-Key missing or wrong", 408: "the body did not arrive in time",
-           413: "body, file count, an image's pixels or decoded size, or the request's pixels over the limit",
-           415: "not multipart/form-data", 422: "a file that is not a decodable image, or a bad parameter"}
+           413: "body, file count (explain=true: max_explain), an image's pixels or decoded size, or the request's "
+                "pixels over the limit",
+           415: "not multipart/form-data",
+           422: "a file that is not a decodable image, a bad parameter, or one the server cannot honour"}
     return {code: {"model": ErrorOut, "description": why[code]} for code in codes if code != 401 or api_key}
 
 
+def _upload_schema(max_files: int) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": [FIELD], "properties": {FIELD: {
+            "type": "array", "minItems": 1, "maxItems": max_files,
+            "items": {"type": "string", "format": "binary"}, "description": "image files (PNG, JPEG, ...)"}}}}}}}
+
+
 def _add_predict(app: FastAPI, predictor: Predictor, batcher: MicroBatcher, limits: _Limits, lanes: _Lanes,
-                 api_key: str | None, topk: int) -> None:
+                 api_key: str | None, topk: int, insight: Insight) -> None:
     k_max = len(predictor.classes)
     name = str(predictor.info.get("model") or predictor.source)
     auth = [Depends(_key_checker(api_key))] if api_key is not None else []
-    upload = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": [FIELD], "properties": {FIELD: {
-            "type": "array", "minItems": 1, "maxItems": limits.files,
-            "items": {"type": "string", "format": "binary"}, "description": "image files (PNG, JPEG, ...)"}}}}}}}
+    side = heatmap_side(predictor.imgsz)
 
     @app.post("/predict", response_model=PredictOut, responses=_errors(api_key, (401, 408, 413, 415, 422)),
-              dependencies=auth, openapi_extra=upload, summary="Top-k classes of each uploaded image")
-    async def predict(request: Request, topk: int = Query(min(topk, k_max), ge=1, le=k_max)) -> dict:
+              dependencies=auth, openapi_extra=_upload_schema(limits.files), response_model_exclude_none=True,
+              summary="Top-k classes of each uploaded image")
+    async def predict(request: Request, topk: int = Query(min(topk, k_max), ge=1, le=k_max),
+                      explain: bool = Query(False, description=f"a {side}x{side} Grad-CAM PNG per file, at most "
+                                                               f"{insight.max_explain} files (torch servers)"),
+                      reject: bool | None = Query(None, description="false: no \"unknown\" answers; true: insist "
+                                                                   "on them (422 without a threshold)")) -> dict:
         t0 = time.perf_counter()
+        rule = insight.rule_for(reject)
+        insight.check_explain(explain)  # an .onnx server refuses before reading the body
         files = await _read_files(request, max_files=limits.files, spool=limits.spool)
-        heads = await run_in_threadpool(_check_sizes, files, limits)  # headers only: 413 before any decoding
-        lane = lanes.large if max(h.nbytes for h in heads) > SMALL_IMAGE_BYTES else lanes.small
-        with batcher.expect():  # only requests with their whole body in: a stalled upload holds no batch
-            images = await asyncio.get_running_loop().run_in_executor(lane, _decode_all, predictor, files)
+        insight.check_explain(explain, len(files))
+        images = await _decode(files, predictor, limits, lanes, batcher.expect)
         probs = await batcher.submit(images)  # (n, K)
         order = np.argsort(-probs, axis=1, kind="stable")[:, :topk]  # (n, topk)
         preds = [{"file": f, "top": [{"class": predictor.classes[k], "prob": float(p[k])} for k in ks]}
                  for (f, _), p, ks in zip(files, probs, order)]
-        return {"predictions": preds, "model": name, "ms": round((time.perf_counter() - t0) * 1000, 2)}
+        extra = await insight.annotate(preds, images, probs, rule=rule, explain=explain)
+        return {"predictions": preds, "model": name, **extra, "ms": round((time.perf_counter() - t0) * 1000, 2)}
 
 
 def _add_info(app: FastAPI, predictor: Predictor, batcher: MicroBatcher, name: str, api_key: str | None,
-              topk: int) -> None:
+              topk: int, insight: Insight) -> None:
     auth = [Depends(_key_checker(api_key))] if api_key is not None else []
 
     @app.get("/model", response_model=ModelOut, responses=_errors(api_key, (401,)) if api_key else None,
@@ -225,7 +256,8 @@ def _add_info(app: FastAPI, predictor: Predictor, batcher: MicroBatcher, name: s
     async def model() -> dict:
         return {"model": name, "task": predictor.task, "classes": list(predictor.classes), "imgsz": predictor.imgsz,
                 "channels": predictor.channels, "resize": predictor.resize, "backend": predictor.backend,
-                "info": jsonable_encoder(predictor.info)}
+                "info": jsonable_encoder({**predictor.info, "reject": public_rule(predictor.info.get("reject"))}),
+                "reject": public_rule(insight.rule)}
 
     @app.get("/health", response_model=HealthOut, response_model_exclude_none=True,
              summary="Liveness; the model and batching counters too for callers with the key, if there is one")
@@ -233,7 +265,7 @@ def _add_info(app: FastAPI, predictor: Predictor, batcher: MicroBatcher, name: s
         if api_key is not None and not _key_matches(request.headers.get("x-api-key"), api_key):
             return {"status": "ok", "auth": True}  # open for load balancers, and it tells nothing else
         return {"status": "ok", "auth": api_key is not None, "model": name, "batches": batcher.batches,
-                "images": batcher.images}
+                "images": batcher.images, "explain": insight.cannot_explain is None}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -244,14 +276,18 @@ def _add_info(app: FastAPI, predictor: Predictor, batcher: MicroBatcher, name: s
 def serve(path: str, *, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", tta: str | None = None,
           log_level: str = "info", api_key: str | None = None, api_key_file: str | None = None,
           allowed_hosts: str | Iterable[str] | None = None, timeout: float = REQUEST_TIMEOUT_S,
-          trust_code: bool = False, **options: Any) -> None:
+          trust_code: bool = False, reject: bool = False, reject_precision: float | None = None,
+          reject_coverage: float | None = None, **options: Any) -> None:
     """Load a run directory or an exported .onnx and serve it until Ctrl-C; `options` go to `create_app`.
 
     The key: `api_key`, else the first line of `api_key_file`, else $CNNFIT_API_KEY; a host beyond loopback
     needs one. allowed_hosts: Host names to answer besides the loopback ones (comma-separated, "*": any).
-    timeout: seconds a client has to send a request's head, and again its body. trust_code: see load_predictor."""
+    timeout: seconds a client has to send a request's head, and again its body. trust_code: see load_predictor.
+    reject (or a reject_precision or reject_coverage of its own): answer "unknown" under the threshold fitted on
+    val, as cnnfit predict does (see `reject_rule`); by the calibrated top probability, which the batcher gives."""
     import uvicorn
 
+    from cnnfit.pipeline.predict import reject_rule
     from cnnfit.predictor import load_predictor
 
     key = _resolve_key(api_key, api_key_file)
@@ -262,8 +298,9 @@ def serve(path: str, *, host: str = "127.0.0.1", port: int = 8000, device: str =
     if host not in ("0.0.0.0", "::", ""):  # a named address: clients reach it by that name
         names.append(host)
     predictor = load_predictor(path, device=device, tta=tta, trust_code=trust_code)
+    rule = reject_rule(predictor, reject=reject, precision=reject_precision, coverage=reject_coverage)
     app = create_app(predictor, api_key=key, allowed_hosts=[n.strip() for n in names if n.strip()],
-                     body_timeout=timeout, **options)
+                     body_timeout=timeout, reject=rule, **options)
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, http=_protocol(timeout),
                 limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=KEEP_ALIVE_S,
                 h11_max_incomplete_event_size=MAX_HEAD_BYTES)
@@ -418,6 +455,16 @@ def _check_sizes(files: list[tuple[str, bytes]], limits: _Limits) -> list[Header
                                      f"at file '{name}'; send fewer or smaller images per request")
         heads.append(head)
     return heads
+
+
+async def _decode(files: list[tuple[str, bytes]], predictor: Predictor, limits: _Limits, lanes: _Lanes,
+                  expect: Callable[[], AbstractContextManager] = nullcontext) -> np.ndarray:
+    """Every file's header checked (413 before any decoding), then every file decoded on its lane inside
+    `expect()` (the batcher's: only requests with their whole body in make a batch wait) -> (n, C, H, W) uint8."""
+    heads = await run_in_threadpool(_check_sizes, files, limits)
+    lane = lanes.large if max(h.nbytes for h in heads) > SMALL_IMAGE_BYTES else lanes.small
+    with expect():
+        return await asyncio.get_running_loop().run_in_executor(lane, _decode_all, predictor, files)
 
 
 def _decode_all(predictor: Predictor, files: list[tuple[str, bytes]]) -> np.ndarray:
