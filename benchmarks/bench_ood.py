@@ -9,6 +9,15 @@ scores, at the temperature evaluate fits on val; then the threshold fitted on va
 precision and coverage it gets on the test split.
 
     CNNFIT_DATA=... python benchmarks/bench_ood.py [--epochs 10] [--model simplecnn] [--project runs/bench]
+
+Measured (2 CPU cores, simplecnn, 10 epochs, seed 0):
+
+    setting  test acc  AUROC maxprob / energy  FPR@95TPR maxprob / energy  reject.precision=0.99 on test
+    far      0.9286    0.7825 / 0.9461         0.7380 / 0.2176             precision 0.9894, coverage 0.792
+    near     0.9293    0.6572 / 0.5376         0.9590 / 0.9900             precision 0.9892, coverage 0.789
+
+Energy separates images of another kind (digits) far better; neither score tells a tenth kind of clothing from
+the nine it resembles (ankle boots against sneakers and sandals), which only training on it would.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ def _logits(run_dir: Path, images: np.ndarray) -> np.ndarray:
                                for i in range(0, len(images), 1024)])  # (N, K)
 
 
-def _setting(name: str, data: str, unknown: np.ndarray, args: argparse.Namespace) -> None:
+def _setting(name: str, data: str, unknown: np.ndarray, args: argparse.Namespace, shown: str = "") -> None:
     t0 = time.perf_counter()
     run = cnnfit.train(data=data, epochs=args.epochs, model=args.model, seed=0, project=args.project,
                        name=f"ood_{name}", **{"eval.report": False})
@@ -47,7 +56,7 @@ def _setting(name: str, data: str, unknown: np.ndarray, args: argparse.Namespace
     split = json.loads((run.dir / "split.json").read_text())
     val, test = (np.asarray(split[k], dtype=np.int64) for k in ("val", "test"))
     z_val, z_test, z_out = (_logits(run.dir, x) for x in (ds.images[val], ds.images[test], unknown))
-    print(f"\n{name}: {data}, {len(test)} known test images against {len(unknown)} unknown, "
+    print(f"\n{name}: {shown or data}, {len(test)} known test images against {len(unknown)} unknown, "
           f"test accuracy {run.accuracy:.4f}, T={t:.3f} ({time.perf_counter() - t0:.0f} s)")
     print(f"  {'score':<8} {'AUROC':>7} {'FPR@95TPR':>10}")
     for kind in ("maxprob", "energy"):
@@ -77,7 +86,7 @@ def main() -> None:
         np.savez(nine, x_train=fashion.images[keep & train][:, 0], y_train=fashion.labels[keep & train],
                  x_test=fashion.images[keep & ~train][:, 0], y_test=fashion.labels[keep & ~train],
                  classes=np.array(fashion.classes[:9]))
-        _setting("near", str(nine), fashion.images[tenth & ~train], args)
+        _setting("near", str(nine), fashion.images[tenth & ~train], args, "fashion-mnist without ankle boots")
 
 
 if __name__ == "__main__":
