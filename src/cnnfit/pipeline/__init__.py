@@ -1,4 +1,5 @@
-"""The pipeline: a run from settings to scores (`train`), and what reads a finished run (`evaluate`, `predict`, `embed`)."""
+"""The pipeline: a run from settings to scores (`train`), and what reads a finished run (`evaluate`, `predict`,
+`embed`)."""
 
 from cnnfit.pipeline.embed import embed
 from cnnfit.pipeline.evaluate import evaluate

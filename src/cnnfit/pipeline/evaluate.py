@@ -53,6 +53,7 @@ class _Scoring:
     stream: bool | None
     channels_last: bool
     amp_dtype: torch.dtype | None
+    trust_code: bool = False  # the caller's: the report's explanations rebuild the model under it
 
     def outputs(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Model outputs and the dataset's own labels for ds[idx], in order, and the seconds the inference took
@@ -120,7 +121,8 @@ def _evaluate(run_dir: Path, dataset: ImageSet | None, extra: dict | None, devic
             raise CnnfitError(f"the data for {run_dir} has changed since training ({len(ds)} images now); "
                               "evaluate against the original data, or score new data with data=OTHER")
     (out_dir / "plots").mkdir(exist_ok=True)
-    job = _Scoring(model, ds, ckpt, dev, cfg.data.stream, channels_last, eval_amp(cfg.train.amp, dev, amp, task))
+    job = _Scoring(model, ds, ckpt, dev, cfg.data.stream, channels_last, eval_amp(cfg.train.amp, dev, amp, task),
+                   trust_code)
     outputs, labels, test_seconds = job.outputs(test_idx)
     val_idx = np.asarray(split["val"], dtype=np.int64) if data is None else np.zeros(0, dtype=np.int64)
     if task == "multilabel":
@@ -280,7 +282,7 @@ def _classify_plots(out_dir: Path, metrics: dict, raw: torch.Tensor, calibrated:
     images = np.asarray(ds.images[idx[worst]]) if len(worst) else np.zeros((0, *ds.shape), dtype=np.uint8)
     plot_wrong(images, y[worst], pred[worst], conf[worst], classes, plots / "wrong.png")
     train = np.asarray(rundir.read_json(own / "split.json").get("train", []), dtype=np.int64) if own else None
-    draw_explanations(plots, job.ckpt, job.device, ds, idx, y, pred, conf, train)
+    draw_explanations(plots, job.ckpt, job.device, ds, idx, y, pred, conf, train, trust_code=job.trust_code)
 
 
 def _other_data(source: str, ckpt: dict, cfg: Config, run_dir: Path) -> tuple[ImageSet, np.ndarray, Path, dict]:

@@ -39,16 +39,16 @@ CELL = 1.1  # inches per image in a figure: at 110 dpi an image is ~120 px wide,
 
 
 def draw_explanations(plots: Path, ckpt: dict, device: torch.device, ds: ImageSet, test_idx: np.ndarray,
-                      true: np.ndarray, pred: np.ndarray, conf: np.ndarray, train_idx: np.ndarray | None) -> None:
+                      true: np.ndarray, pred: np.ndarray, conf: np.ndarray, train_idx: np.ndarray | None, *,
+                      trust_code: bool = False) -> None:
     """FILES in `plots` for the test images ds[test_idx] with their true and predicted classes (N,) and the
     predicted class's probability (N,); the neighbours only when `train_idx` (the run's own training images in
-    `ds`) is given. A figure that cannot be drawn is logged and left out."""
+    `ds`) is given. A figure that cannot be drawn is logged and left out. `trust_code` as in evaluate."""
     for name in FILES:  # a figure of an earlier evaluation must not outlive a skip of this one
         (plots / name).unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
-        # the checkpoint evaluate rebuilt its model from a moment ago, under the caller's trust_code: no new code runs
-        module = pixels_module(ckpt, device, trust_code=True)
+        module = pixels_module(ckpt, device, trust_code=trust_code)
     except CnnfitError as e:
         log.info(f"explanations skipped: {e}")
         return
