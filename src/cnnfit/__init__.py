@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cnnfit.config import Config, load_config
     from cnnfit.errors import CnnfitError
-    from cnnfit.pipeline import Run, evaluate, predict, train
+    from cnnfit.pipeline import Run, cv, evaluate, predict, train
 
-__all__ = ["CnnfitError", "Config", "Run", "evaluate", "load_config", "predict", "train"]
+__all__ = ["CnnfitError", "Config", "Run", "cv", "evaluate", "load_config", "predict", "train"]
 __version__ = "0.1.0"
 
 # a library logs and the application decides what is shown: the Python API prints nothing unless the caller
@@ -26,8 +26,8 @@ logging.getLogger("cnnfit").addHandler(logging.NullHandler())
 # loaded on first use: `import cnnfit.models` alone should not pay for the pipeline, scikit-learn and pydantic
 # (about 2 s on 2 cores)
 _HOME = {"CnnfitError": "cnnfit.errors", "Config": "cnnfit.config", "load_config": "cnnfit.config",
-         "Run": "cnnfit.pipeline", "evaluate": "cnnfit.pipeline", "predict": "cnnfit.pipeline",
-         "train": "cnnfit.pipeline"}
+         "Run": "cnnfit.pipeline", "cv": "cnnfit.pipeline", "evaluate": "cnnfit.pipeline",
+         "predict": "cnnfit.pipeline", "train": "cnnfit.pipeline"}
 
 
 def __getattr__(name: str) -> Any:

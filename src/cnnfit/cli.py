@@ -137,6 +137,9 @@ COMMANDS: dict[str, Command] = {
     "lr-find": Command(_CONFIG, None, "cnnfit.pipeline:lr_find", "LR range test: lr_find.png and a suggested lr"),
     "tune": Command("space.KEY=DIST ... [key=value ...]", None, "cnnfit.tune:tune", "hyperparameter search (trials=, "
                     "sampler=, pruner=, workers=, storage=, resume=, refit=); each trial a cnnfit run"),
+    "cv": Command("[key=value ...] [folds=5] [workers=1]", None, "cnnfit.pipeline:cv", "k-fold cross-validation: "
+                  "each fold an ordinary run in runs/cv/fold<k>, out-of-fold probabilities in oof.csv, the folds' "
+                  "mean and std in cv.json; resume=runs/cv continues a killed one"),
     "eval": Command("RUN [key=value ...]", EvalOptions, "cnnfit.pipeline:evaluate",
                     "test-split metrics, plots and report.html of a run's best.pt"),
     "compare": Command("RUN RUN ... [key=value ...]", CompareOptions, "cnnfit.report:compare",
@@ -316,13 +319,14 @@ def _run(argv: list[str], console: Console, process: bool = False) -> int:
     if command.options is None:
         # for tune, resume=true continues the search and sampler= picks the search's sampler; for train they
         # name a run directory and the batch sampler (train.sampler= still reaches that one here)
+        options = _cv_options(args) if name == "cv" else {}  # folds= and workers= are cv's, not a run's
         cfg = load_config([f"tune.{a}" if name == "tune" and a.startswith(("resume=", "sampler=")) else a
-                           for a in args])
+                           for a in args if not (name == "cv" and a.startswith(_CV_KEYS))])
         if name == "train" and cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:
             from cnnfit.distributed import launch  # devices=N: torchrun, started for the user
 
             return launch(cfg.train.devices, args)
-        positional, options = (cfg,), {}
+        positional = (cfg,)
     else:
         positional, parsed = _parse(name, args)
         options = dict(parsed)
@@ -344,6 +348,22 @@ def _run(argv: list[str], console: Console, process: bool = False) -> int:
     else:
         _show_models(console, name, parsed)
     return 0
+
+
+_CV_KEYS = ("folds=", "workers=")
+
+
+def _cv_options(args: list[str]) -> dict[str, int]:
+    """`cnnfit cv`'s own keys, whole numbers: folds=K and workers=N."""
+    options = {}
+    for arg in args:
+        if arg.startswith(_CV_KEYS):
+            key, _, value = arg.partition("=")
+            if not value.strip().isdigit():
+                raise CnnfitError(f"{key}={value!r} is invalid; use a whole number such as {key}="
+                                  f"{5 if key == 'folds' else 2}")
+            options[key] = int(value)
+    return options
 
 
 def _show_models(console: Console, name: str, o: Any) -> None:

@@ -46,6 +46,11 @@ class DataConfig(_Group):
                                   "(scarce-data studies); test stays whole")
     merge_val: bool = Field(False, description="train on train+val for the set epochs, best.pt = the last epoch; "
                             "val is not scored (its images were trained on), the test split still is")
+    folds: int | None = Field(None, description="k-fold cross-validation: cut train+val into this many stratified "
+                              "folds (seeded by seed), the test split kept as without it; none: no folds")
+    labels: bool | str = Field(False, description="cnnfit inspect: look for likely label errors: true runs a 5-fold "
+                               "cv first; or a cv run's folder or oof.csv (cleanlab on out-of-fold probabilities)")
+    fold: int | None = Field(None, description="with folds: the fold (0..folds-1) that is val, the others train")
     download: bool = Field(False, description="fetch a missing named dataset from its official address (md5-checked)")
     h5_images: str = Field("", description="the HDF5 dataset holding the images, e.g. train/x; auto: told by "
                            "shape and name")
@@ -56,6 +61,19 @@ class DataConfig(_Group):
     task: Literal["auto", "classify", "multilabel", "regress"] = Field(
         "auto", description="auto: from the data (a CSV manifest with 'a;b' labels is multilabel, a numeric "
         "'target' column is regress), else classify")
+
+    @model_validator(mode="after")
+    def _folds(self) -> "DataConfig":
+        if self.folds is not None and self.folds < 2:
+            raise ValueError(f"data.folds={self.folds} cuts nothing; use data.folds=2 or more (5 is usual), or drop it")
+        if self.fold is not None and self.folds is None:
+            raise ValueError(f"data.fold={self.fold} needs data.folds=K (the number of folds); add e.g. data.folds=5")
+        if self.fold is not None and not 0 <= self.fold < self.folds:
+            raise ValueError(f"data.fold={self.fold} is out of range for data.folds={self.folds}; use 0 to "
+                             f"{self.folds - 1}")
+        if self.folds is not None and self.merge_val:
+            raise ValueError("data.folds and data.merge_val disagree: a fold's val is its held-out part; drop one")
+        return self
 
 
 NOT_OPTIONS = ("name", "init", "pretrained", "trust_code")  # model.* keys that are not the builder's options
@@ -304,6 +322,7 @@ SHORT_KEYS = {
     "timeout": "tune.timeout", "storage": "tune.storage", "refit": "tune.refit", "workers": "tune.workers",
     "devices": "train.devices", "sync_bn": "train.sync_bn", "trust_code": "model.trust_code",
     "pretrained": "model.pretrained", "label_smoothing": "train.label_smoothing", "aug": "aug.preset",
+    "labels": "data.labels",
 }
 
 

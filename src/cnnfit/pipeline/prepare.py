@@ -14,15 +14,13 @@ import torch
 
 from cnnfit.config import Config
 from cnnfit.data import DeviceLoader, ImageSet, augment, class_counts, label_text, read_rows, split_indices, split_stats
-from cnnfit.data import subsample
+from cnnfit.data import strata, subsample
 from cnnfit.data.augment import Augment
 from cnnfit.data.cache import open_dataset, remembered
 from cnnfit.data.inspect import format_report, inspect_dataset, write_clean_manifest
 from cnnfit.data.look import Look, look
 from cnnfit.device import synchronize
 from cnnfit.errors import CnnfitError
-from cnnfit.files import new_run_dir
-from cnnfit.pipeline.resolve import by_data
 from cnnfit.pipeline.rundir import write_json
 
 log = logging.getLogger(__name__)
@@ -82,11 +80,38 @@ def prepare(cfg: Config, *, min_size: int = 1) -> Prepared:
         limits = ([f"{d.fraction:g} of each {group}"] if d.fraction < 1 else []) + (
             [f"at most {d.per_class} per {group}"] if d.per_class else [])
         split_how += f"; train and val limited to {' and '.join(limits)}"
+    if d.folds is not None:
+        parts, split_how = _fold(ds, parts, d.folds, d.fold, cfg.train.seed, split_how)
     if d.merge_val:  # the val images join training; they stay the val split only to keep the loop's bookkeeping
         parts["train"] = np.sort(np.concatenate([parts["train"], parts["val"]]))
         split_how += "; val merged into train (merge_val)"
     mean, std = split_stats(ds, parts["train"])
     return Prepared(ds, cache_hit, parts, split_how, mean, std, source, merged_val=d.merge_val)
+
+
+def _fold(ds: ImageSet, parts: dict[str, np.ndarray], folds: int, fold: int | None, seed: int,
+          split_how: str) -> tuple[dict[str, np.ndarray], str]:
+    """data.folds/data.fold: train+val pooled and cut into `folds` stratified folds; val = fold `fold`, train = the
+    rest; test as without folds. The pool leaves out test's images, so a source whose test falls back to its val
+    (no test split of its own) cuts its folds from train alone."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if fold is None:
+        raise CnnfitError(f"data.folds={folds} trains one fold: add data.fold=0..{folds - 1}, or run every fold "
+                          f"with cnnfit cv folds={folds}")
+    pool = np.setdiff1d(np.union1d(parts["train"], parts["val"]), parts["test"])  # sorted
+    if len(pool) < folds:
+        raise CnnfitError(f"data.folds={folds} needs at least {folds} train+val images, the data has {len(pool)}; "
+                          "use fewer folds")
+    keys, by = strata(ds.labels, ds.task)
+    smallest = int(np.unique(keys[pool], return_counts=True)[1].min())
+    if smallest >= folds:
+        cut = StratifiedKFold(folds, shuffle=True, random_state=seed).split(pool, keys[pool])
+    else:  # a group with fewer images than folds cannot reach every fold: sklearn warns and splits unevenly
+        cut, by = KFold(folds, shuffle=True, random_state=seed).split(pool), f"not stratified: a group has {smallest}"
+    train_pos, val_pos = list(cut)[fold]
+    parts = {**parts, "train": pool[train_pos], "val": pool[val_pos]}  # positions are sorted: so are the parts
+    return parts, f"{split_how}; fold {fold} of {folds} of train+val ({by}, seed {seed}); test as always"
 
 
 def write_data_report(prep: Prepared, out_dir: Path, max_lines: int = 12) -> dict[str, Any]:
@@ -144,18 +169,3 @@ def build_augment(cfg: Config) -> Augment:
     return augment.build(**keys)
 
 
-def inspect(cfg: Config) -> Path:
-    """`cnnfit inspect`: the data report alone, in runs/inspect*, without training; samples.png shows the
-    augmentation a run would get."""
-    cfg = by_data(cfg, look_at(cfg))[0]
-    prep = prepare(cfg)
-    out = new_run_dir(cfg.project, "inspect")
-    ds = prep.ds
-    what = {"classify": f"{len(ds.classes)} classes", "multilabel": f"{len(ds.classes)} labels",
-            "regress": f"target '{ds.classes[0]}'"}[ds.task]
-    log.info(f"{cfg.data.source}: {len(ds)} images, {what}, {'x'.join(map(str, ds.shape))}, {len(ds.skipped)} "
-             f"skipped; {prep.split_how}")
-    write_data_report(prep, out, max_lines=60)
-    write_samples(prep, out, build_augment(cfg), cfg.train.seed)
-    log.info(f"report -> {out / 'data_report.json'}, augmented samples -> {out / 'samples.png'}")
-    return out

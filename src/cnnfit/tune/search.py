@@ -8,7 +8,6 @@ trials that were running when it died are run again. The test split is touched o
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import logging.handlers
 import multiprocessing
@@ -16,7 +15,6 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from cnnfit.errors import CnnfitError, TrainingStopped
 from cnnfit.files import new_run_dir
 from cnnfit.pipeline import train
 from cnnfit.pipeline.prepare import Prepared, prepare
+from cnnfit.pipeline.quiet import quiet
 from cnnfit.pipeline.resolve import AUTO_LR, AUTO_WEIGHT_DECAY, monitor_for
 from cnnfit.tune.results import write_results
 from cnnfit.tune.space import DEFAULT_SPACE, Dist, contains, grid_points, parse_space
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 
 _GRID_READY = "cnnfit_grid_ready"  # study attribute set once every grid point is enqueued
 # what a trial's own run logs: warnings only while it trains, since the search says one line per trial
-_TRIAL_LOGGERS = ("cnnfit.pipeline", "cnnfit.engine", "cnnfit.data", "cnnfit.models", "cnnfit.eval", "cnnfit.report")
 
 
 @dataclass
@@ -229,19 +227,6 @@ def _finished(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The run of a trial or the refit logs warnings only, its loggers restored after."""
-    saved = {lg: lg.level for lg in map(logging.getLogger, _TRIAL_LOGGERS)}
-    for lg in saved:
-        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
-    try:
-        yield
-    finally:
-        for lg, level in saved.items():
-            lg.setLevel(level)
-
-
 def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], monitor: str, pruner: str,
                tune_dir: Path) -> None:
     from optuna.trial import TrialState
@@ -252,7 +237,7 @@ def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], mon
     shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
     t0 = time.perf_counter()
     try:
-        with _quiet():  # the params are dotted keys ("optim.lr"), which train's overrides take as they are
+        with quiet():  # the params are dotted keys ("optim.lr"), which train's overrides take as they are
             run = train(base, callbacks=[pruning], test=False, project=str(tune_dir / "trials"),
                         name=f"trial{trial.number:03d}", **params)
     except (CnnfitError, TrainingStopped) as exc:  # a bad combination (model too big for the images, NaN loss)
@@ -396,7 +381,7 @@ def _refit(base: Config, study: Any, tune_dir: Path, task: str) -> tuple[Any, di
     """The best trial's config trained on train+val as an ordinary run and tested once: (the run, its summary)."""
     best = study.best_trial
     log.info(f"refit: trial {best.number}'s config on train+val, then the test split once")
-    with _quiet():
+    with quiet():
         run = train(base, project=str(tune_dir), name="refit", data__merge_val=True, **best.params)
     what = "accuracy" if task == "classify" else "score"
     log.info(f"refit test {what} {run.score:.4f} -> {run.dir / 'report.html'}")
