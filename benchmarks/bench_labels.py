@@ -4,6 +4,15 @@ the flips (precision, recall); then train on the noisy labels and on the cleaned
 out) and score both on the untouched test split. MNIST and Fashion-MNIST.
 
     CNNFIT_DATA=... python benchmarks/bench_labels.py [--sets mnist fashion-mnist] [--epochs 8] [--project runs/bench]
+
+Measured (2 CPU cores, simplecnn, 8 epochs, seed 0; 500 of 10,000 labels flipped):
+
+    set            cv accuracy      flagged  precision  recall  test: noisy   cleaned
+    mnist          0.9368 +- 0.0030   447     0.996      0.890         0.9847    0.9891
+    fashion-mnist  0.8421 +- 0.0047   791     0.613      0.970         0.8835    0.8854
+
+On Fashion-MNIST the search also flags images whose given label is right but hard (shirt against T-shirt/top),
+so precision falls while recall rises; MNIST's recall stops just under 0.9 at 8 epochs.
 """
 
 from __future__ import annotations
