@@ -15,7 +15,7 @@ from cnnfit.data import DecodeError, is_image_name, map_images
 from cnnfit.errors import CnnfitError
 from cnnfit.files import free_name, write_atomic, write_csv
 from cnnfit.eval.explain import UNLOCALISED, gradcam, save_overlay
-from cnnfit.eval.reject import answered, fit_reject, scores
+from cnnfit.eval.reject import SCORES, answered, fit_reject, scores
 from cnnfit.predictor import BATCH, IMAGENET, Predictor, load_predictor, pixels_module
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ def reject_rule(predictor: Predictor, *, reject: bool = False, precision: float 
                           "target or score needs the run directory (its best.pt keeps the val scores)")
     if precision is None and coverage is None:
         precision = saved["precision_target"]
-    scores(np.zeros((1, 2)), kind=score)  # an unknown score name: refused with the choices
+    if score not in SCORES:
+        raise CnnfitError(f"reject.score={score!r} is not a score; choose from: {', '.join(SCORES)}")
     val = saved["val"]
     rule = {"score": score, "temperature": saved["temperature"],
             **fit_reject(np.asarray(val[score]), np.asarray(val["correct"]), precision=precision, coverage=coverage)}
