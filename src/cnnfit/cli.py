@@ -322,10 +322,10 @@ def _run(argv: list[str], console: Console, process: bool = False) -> int:
         options = _cv_options(args) if name == "cv" else {}  # folds= and workers= are cv's, not a run's
         cfg = load_config([f"tune.{a}" if name == "tune" and a.startswith(("resume=", "sampler=")) else a
                            for a in args if not (name == "cv" and a.startswith(_CV_KEYS))])
-        if name == "train" and cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:
+        if name in ("train", "cv") and cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:
             from cnnfit.distributed import launch  # devices=N: torchrun, started for the user
 
-            return launch(cfg.train.devices, args)
+            return launch(cfg.train.devices, args, name)
         positional = (cfg,)
     else:
         positional, parsed = _parse(name, args)

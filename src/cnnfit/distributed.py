@@ -125,20 +125,31 @@ def main_first(ctx: Dist, work: Any) -> Any:
     An error on rank 0 is raised on every rank with the same message, so no rank waits for a dead one."""
     if not ctx.active:
         return work()
+    result = _rank0(ctx, work, share=False)
+    return result if ctx.main else work()
+
+
+def on_main(ctx: Dist, work: Any) -> Any:
+    """Run `work()` on rank 0 only and return its (small, picklable) result on every rank: a folder made once,
+    files read once. An error on rank 0 is raised on every rank with the same message."""
+    return _rank0(ctx, work, share=True) if ctx.active else work()
+
+
+def _rank0(ctx: Dist, work: Any, *, share: bool) -> Any:
     # the others may wait hours while rank 0 decodes a large dataset: a gloo group of its own with a long
     # deadline (a rank 0 that dies still ends the wait at once: its connections close)
     patient = dist.new_group(backend="gloo", timeout=timedelta(seconds=FIRST_DECODE_TIMEOUT_S))
-    error = None
+    result = error = None
     if ctx.main:
         try:
             result = work()
         except CnnfitError as exc:
             error = str(exc)
-    error = broadcast(error, ctx, group=patient)
+    error, shared = broadcast((error, result if share else None), ctx, group=patient)
     dist.destroy_process_group(patient)
     if error is not None:
         raise CnnfitError(error)
-    return result if ctx.main else work()
+    return result if ctx.main or not share else shared
 
 
 def gather(ctx: Dist, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -194,9 +205,9 @@ def describe(exc: BaseException) -> str:
     return text.split(". ")[0][:200]
 
 
-def launch(nproc: int, args: list[str]) -> int:
-    """`devices=N`: run `cnnfit train ARGS` under torchrun's agent with N processes on this machine. When a
-    rank dies the agent stops the others at once; the message names the rank and how to resume."""
+def launch(nproc: int, args: list[str], command: str = "train") -> int:
+    """`devices=N`: run `cnnfit COMMAND ARGS` (train or cv) under torchrun's agent with N processes on this
+    machine. When a rank dies the agent stops the others at once; the message names the rank and how to resume."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -211,11 +222,13 @@ def launch(nproc: int, args: list[str]) -> int:
                               rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
                               monitor_interval=0.1)
         try:
-            elastic_launch(config, entrypoint=sys.executable)("-m", "cnnfit", "train", *args)
+            elastic_launch(config, entrypoint=sys.executable)("-m", "cnnfit", command, *args)
             return 0
         except ChildFailedError as exc:
             run_dir = Path(run_file.name).read_text().strip()
-            raise TrainingStopped(_failure_message(exc.failures, nproc, run_dir, args),
+            if command == "cv" and run_dir:  # the fold's run directory; cv resumes from the folder of folds
+                run_dir = str(Path(run_dir).parent)
+            raise TrainingStopped(_failure_message(exc.failures, nproc, run_dir, args, command),
                                   code=_exit_code(exc.failures)) from None
         finally:
             os.environ.pop(RUN_FILE_ENV, None)
@@ -228,7 +241,7 @@ def _exit_code(failures: dict) -> int:
     return 2 if codes == {2} else 130 if codes == {130} else 1
 
 
-def _failure_message(failures: dict, nproc: int, run_dir: str, args: list[str]) -> str:
+def _failure_message(failures: dict, nproc: int, run_dir: str, args: list[str], command: str = "train") -> str:
     # the agent ends the survivors with SIGTERM, and a survivor that saw its peer go exits with 1: the cause is
     # the other one (a kill, a crash); with no such rank, the earliest failure
     term = -signal.SIGTERM
@@ -238,7 +251,7 @@ def _failure_message(failures: dict, nproc: int, run_dir: str, args: list[str]) 
     how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
     if code == 2:
         return f"rank {rank} of {nproc} refused the input (its message is above)"
-    again = f"cnnfit train resume={run_dir} devices={nproc}" if run_dir else f"cnnfit train {' '.join(args)}"
+    again = f"cnnfit {command} resume={run_dir} devices={nproc}" if run_dir else f"cnnfit {command} {' '.join(args)}"
     return (f"rank {rank} of {nproc} ended the job ({how}); the other ranks were stopped; "
             + ("continue from its last.pt with: " if run_dir else "start again with: ") + again)
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import yaml
 
-from cnnfit import models
+from cnnfit import distributed, models
 from cnnfit.config import Config, flatten, is_module_name, is_set, load_config, with_overrides
 from cnnfit.data import ImageSet, read_rows
 from cnnfit.errors import CnnfitError
@@ -61,34 +61,52 @@ def cv(cfg: Config | None = None, *, folds: int | None = None, workers: int = 1,
     cfg = with_overrides(cfg, overrides)
     if workers < 1:
         raise CnnfitError(f"workers={workers} runs nothing; use workers=1 (one fold at a time) or more")
-    if cfg.resume.run:
-        cv_dir, settings, folds = _resume(cfg, folds)
-    else:
-        cv_dir, settings, folds = _start(cfg, folds or cfg.data.folds or DEFAULT_FOLDS)
+    ctx = distributed.from_env()
+    if not ctx.active:
+        return _cv(cfg, folds, workers, ctx)
+    if workers > 1:
+        raise CnnfitError(f"under torchrun every fold is trained by all {ctx.world} processes, one fold after "
+                          "another; drop workers=")
+    # one process group for the whole cv: each fold's train joins it (distributed.session nests)
+    with distributed.session(ctx, distributed.device_for(ctx, cfg.train.device), cfg.train.dist_timeout):
+        return _cv(cfg, folds, workers, ctx)
+
+
+def _cv(cfg: Config, folds: int | None, workers: int, ctx: distributed.Dist) -> CVResult:
+    """The folds still to train, trained; then the summary. Under torchrun rank 0 makes the folder, predicts the
+    held-out folds and writes every file; the other ranks train."""
+    def plan() -> tuple[Path, dict[str, Any], int, list[int]]:
+        cv_dir, settings, k = _resume(cfg, folds) if cfg.resume.run else \
+            _start(cfg, folds or cfg.data.folds or DEFAULT_FOLDS, world=ctx.world)
+        return cv_dir, settings, k, [i for i in range(k) if not _done(cv_dir / f"fold{i}")]
+
+    cv_dir, settings, folds, todo = distributed.on_main(ctx, plan)
     trust = bool(cfg.model.trust_code) or (not cfg.resume.run and is_module_name(cfg.model.name))
     if trust:  # never in cv_config.json: a file cannot vouch for code (see config._check_code)
         settings = {**settings, "model.trust_code": True}
-    todo = [k for k in range(folds) if not _done(cv_dir / f"fold{k}")]
-    log.info(f"cv {cv_dir}: {folds} folds of train+val, {folds - len(todo)} done, {min(workers, len(todo) or 1)} "
-             "worker(s)")
+    if ctx.main:
+        log.info(f"cv {cv_dir}: {folds} folds of train+val, {folds - len(todo)} done, "
+                 + (f"{ctx.world} processes per fold" if ctx.active else f"{min(workers, len(todo) or 1)} worker(s)"))
     if workers == 1 or len(todo) < 2:
         for k in todo:
-            _fold(cv_dir, settings, folds, k)
+            _fold(cv_dir, settings, folds, k, ctx)
     else:
         _in_workers(cv_dir, settings, folds, todo, workers)
-    return CVResult(cv_dir, _summarize(cv_dir, folds))
+    return CVResult(cv_dir, distributed.on_main(ctx, lambda: _summarize(cv_dir, folds)))
 
 
-def _start(cfg: Config, folds: int) -> tuple[Path, dict[str, Any], int]:
+def _start(cfg: Config, folds: int, world: int = 1) -> tuple[Path, dict[str, Any], int]:
     """The checks that can fail, then runs/<name>/ and its cv_config.json: (the folder, the fold keys, K)."""
     if cfg.data.fold is not None:
         raise CnnfitError(f"cnnfit cv trains every fold; drop data.fold={cfg.data.fold} (or train that one fold "
                           "with cnnfit train)")
-    if cfg.train.repeats > 1 or cfg.train.devices > 1:
-        raise CnnfitError("cnnfit cv trains one process per fold; drop repeats= and devices= (workers=N runs "
-                          "folds side by side)")
+    if cfg.train.repeats > 1:
+        raise CnnfitError("cnnfit cv trains each fold once; drop repeats= (cv's folds are its repeats)")
+    if cfg.train.devices > 1 and world == 1:
+        raise CnnfitError(f"devices={cfg.train.devices} is started by the command line (cnnfit cv ... devices=N); "
+                          "from Python, run the script under torchrun --nproc_per_node=N")
     settings = flatten(cfg.model_dump(mode="json", exclude_unset=True))  # the keys given, as with_overrides keeps
-    for key in ("project", "name", "resume.run", "resume.force", "data.folds", "data.fold"):
+    for key in ("project", "name", "resume.run", "resume.force", "data.folds", "data.fold", "train.devices"):
         settings.pop(key, None)
     if not is_set(cfg, "eval.report"):  # plots and report.html per fold: ~3 s each for pictures nobody compares;
         settings["eval.report"] = False  # the folds' story is cv.json and oof.csv. eval.report=true keeps them
@@ -115,7 +133,7 @@ def _resume(cfg: Config, folds: int | None) -> tuple[Path, dict[str, Any], int]:
         raise CnnfitError(f"resume: folds={folds} differs from the {plan['folds']} folds of {cv_dir}; drop folds=")
     saved = plan["settings"]
     given = flatten(cfg.model_dump(mode="json", exclude_unset=True))
-    for key in ("project", "name", "resume.run", "resume.force"):
+    for key in ("project", "name", "resume.run", "resume.force", "train.devices"):
         given.pop(key, None)
     changed = [k for k, v in given.items() if k not in RESUME_SAFE and saved.get(k) != v]
     if changed and not cfg.resume.force:
@@ -133,18 +151,23 @@ def _done(fold_dir: Path) -> bool:
     return (fold_dir / "metrics.json").is_file() and (fold_dir / "oof.npz").is_file()
 
 
-def _fold(cv_dir: Path, settings: dict[str, Any], folds: int, k: int) -> None:
-    """Fold k's run (started, continued from last.pt, or kept when finished) and its oof.npz."""
+def _fold(cv_dir: Path, settings: dict[str, Any], folds: int, k: int,
+          ctx: distributed.Dist = distributed.SINGLE) -> None:
+    """Fold k's run (started, continued from last.pt, or kept when finished) and its oof.npz; under torchrun
+    every rank trains and rank 0 predicts."""
     fold_dir, t0 = cv_dir / f"fold{k}", time.perf_counter()
     with quiet():
-        if not (fold_dir / "metrics.json").is_file():
-            if (fold_dir / "last.pt").is_file():  # killed mid-run: continue exactly where last.pt stopped
+        finished, started = distributed.on_main(ctx, lambda: ((fold_dir / "metrics.json").is_file(),
+                                                   (fold_dir / "last.pt").is_file()))
+        if not finished:
+            if started:  # killed mid-run: continue exactly where last.pt stopped
                 safe = {key: v for key, v in settings.items() if key in RESUME_SAFE or key == "model.trust_code"}
                 train(**safe, **{"resume.run": str(fold_dir)})
-            else:
-                if fold_dir.exists():  # killed before its first checkpoint: only config.yaml and split.json to lose
-                    shutil.rmtree(fold_dir)
+            else:  # killed before its first checkpoint: only config.yaml and split.json to lose
+                distributed.on_main(ctx, lambda: shutil.rmtree(fold_dir, ignore_errors=True))
                 train(**settings, project=str(cv_dir), name=f"fold{k}", **{"data.folds": folds, "data.fold": k})
+        if not ctx.main:
+            return
         indices, probs, labels = _predict_held_out(fold_dir, trust=bool(settings.get("model.trust_code")),
                                                    device=settings.get("train.device", "auto"))
     acc = float((probs.argmax(1) == labels).mean())
