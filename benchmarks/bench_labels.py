@@ -52,7 +52,11 @@ def _one(name: str, args: argparse.Namespace, folder: Path) -> None:
     path, x, y, x_test, y_test, flipped = _noisy(name, folder)
     settings = dict(data=str(path), epochs=args.epochs, model=args.model, seed=SEED, project=args.project,
                     **{"data.val": 0.1})
-    res = cnnfit.cv(folds=5, name=f"labels_{name}", **settings)
+    done = Path(args.project) / f"labels_{name}"
+    if (done / "cv_config.json").is_file():  # run again: the cv there continues (or is reused when finished)
+        res = cnnfit.cv(resume=str(done))
+    else:
+        res = cnnfit.cv(folds=5, name=f"labels_{name}", **settings)
     index, _, labels, classes, probs = read_oof(res.dir / "oof.csv")
     issues = find_label_issues(labels, probs, classes=classes, index=index)
     found = {i["index"] for i in issues}

@@ -36,6 +36,7 @@ LAYOUT = {
     "report/": "every HTML page (run report, compare, tuning report) and their building blocks",
     "export.py": "ONNX, TorchScript and safetensors, parity-checked against torch",
     "predictor.py": "one inference path from a run directory or a .onnx: uint8 pixels in, probabilities out",
+    "quantize.py": "int8 ONNX: onnxruntime's static (calibrated) or dynamic quantization and its parity figures",
     "eval/": "numbers and pictures: metrics, calibration, test-time augmentation, plots",
     "engine/": "the training loop (fit, infer) and its state, optimizers and schedules, losses, checkpoints, "
                "callbacks (one per file)",

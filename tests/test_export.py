@@ -68,12 +68,13 @@ def test_plain_onnxruntime_on_raw_pixels_predicts_as_cnnfit_predict(run, onnx_re
     session = ort.InferenceSession(str(run.dir / "model.onnx"), providers=["CPUExecutionProvider"])
     probs = session.run(["probs"], {"images": images})[0]  # (40, 10) from raw uint8, no preprocessing here
     assert probs.shape == (40, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    rows = cnnfit.predict(run.dir, [str(tmp_path)], topk=1, out=tmp_path / "p.csv", **QUIET)
+    rows = list(cnnfit.predict(run.dir, [str(tmp_path)], topk=1, out=tmp_path / "p.csv", **QUIET).rows())
     assert [r["top1"] for r in rows] == [str(k) for k in probs.argmax(1)]
     assert np.allclose([r["prob1"] for r in rows], probs.max(1), atol=1e-5)
 
-    from_onnx = cnnfit.predict(run.dir / "model.onnx", [str(tmp_path)], topk=3, out=tmp_path / "o.csv", **QUIET)
-    from_run = cnnfit.predict(run.dir, [str(tmp_path)], topk=3, out=tmp_path / "r.csv", **QUIET)
+    from_onnx = list(cnnfit.predict(run.dir / "model.onnx", [str(tmp_path)], topk=3, out=tmp_path / "o.csv",
+                                    **QUIET).rows())
+    from_run = list(cnnfit.predict(run.dir, [str(tmp_path)], topk=3, out=tmp_path / "r.csv", **QUIET).rows())
     assert [r["top1"] for r in from_onnx] == [r["top1"] for r in from_run]
     assert np.allclose([r["prob2"] for r in from_onnx], [r["prob2"] for r in from_run], atol=1e-5)
 

@@ -1,5 +1,5 @@
 """The predictor behind predict and serve: uint8 in, probabilities out, calibration honoured, bad input refused,
-safe under threads; and `cnnfit predict` on top of it (json output, corrupt files skipped)."""
+safe under threads; and `cnnfit predict` on top of it (json output, a corrupt file as a row with its reason)."""
 
 import json
 import shutil
@@ -104,17 +104,19 @@ def test_onnx_predictor_reads_its_metadata_and_refuses_tta(run, pixels):
         load_predictor(run.dir / "model.onnx", tta="flip")
 
 
-def test_predict_writes_json_and_skips_a_corrupt_file(run, tmp_path, caplog):
+def test_predict_writes_json_and_names_a_corrupt_file(run, tmp_path, caplog):
     folder = tmp_path / "imgs"
     folder.mkdir()
     for v in (0, 100, 200):
         _png(folder / f"{v}.png", v)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     caplog.set_level("INFO", logger="cnnfit")
-    rows = cnnfit.predict(run.dir, [str(folder)], topk=2, format="json", out=tmp_path / "p.json")
-    assert json.loads((tmp_path / "p.json").read_text()) == rows and len(rows) == 3
-    assert set(rows[0]) == {"file", "top1", "prob1", "top2", "prob2"}
+    result = cnnfit.predict(run.dir, [str(folder)], topk=2, format="json", out=tmp_path / "p.json")
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert rows == list(result.rows()) and len(rows) == 4 and result.skipped == 1
+    assert list(rows[0]) == ["file", "top1", "prob1", "top2", "prob2", "status"] and rows[0]["status"] == "ok"
+    assert rows[3]["file"].endswith("broken.jpg") and rows[3]["status"] != "ok" and rows[3]["top1"] is None
     assert "skipped" in caplog.text and "broken.jpg" in caplog.text
     assert main(["predict", str(run.dir), str(folder), "format=json", f"out={tmp_path / 'c.json'}"]) == 0
-    assert len(json.loads((tmp_path / "c.json").read_text())) == 3
+    assert len(json.loads((tmp_path / "c.json").read_text())) == 4
     assert main(["predict", str(run.dir), str(folder), "format=xml"]) == 2

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from cnnfit.config import Config, load_config
     from cnnfit.errors import CnnfitError
     from cnnfit.pipeline import Run, cv, evaluate, predict, train
+    from cnnfit.pipeline.predict import Predictions
 
-__all__ = ["CnnfitError", "Config", "Run", "cv", "evaluate", "load_config", "predict", "train"]
+__all__ = ["CnnfitError", "Config", "Predictions", "Run", "cv", "evaluate", "load_config", "predict", "train"]
 __version__ = "0.1.0"
 
 # a library logs and the application decides what is shown: the Python API prints nothing unless the caller
@@ -27,7 +28,7 @@ logging.getLogger("cnnfit").addHandler(logging.NullHandler())
 # (about 2 s on 2 cores)
 _HOME = {"CnnfitError": "cnnfit.errors", "Config": "cnnfit.config", "load_config": "cnnfit.config",
          "Run": "cnnfit.pipeline", "cv": "cnnfit.pipeline", "evaluate": "cnnfit.pipeline",
-         "predict": "cnnfit.pipeline", "train": "cnnfit.pipeline"}
+         "predict": "cnnfit.pipeline", "Predictions": "cnnfit.pipeline.predict", "train": "cnnfit.pipeline"}
 
 
 def __getattr__(name: str) -> Any:

@@ -80,6 +80,12 @@ class ExportOptions(_Options):
     layout: Literal["nchw", "nhwc"] = _key("nchw", "onnx/torchscript input: nchw or nhwc, uint8 either way")
     check_images: int | None = _key(2000, "val images for the parity check; all for the whole split")
     trust_code: bool = _key(False, _TRUST)
+    quantize: Literal["int8", "dynamic"] | None = _key(None, "onnx with int8 weights: int8 (static, calibrated on "
+                                                       "training images; RUN/model.int8.onnx) or dynamic (activations "
+                                                       "scaled per call; RUN/model.dynamic.onnx)", "none")
+    calibration_images: int = _key(256, "quantize=int8: training images that set the activation ranges")
+    int8_agreement: float = _key(0.97, "quantize=: least top-1 agreement with torch on the val images checked")
+    int8_drop: float = _key(1.0, "quantize=: most val accuracy lost against torch, in percentage points")
 
     @field_validator("check_images", mode="before")
     @classmethod
@@ -139,7 +145,8 @@ COMMANDS: dict[str, Command] = {
                     "sampler=, pruner=, workers=, storage=, resume=, refit=); each trial a cnnfit run"),
     "cv": Command("[key=value ...] [folds=5] [workers=1]", None, "cnnfit.pipeline:cv", "k-fold cross-validation: "
                   "each fold an ordinary run in runs/cv/fold<k>, out-of-fold probabilities in oof.csv, the folds' "
-                  "mean and std in cv.json; resume=runs/cv continues a killed one"),
+                  "mean and std in cv.json; resume=runs/cv continues a killed one; devices=N: each fold "
+                  "data-parallel"),
     "eval": Command("RUN [key=value ...]", EvalOptions, "cnnfit.pipeline:evaluate",
                     "test-split metrics, plots and report.html of a run's best.pt"),
     "compare": Command("RUN RUN ... [key=value ...]", CompareOptions, "cnnfit.report:compare",

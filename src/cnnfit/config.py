@@ -203,6 +203,9 @@ class TrainConfig(_Group):
                             "Ctrl-C / SIGTERM); 0: epoch ends only")
     profile: bool = Field(False, description="profile a few steps: trace.json (Chrome trace) and profile.txt")
     tensorboard: bool = Field(False, description="TensorBoard logs in the run directory")
+    track: list[Literal["mlflow", "wandb"]] = Field(
+        [], description="experiment trackers: none, mlflow (to MLFLOW_TRACKING_URI, else SQLite in project/mlruns), "
+        "wandb (offline into the run directory unless an API key is set), or both: track=mlflow,wandb")
     repeats: int = Field(1, ge=1, description="train N times with seeds seed..seed+N-1; report mean +- std")
     devices: int = Field(1, ge=1, description="processes on this machine (one per GPU, or a share of the CPU "
                          "cores); N > 1 starts torchrun for you. batch stays the global batch")
@@ -215,6 +218,14 @@ class TrainConfig(_Group):
     @classmethod
     def _amp_off(cls, value: Any) -> Any:
         return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+    @field_validator("track", mode="before")
+    @classmethod
+    def _track_list(cls, value: Any) -> Any:  # track=mlflow,wandb arrives as one string; track=none as "none"
+        if value is None or value is False:
+            return []
+        names = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+        return list(dict.fromkeys(n for n in names if n not in ("", "none"))) if isinstance(names, list) else names
 
 
 class ResumeConfig(_Group):
@@ -314,7 +325,7 @@ SHORT_KEYS = {
     "init": "model.init", "freeze": "finetune.freeze", "head_lr_mult": "finetune.head_lr_mult",
     "task": "data.task", "loss": "train.loss", "accumulate": "train.accumulate", "clip_norm": "train.clip_norm",
     "ema": "train.ema", "compile": "train.compile", "deterministic": "train.deterministic", "time": "train.time",
-    "profile": "train.profile", "tensorboard": "train.tensorboard", "repeats": "train.repeats",
+    "profile": "train.profile", "tensorboard": "train.tensorboard", "track": "train.track", "repeats": "train.repeats",
     "resume": "resume.run", "l1": "optim.l1", "weight_decay": "optim.weight_decay", "lr_scale": "optim.lr_scale",
     "ckpt_every": "train.ckpt_every", "calibrate": "eval.calibrate", "tta": "eval.tta",
     "lookahead": "train.lookahead", "drop_last": "train.drop_last",

@@ -141,14 +141,14 @@ def test_predict_writes_one_overlay_per_image_and_refuses_onnx(marked, tmp_path)
     for i, name in enumerate(("a/0.png", "a/1.png", "b/0.png", "b/1.png")):  # each stem twice
         (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(x[i, 0]).save(tmp_path / "in" / name)
-    rows = predict(run.dir, [str(tmp_path / "in")], out=tmp_path / "p.csv", device="cpu", explain=True)
+    rows = list(predict(run.dir, [str(tmp_path / "in")], out=tmp_path / "p.csv", device="cpu", explain=True).rows())
     pngs = sorted((tmp_path / "explain").iterdir())
     assert len(rows) == 4 and len(pngs) == 4 and sorted(r["explain"] for r in rows) == [str(p) for p in pngs]
     assert {p.name for p in pngs} == {"0.png", "0-2.png", "1.png", "1-2.png"}
     for p in pngs:
         with Image.open(p) as png:
             assert png.size == (SIDE, SIDE) and png.mode == "RGB"
-    assert (tmp_path / "p.csv").read_text().splitlines()[0].endswith(",explain")
+    assert (tmp_path / "p.csv").read_text().splitlines()[0].endswith(",explain,status")
     for source in ("runs/x/model.onnx", "imagenet:efficientnet_lite0"):
         with pytest.raises(CnnfitError, match=r"explanations need the run directory \(best.pt\): pass runs/NAME"):
             predict(source, [str(tmp_path / "in")], explain=True)

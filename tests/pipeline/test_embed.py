@@ -50,7 +50,7 @@ def test_embed_writes_vectors_that_reload_and_a_csv_that_agrees_with_predict(run
     # row i of the .npy is the file on row i: recomputed from the decoded file, and top1 is what predict says
     p = load_predictor(run_dir)
     assert np.allclose(embed_images(module, np.stack([p.decode(f) for f in good])), vectors, atol=1e-6)
-    preds = predict(run_dir, [str(f) for f in good], topk=1, out=tmp_path / "p.csv", device="cpu")
+    preds = list(predict(run_dir, [str(f) for f in good], topk=1, out=tmp_path / "p.csv", device="cpu").rows())
     assert [(r["top1"], float(r["prob1"])) for r in rows] == [(q["top1"], q["prob1"]) for q in preds]
     assert embed(run_dir, [str(good[0])], device="cpu") == run_dir / "embeddings2"  # a second call keeps the first
 

@@ -86,7 +86,7 @@ def test_calibration_is_stored_lowers_ece_on_val_fit_and_predict_uses_it(calibra
     idx = json.loads((calibrated_run.dir / "split.json").read_text())["test"][:5]
     for i in idx:
         Image.fromarray(np.asarray(ds.images[i][0])).save(tmp_path / f"{i:04d}.png")
-    rows = cnnfit.predict(calibrated_run.dir, [str(tmp_path)], topk=1)
+    rows = list(cnnfit.predict(calibrated_run.dir, [str(tmp_path)], topk=1).rows())
     probs, _ = _test_probs(calibrated_run.dir)
     assert [r["prob1"] for r in rows] == pytest.approx(probs[:5].max(1), abs=1e-5)
 
@@ -188,11 +188,11 @@ def test_predict_with_tta_averages_the_mirrored_image(calibrated_run, tmp_path):
     ds = load_imageset(resolve("digits"), None, None, "squash", None, True)[0]
     image = np.asarray(ds.images[0][0])  # (H, W)
     Image.fromarray(image).save(tmp_path / "a.png")
-    plain = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, tta="none")[0]
+    plain = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, tta="none").head[0]
     Image.fromarray(image[:, ::-1].copy()).save(tmp_path / "a.png")
-    mirror = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, tta="none")[0]
+    mirror = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, tta="none").head[0]
     Image.fromarray(image).save(tmp_path / "a.png")
-    both = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, tta="flip")[0]
+    both = cnnfit.predict(calibrated_run.dir, [str(tmp_path / "a.png")], topk=10, tta="flip").head[0]
     prob = lambda row: {row[f"top{j}"]: row[f"prob{j}"] for j in range(1, 11)}  # noqa: E731
     p, m, b = prob(plain), prob(mirror), prob(both)
     # TTA averages the raw softmax, then the temperature applies: p ** T, renormalized, undoes the temperature

@@ -33,16 +33,16 @@ def images(tmp_path_factory):
 
 def test_predict_answers_unknown_under_the_threshold_fitted_on_val(run, images, tmp_path):
     saved = load_checkpoint(run.dir / "best.pt")["reject"]
-    rows = cnnfit.predict(run.dir, [str(images)], reject=True, out=tmp_path / "p.csv")
+    rows = list(cnnfit.predict(run.dir, [str(images)], reject=True, out=tmp_path / "p.csv").rows())
     assert all(r["answer"] == (r["top1"] if r["score"] >= round(saved["threshold"], 6) - 1e-6 else "unknown")
                for r in rows)
     assert all(r["score"] == r["prob1"] for r in rows)  # maxprob: the calibrated top probability
     unknown = {r["file"].rsplit("/", 1)[1][:5] for r in rows if r["answer"] == "unknown"}
     share = {kind: np.mean([r["answer"] == "unknown" for r in rows if kind in r["file"]]) for kind in ("digit", "noise")}
     assert share["noise"] > share["digit"] and unknown  # what is no digit is refused more often than digits
-    half = cnnfit.predict(run.dir, [str(images)], reject_coverage=0.5, out=tmp_path / "h.csv")
+    half = list(cnnfit.predict(run.dir, [str(images)], reject_coverage=0.5, out=tmp_path / "h.csv").rows())
     assert 0.25 < np.mean([r["answer"] != "unknown" for r in half]) < 0.75
-    energy = cnnfit.predict(run.dir, [str(images)], reject_score="energy", out=tmp_path / "e.csv")
+    energy = list(cnnfit.predict(run.dir, [str(images)], reject_score="energy", out=tmp_path / "e.csv").rows())
     assert [r["top1"] for r in energy] == [r["top1"] for r in rows]  # the same classes from the logits
     assert main(["predict", str(run.dir), str(images), "reject.precision=0.9", f"out={tmp_path / 'c.csv'}"]) == 0
     assert "answer" in (tmp_path / "c.csv").read_text().splitlines()[0]
@@ -54,8 +54,8 @@ def test_an_export_carries_the_threshold_and_refuses_other_targets(run, images, 
     onnx = tmp_path / "m.onnx"
     export(run.dir, check_images=50, out=onnx)
     saved = load_checkpoint(run.dir / "best.pt")["reject"]
-    rows = cnnfit.predict(onnx, [str(images)], reject=True, out=tmp_path / "o.csv")
-    direct = cnnfit.predict(run.dir, [str(images)], reject=True, out=tmp_path / "d.csv")
+    rows = list(cnnfit.predict(onnx, [str(images)], reject=True, out=tmp_path / "o.csv").rows())
+    direct = list(cnnfit.predict(run.dir, [str(images)], reject=True, out=tmp_path / "d.csv").rows())
     assert [r["answer"] for r in rows] == [r["answer"] for r in direct]
     import onnx as onnx_lib
 

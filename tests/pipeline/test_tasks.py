@@ -65,12 +65,12 @@ def test_multilabel_trains_and_predicts_label_sets(tmp_path):
 
     evals = {r["file"]: r["pred"] for r in _rows(run.dir / "predictions.csv")}
     assert len(evals) == metrics["num_images"]
-    rows = cnnfit.predict(run.dir, list(evals), out=tmp_path / "p.csv")
+    rows = list(cnnfit.predict(run.dir, list(evals), out=tmp_path / "p.csv").rows())
     assert {r["file"]: r["labels"] for r in rows} == evals  # predict uses the thresholds evaluate fitted
     assert all(set(r["labels"].split(";")) <= set(labels) and 0 <= r["prob_red"] <= 1 for r in rows)
-    assert list(_rows(tmp_path / "p.csv")[0]) == ["file", "labels", *(f"prob_{k}" for k in labels)]
+    assert list(_rows(tmp_path / "p.csv")[0]) == ["file", "labels", *(f"prob_{k}" for k in labels), "status"]
     (run.dir / "thresholds.json").unlink()  # without it every label is cut at 0.5
-    assert all(r["labels"] for r in cnnfit.predict(run.dir, list(evals)[:4], out=tmp_path / "half.csv"))
+    assert all(r["labels"] for r in cnnfit.predict(run.dir, list(evals)[:4], out=tmp_path / "half.csv").rows())
 
 
 def test_regression_trains_and_predicts_in_target_units(tmp_path):
@@ -87,7 +87,7 @@ def test_regression_trains_and_predicts_in_target_units(tmp_path):
 
     evals = _rows(run.dir / "predictions.csv")
     assert list(evals[0]) == ["index", "file", "true", "pred", "error"]
-    rows = cnnfit.predict(run.dir, [r["file"] for r in evals], out=tmp_path / "p.csv")
+    rows = list(cnnfit.predict(run.dir, [r["file"] for r in evals], out=tmp_path / "p.csv").rows())
     values = np.array([r["value"] for r in rows])
     assert np.allclose(values, [float(r["pred"]) for r in evals], atol=1e-3)
     assert values.min() > -10 and values.max() < 110  # the target's range, not standardized units
@@ -111,5 +111,5 @@ def test_checkpoints_without_a_task_are_classifiers(tmp_path):
     old = {k: v for k, v in ckpt.items() if k not in ("task", "target_scale", "format_version")}
     save_checkpoint(old, run.dir / "best.pt")  # as cnnfit wrote it before multilabel and regression
     assert cnnfit.evaluate(run.dir)["accuracy"] == pytest.approx(run.accuracy)
-    rows = cnnfit.predict(run.dir, [str(folder / "red")], topk=2)
+    rows = list(cnnfit.predict(run.dir, [str(folder / "red")], topk=2).rows())
     assert len(rows) == 10 and {"top1", "prob2"} <= set(rows[0])

@@ -69,13 +69,14 @@ def test_folder_predict_agrees_with_eval(tmp_path):
     assert (run.dir / "skipped.txt").read_text().startswith(str(folder / "red" / "broken.jpg"))
     with open(run.dir / "predictions.csv") as f:
         evals = {r["file"]: r["pred"] for r in csv.DictReader(f)}
-    rows = cnnfit.predict(run.dir, list(evals), topk=2, out=tmp_path / "p.csv")
+    rows = list(cnnfit.predict(run.dir, list(evals), topk=2, out=tmp_path / "p.csv").rows())
     assert {r["file"]: r["top1"] for r in rows} == evals
     assert all(r["prob1"] >= r["prob2"] for r in rows)
     with open(tmp_path / "p.csv") as f:
         assert len(list(csv.DictReader(f))) == len(evals)
-    from_folder = cnnfit.predict(run.dir, [str(folder / "red")])  # a folder: every image in it, bad ones skipped
-    assert len(from_folder) == 20 and sum(r["top1"] == "red" for r in from_folder) >= 18
+    from_folder = cnnfit.predict(run.dir, [str(folder / "red")])  # a folder: every file in it, a bad one with why
+    good = [r for r in from_folder.rows() if r["status"] == "ok"]
+    assert from_folder.skipped == 1 and len(good) == 20 and sum(r["top1"] == "red" for r in good) >= 18
     assert (run.dir / "predict.csv").exists()
 
 

@@ -67,7 +67,8 @@ def label_search(cfg: Config, prep: Prepared, out: Path) -> dict:
             else "its export lists your choices (array data has no files for a manifest)")
     log.info(f"{len(issues)} of {len(index)} train+val images have a likely wrong label -> {out / 'label_issues.csv'}"
              f"; review them in {page}; {then}")
-    return {"flagged": len(issues), "searched": int(len(index)), "method": "cleanlab, low self-confidence",
+    return {"flagged": len(issues), "searched": int(len(index)),
+            "method": "cleanlab: confident learning's calibrated count, lowest self-confidence first",
             "top": issues[:20], "review": str(page)}
 
 

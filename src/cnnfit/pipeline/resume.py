@@ -12,8 +12,8 @@ from cnnfit.pipeline.resolve import absolute
 
 # settings that change how a run is watched, or where its data is read from, never what it computes
 RESUME_SAFE = {"train.device", "train.log_every", "train.time", "train.ckpt_every", "train.profile",
-               "train.tensorboard", "train.repeats", "train.devices", "train.dist_timeout", "data.workers",
-               "data.cache", "data.stream", "data.download",
+               "train.tensorboard", "train.track", "train.repeats", "train.devices", "train.dist_timeout",
+               "data.workers", "data.cache", "data.stream", "data.download",
                "eval.calibrate", "eval.tta", "eval.tta_shift", "eval.report", "resume.run", "resume.force"}
 
 

@@ -21,8 +21,9 @@ from cnnfit.data import DeviceLoader, ImageSet
 from cnnfit.data.augment import Augment, identity as no_augment, mix as mix_batches
 from cnnfit.device import keep_freed_memory, pick_device, seed_everything, set_deterministic
 from cnnfit.engine.callbacks import (Callback, CatchSignals, Checkpointing, EarlyStopping, Freeze, History,
-                                     LRSchedule, Lookahead, Monitor, Profile, ProgressBar, ReduceLROnPlateau,
-                                     TensorBoard, TimeBudget)
+                                     LRSchedule, Lookahead, MLflowRun, Monitor, Profile, ProgressBar,
+                                     ReduceLROnPlateau, TensorBoard, TimeBudget, WandbRun)
+from cnnfit.engine.callbacks.tracking import Parent, ending, require
 from cnnfit.errors import CnnfitError, TrainingStopped
 from cnnfit.eval.plots import plot_curves, plot_lr, plot_lr_find
 from cnnfit.pipeline import repeats, rundir, summary
@@ -36,18 +37,25 @@ from cnnfit.pipeline.rundir import Run
 
 log = logging.getLogger(__name__)
 
+# what a tracker (track=) gets of the run directory as artifacts: what a reader needs to judge and repeat the run.
+# Not best.pt and last.pt: the largest files by far (a resnet50's best.pt is ~95 MB, last.pt twice that), and the
+# run directory, whose path each tracker run records, keeps them
+TRACKED_FILES = ("config.yaml", "metrics.json", "history.csv", "report.html", "plots")
 
-def train(cfg: Config | None = None, *, callbacks: list | None = None, test: bool = True, **overrides: Any) -> Run:
+
+def train(cfg: Config | None = None, *, callbacks: list | None = None, test: bool = True,
+          track_parent: Parent | None = None, **overrides: Any) -> Run:
     """Train a model as `cfg` says and evaluate it on the test split. Every input is validated
     before the run directory is created, so bad input leaves nothing behind. `resume=RUN` continues a run
     exactly where its last.pt stopped; `repeats=N` trains N seeds and reports mean and std.
 
     `callbacks` join the run's own (a tuning trial's pruning); `test=False` leaves the test split untouched
-    (a tuning trial is scored on val, so the test split is seen once, by the final refit)."""
+    (a tuning trial is scored on val, so the test split is seen once, by the final refit); `track_parent`: the
+    tuning study this run is a trial of, whose tracker run (track=) the run's own nests under."""
     cfg = with_overrides(cfg, overrides)
     if cfg.resume.run:
         cfg, run_dir, ckpt = resume_config(cfg)
-        return _train(cfg, run_dir, ckpt, extra_callbacks=callbacks, test=test)
+        return _train(cfg, run_dir, ckpt, extra_callbacks=callbacks, test=test, track_parent=track_parent)
     if cfg.train.repeats > 1:
         if distributed.from_env().active:
             raise CnnfitError("repeats=N trains its seeds one after another in one process; under torchrun or "
@@ -58,7 +66,7 @@ def train(cfg: Config | None = None, *, callbacks: list | None = None, test: boo
             log.info(f"repeat {i + 1}/{len(seeds)}: seed {one.train.seed}", extra={"style": "bold"})
             runs.append(_train(one))
         return repeats.summarize(parent, runs)
-    return _train(cfg, extra_callbacks=callbacks, test=test)
+    return _train(cfg, extra_callbacks=callbacks, test=test, track_parent=track_parent)
 
 
 def lr_find(cfg: Config | None = None, **overrides: Any) -> Run:
@@ -71,11 +79,13 @@ def lr_find(cfg: Config | None = None, **overrides: Any) -> Run:
 
 
 def _train(cfg: Config, run_dir: Path | None = None, ckpt: dict | None = None, *, find_lr: bool = False,
-           extra_callbacks: list | None = None, test: bool = True) -> Run:
+           extra_callbacks: list | None = None, test: bool = True, track_parent: Parent | None = None) -> Run:
     """One run in this process; under torchrun, this process's rank of a data-parallel run."""
     ctx, t = distributed.from_env(), cfg.train
+    require(t.track)  # a tracker's missing client is refused before the run directory is made
     saved = ckpt["train_state"].get("world", 1) if ckpt is not None else None
-    args = dict(find_lr=find_lr, extra_callbacks=extra_callbacks or [], test=test, ctx=ctx)
+    args = dict(find_lr=find_lr, extra_callbacks=extra_callbacks or [], test=test, track_parent=track_parent,
+                ctx=ctx)
     if not ctx.active:
         if saved is not None and saved > 1:
             raise CnnfitError(f"resume: {run_dir} was trained by {saved} processes; resume it with the same number: "
@@ -122,7 +132,8 @@ def _run(cfg: Config, run_dir: Path | None, ckpt: dict | None, **options: Any) -
 
 
 def _recipe(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bool, extra_callbacks: list,
-            test: bool, ctx: distributed.Dist, device: torch.device, held: contextlib.ExitStack) -> Run:
+            test: bool, track_parent: Parent | None, ctx: distributed.Dist, device: torch.device,
+            held: contextlib.ExitStack) -> Run:
     t0 = time.perf_counter()
     set_deterministic(cfg.train.deterministic)
     if device.type == "cpu":
@@ -164,7 +175,9 @@ def _recipe(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bo
     # one process: each rank's own clock would give the ranks different LRs
     schedule_cb = LRSchedule(schedule, budget=None if ctx.active else budget, total=cfg.train.epochs * per_epoch)
     tensorboard = _tensorboard(prep, b, run_dir, common) if cfg.train.tensorboard and ctx.main else None
-    callbacks = _callbacks(cfg, r, b, run_dir, schedule_cb, budget, ctx, tensorboard) + extra_callbacks
+    trackers = _trackers(cfg, r, run_dir, track_parent) if ctx.main and not find_lr else []
+    held.enter_context(ending(trackers))  # a fit or an evaluation that raises ends their runs as failed
+    callbacks = _callbacks(cfg, r, b, run_dir, schedule_cb, budget, ctx, [tensorboard, *trackers]) + extra_callbacks
     forward, compile_why = _forward(cfg, model, r, b, ctx, device, train_loader)
     if find_lr:
         return _range_test(model, train_loader, optimizer, b.loss_fn, r.amp_dtype, run_dir)
@@ -189,7 +202,7 @@ def _recipe(cfg: Config, run_dir: Path | None, ckpt: dict | None, *, find_lr: bo
     if not ctx.main:  # rank 0 evaluates on the test split and writes the results
         return Run(run_dir, {}, state.history, {k: timings[k] for k in ("setup_seconds", "train_seconds")})
     plots = partial(_training_plots, run_dir, state.history, r.monitor, cfg, schedule_cb, per_epoch, prep, augment)
-    return _finish(run_dir, state, timings, r.monitor, prep.ds, test=test, plots=plots)
+    return _finish(run_dir, state, timings, r.monitor, prep.ds, test=test, plots=plots, trackers=trackers)
 
 
 def _prepare(cfg: Config, ctx: distributed.Dist, run_dir: Path | None) -> Prepared:
@@ -299,9 +312,16 @@ def _tensorboard(prep: Prepared, b: _Built, run_dir: Path, common: dict) -> Tens
     return TensorBoard(run_dir, images=images, graph_input=x[:2])
 
 
+def _trackers(cfg: Config, r: Resolved, run_dir: Path, parent: Parent | None) -> list[MLflowRun | WandbRun]:
+    """The experiment trackers track= names, with the resolved config (what config.yaml holds) as their params."""
+    params = r.config.model_dump(mode="json")
+    kinds = {"mlflow": MLflowRun, "wandb": WandbRun}
+    return [kinds[name](run_dir, params=params, parent=parent) for name in cfg.train.track]
+
+
 def _callbacks(cfg: Config, r: Resolved, b: _Built, run_dir: Path, schedule_cb: LRSchedule,
-               budget: TimeBudget | None, ctx: distributed.Dist, tensorboard: TensorBoard | None) -> list[Callback]:
-    """The run's callbacks, in the order the loop calls them."""
+               budget: TimeBudget | None, ctx: distributed.Dist, loggers: list[Callback | None]) -> list[Callback]:
+    """The run's callbacks, in the order the loop calls them; `loggers` (TensorBoard, trackers) last."""
     t, main = cfg.train, ctx.main
     return [cb for cb in (
         Freeze(b.frozen, epochs=cfg.finetune.freeze_epochs or None) if b.frozen else None,  # first: frozen batch
@@ -316,7 +336,7 @@ def _callbacks(cfg: Config, r: Resolved, b: _Built, run_dir: Path, schedule_cb: 
         if cfg.schedule.name == "plateau" else None,
         budget,
         Profile(run_dir) if t.profile and main else None,
-        tensorboard,
+        *loggers,
     ) if cb is not None]
 
 
@@ -385,16 +405,19 @@ def _training_plots(run_dir: Path, history: list[dict], monitor: str, cfg: Confi
 
 
 def _finish(run_dir: Path, state: engine.State, timings: dict, monitor: str, ds: ImageSet, *, test: bool,
-            plots: Any) -> Run:
-    """The test split's scores (or, for a tuning trial, the best epoch's validation scores) in metrics.json."""
+            plots: Any, trackers: list[MLflowRun | WandbRun]) -> Run:
+    """The test split's scores (or, for a tuning trial, the best epoch's validation scores) in metrics.json, then
+    to each tracker with the run's files."""
     if test:
         metrics = evaluate(run_dir, dataset=ds, extra={"timings": timings, "stop": state.stop}, more_plots=plots)
-        return Run(run_dir, metrics, state.history, timings)
-    best = Monitor.replay(state.history, monitor)
-    metrics = {"task": ds.task, "split": "val", "monitor": monitor, "value": best.best, "best_epoch": best.best_epoch,
-               "val": state.history[best.best_epoch - 1] if state.history else {}, "timings": timings,
-               "stop": state.stop}
-    rundir.write_json(run_dir / "metrics.json", metrics)
+    else:
+        best = Monitor.replay(state.history, monitor)
+        metrics = {"task": ds.task, "split": "val", "monitor": monitor, "value": best.best,
+                   "best_epoch": best.best_epoch, "val": state.history[best.best_epoch - 1] if state.history else {},
+                   "timings": timings, "stop": state.stop}
+        rundir.write_json(run_dir / "metrics.json", metrics)
+    for tracker in trackers:  # test_accuracy, ... (a trial's: val_value, val_best_epoch)
+        tracker.finish(metrics, [run_dir / name for name in TRACKED_FILES], prefix=f"{metrics.get('split', 'test')}_")
     return Run(run_dir, metrics, state.history, timings)
 
 

@@ -24,7 +24,8 @@ import torch
 from cnnfit import models
 from cnnfit.config import Config, TuneConfig, get_dotted, set_dotted
 from cnnfit.engine import State
-from cnnfit.engine.callbacks import Callback, Monitor
+from cnnfit.engine.callbacks import Callback, MLflowRun, Monitor
+from cnnfit.engine.callbacks.tracking import Parent, ending, require
 from cnnfit.engine.scores import DIRECTIONS
 from cnnfit.errors import CnnfitError, TrainingStopped
 from cnnfit.files import new_run_dir
@@ -38,6 +39,8 @@ from cnnfit.tune.space import DEFAULT_SPACE, Dist, contains, grid_points, parse_
 log = logging.getLogger(__name__)
 
 _GRID_READY = "cnnfit_grid_ready"  # study attribute set once every grid point is enqueued
+# what the study's own MLflow run (track=mlflow) gets as artifacts: the results write_results leaves
+STUDY_FILES = ("tune.json", "trials.csv", "best.yaml", "tune_report.html", "plots")
 # what a trial's own run logs: warnings only while it trains, since the search says one line per trial
 
 
@@ -228,7 +231,7 @@ def _finished(study: Any) -> int:
 
 
 def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], monitor: str, pruner: str,
-               tune_dir: Path) -> None:
+               tune_dir: Path, parent: Parent | None) -> None:
     from optuna.trial import TrialState
 
     params = {key: dist.suggest(trial, key) for key, dist in space.items()}
@@ -238,8 +241,8 @@ def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], mon
     t0 = time.perf_counter()
     try:
         with quiet():  # the params are dotted keys ("optim.lr"), which train's overrides take as they are
-            run = train(base, callbacks=[pruning], test=False, project=str(tune_dir / "trials"),
-                        name=f"trial{trial.number:03d}", **params)
+            run = train(base, callbacks=[pruning], test=False, track_parent=parent,
+                        project=str(tune_dir / "trials"), name=f"trial{trial.number:03d}", **params)
     except (CnnfitError, TrainingStopped) as exc:  # a bad combination (model too big for the images, NaN loss)
         trial.set_user_attr("stop", str(exc))
         study.tell(trial, state=TrialState.FAIL)
@@ -258,9 +261,10 @@ def _run_trial(study: Any, trial: Any, base: Config, space: dict[str, Dist], mon
     log.info(f"trial {trial.number:>3}  {outcome}  {shown}  ({attrs['seconds']:.0f} s)")
 
 
-def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any = None) -> None:
+def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any = None,
+          parent: Parent | None = None) -> None:
     """One process's share: claim trials and run them until the study is done or the time is up. `study`: the
-    one this process already opened (spawned workers open their own)."""
+    one this process already opened (spawned workers open their own); `parent`: the study's tracker run."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -277,7 +281,7 @@ def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any 
             trial = None if _finished(study) >= trials else study.ask()
         if trial is None:
             break
-        _run_trial(study, trial, base, space, monitor, cfg.tune.pruner, tune_dir)
+        _run_trial(study, trial, base, space, monitor, cfg.tune.pruner, tune_dir, parent)
 
 
 def _trials(cfg: Config, space: dict[str, Dist]) -> int:
@@ -296,6 +300,7 @@ def tune(cfg: Config) -> TuneResult:
         if cfg.train.monitor == "auto" else cfg.train.monitor
     direction = "minimize" if DIRECTIONS.get(monitor) == "min" else "maximize"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    require(cfg.train.track)  # a tracker's missing client: refused now, not as a failure of every trial
     shared = _storage(cfg.tune.storage) if cfg.tune.storage else None  # refused before any folder is made
     tune_dir = _tune_dir(cfg)
     study = _open_study(cfg, tune_dir, direction, space, trials, shared)
@@ -308,11 +313,24 @@ def tune(cfg: Config) -> TuneResult:
              f"storage {shown_url(cfg.tune.storage) if cfg.tune.storage else tune_dir / 'study.db'}")
     if not cfg.tune.space:
         log.info("no space given: searching " + ", ".join(f"{k} {v}" for k, v in DEFAULT_SPACE.items()))
-    _run_workers(cfg, tune_dir, monitor, direction, study)
+    study_run, parent = _study_run(cfg, tune_dir, study.study_name)
+    with ending([study_run] if study_run else []):  # a search that raises ends the study's run as failed
+        _run_workers(cfg, tune_dir, monitor, direction, study, parent)
+        summary, refit_run = _conclude(cfg, study.study_name, tune_dir, monitor, prep.ds.task, parent)
+        if study_run is not None:
+            study_run.finish(_study_scores(summary), [tune_dir / name for name in STUDY_FILES])
+    return TuneResult(tune_dir, study.study_name, summary, refit_run)
+
+
+def _conclude(cfg: Config, name: str, tune_dir: Path, monitor: str, task: str,
+              parent: Parent | None) -> tuple[dict, Any]:
+    """After the trials: the refit of the best config, and the results written (tune.json's dict, the refit Run)."""
+    import optuna
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study = optuna.load_study(storage=_storage(cfg.tune.storage or f"sqlite:///{tune_dir / 'study.db'}"),
-                                  study_name=study.study_name)
+                                  study_name=name)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     start = next((t for t in completed if t.user_attrs.get("baseline")), None)
     if start is not None:
@@ -320,10 +338,29 @@ def tune(cfg: Config) -> TuneResult:
         log.info(f"the config as given (trial {start.number}): {start.value:.4f}; best (trial {best.number}): "
                  f"{best.value:.4f}")
     base = cfg.model_copy(update={"tune": TuneConfig()})
-    refit_run, refit = _refit(base, study, tune_dir, prep.ds.task) if cfg.tune.refit and completed else (None, None)
+    refit_run, refit = _refit(base, study, tune_dir, task, parent) if cfg.tune.refit and completed else (None, None)
     resolved = next((t.user_attrs["monitor"] for t in completed if "monitor" in t.user_attrs), monitor)
-    summary = write_results(study, tune_dir, base_config=base, monitor=resolved, refit=refit)
-    return TuneResult(tune_dir, study.study_name, summary, refit_run)
+    return write_results(study, tune_dir, base_config=base, monitor=resolved, refit=refit), refit_run
+
+
+def _study_run(cfg: Config, tune_dir: Path, name: str) -> tuple[MLflowRun | None, Parent | None]:
+    """With track=: the study's own MLflow run (track=mlflow), under which each trial and the refit nest, and what
+    the trials need to find it, passed explicitly since trials may run in spawned workers; wandb groups the trials
+    by the study's name."""
+    if not cfg.train.track:
+        return None, None
+    if "mlflow" not in cfg.train.track:
+        return None, Parent(name)
+    run = MLflowRun(tune_dir, params=cfg.model_dump(mode="json"))
+    run.start()
+    return run, Parent(name, run.run_id, run.uri, run.experiment_id)
+
+
+def _study_scores(summary: dict) -> dict[str, Any]:
+    """tune.json's figures as the study run's metrics: the best value and trial, trial counts, the refit's scores."""
+    best, refit = summary.get("best") or {}, summary.get("refit") or {}
+    counts = {f"trials_{state.lower()}": n for state, n in summary["counts"].items()}
+    return {**{f"best_{k}": v for k, v in best.items()}, **counts, **{f"refit_{k}": v for k, v in refit.items()}}
 
 
 def _check(cfg: Config, space: dict[str, Dist]) -> Prepared:
@@ -345,10 +382,11 @@ def _check(cfg: Config, space: dict[str, Dist]) -> Prepared:
                    min_size=models.min_size(smallest))
 
 
-def _run_workers(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any) -> None:
+def _run_workers(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any,
+                 parent: Parent | None) -> None:
     """Claim and run trials here and in workers-1 spawned processes until the study is done."""
     if cfg.tune.workers == 1:
-        _work(cfg, tune_dir, monitor, direction, study)
+        _work(cfg, tune_dir, monitor, direction, study, parent)
         return
     ctx = multiprocessing.get_context("spawn")
     threads = max(1, torch.get_num_threads() // cfg.tune.workers)
@@ -356,13 +394,14 @@ def _run_workers(cfg: Config, tune_dir: Path, monitor: str, direction: str, stud
     # each record a spawned worker logs is handled by this process's "cnnfit" logger, so its handlers show it
     listener = logging.handlers.QueueListener(queue, logging.getLogger("cnnfit"))
     listener.start()
-    args = (cfg.model_dump(mode="json"), str(tune_dir), monitor, direction, threads, queue, log.getEffectiveLevel())
+    args = (cfg.model_dump(mode="json"), str(tune_dir), monitor, direction, threads, queue, log.getEffectiveLevel(),
+            parent)
     processes = [ctx.Process(target=_spawned_worker, args=args) for _ in range(1, cfg.tune.workers)]
     for p in processes:
         p.start()
     torch.set_num_threads(threads)
     try:
-        _work(cfg, tune_dir, monitor, direction, study)
+        _work(cfg, tune_dir, monitor, direction, study, parent)
     finally:
         for p in processes:
             p.join()
@@ -370,19 +409,20 @@ def _run_workers(cfg: Config, tune_dir: Path, monitor: str, direction: str, stud
 
 
 def _spawned_worker(cfg_json: dict, tune_dir: str, monitor: str, direction: str, threads: int, queue: Any,
-                    level: int) -> None:
+                    level: int, parent: Parent | None) -> None:
     torch.set_num_threads(threads)
     logging.getLogger("cnnfit").addHandler(logging.handlers.QueueHandler(queue))
     logging.getLogger("cnnfit").setLevel(level)
-    _work(Config.model_validate(cfg_json), Path(tune_dir), monitor, direction)
+    _work(Config.model_validate(cfg_json), Path(tune_dir), monitor, direction, parent=parent)
 
 
-def _refit(base: Config, study: Any, tune_dir: Path, task: str) -> tuple[Any, dict]:
+def _refit(base: Config, study: Any, tune_dir: Path, task: str, parent: Parent | None) -> tuple[Any, dict]:
     """The best trial's config trained on train+val as an ordinary run and tested once: (the run, its summary)."""
     best = study.best_trial
     log.info(f"refit: trial {best.number}'s config on train+val, then the test split once")
     with quiet():
-        run = train(base, project=str(tune_dir), name="refit", data__merge_val=True, **best.params)
+        run = train(base, track_parent=parent, project=str(tune_dir), name="refit", data__merge_val=True,
+                    **best.params)
     what = "accuracy" if task == "classify" else "score"
     log.info(f"refit test {what} {run.score:.4f} -> {run.dir / 'report.html'}")
     return run, {"run_dir": str(run.dir), "trial": best.number, "val_value": best.value, f"test_{what}": run.score,
