@@ -17,15 +17,15 @@ fp32 file (per-tensor weights, QOperator, Entropy calibration, the first conv le
 show why the defaults in cnnfit/quantize.py are what they are.
 Goals: int8 >= 3x smaller, >= 1.5x faster at batch 32, <= 0.5 points of test accuracy lost, on both models.
 
-Measured (2 cores of an x86 CPU with AVX-512 VNNI, shared with other jobs: load average 4.8 at the start, 5.8 at the
-end, so the ratios hold better than the milliseconds; fastnet after 1 epoch, lite0 after 3, 256 calibration images):
+Measured (2 idle cores of an x86 CPU with AVX-512 VNNI, load average 0.3 at the start; fastnet after 1 epoch, lite0
+after 3, 256 calibration images):
     python benchmarks/bench_quantize.py --fastnet-run RUN --lite0-run RUN
     fastnet (10000 test images)  bytes   ms @ 1   ms @ 32  test acc   smaller faster@1 faster@32  acc drop
-      fp32                   7,955,996     0.95     52.73    0.8714     1.00x    1.00x     1.00x    +0.00p
-      int8                   2,056,948     0.47     24.11    0.8732     3.87x    1.99x     2.19x    -0.18p
+      fp32                   7,955,996     0.54     27.62    0.8714     1.00x    1.00x     1.00x    +0.00p
+      int8                   2,056,948     0.48     14.86    0.8732     3.87x    1.13x     1.86x    -0.18p
     lite0 (153 test images)
-      fp32                  13,633,193    34.43    506.89    0.9412     1.00x    1.00x     1.00x    +0.00p
-      int8                   3,925,011    19.39    278.53    0.9477     3.47x    1.78x     1.82x    -0.65p
+      fp32                  13,633,193    11.45    230.91    0.9412     1.00x    1.00x     1.00x    +0.00p
+      int8                   3,925,011     8.69    127.18    0.9477     3.47x    1.32x     1.82x    -0.65p
 Goals met on both (a negative drop is a gain: one photo of 153 is 0.65 points). With --variants (load ~8), batch 32
 against fp32: fastnet int8 (the default) 2.62x, per-tensor 1.88x, QOperator 1.83x, Entropy 1.54x, first conv float
 1.28x, all within 0.2 points; lite0 int8 1.88x, per-tensor 1.77x but 1.31 points lost (two photos), QOperator 1.79x,
