@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from cnnfit.engine.callbacks.base import Callback
-from cnnfit.engine.callbacks.tracking import Parent, Status, client, finite, guarded, numeric, record_id
+from cnnfit.engine.callbacks.tracking import Parent, Status, Tracker, finite, guarded, numeric, record_id
 from cnnfit.engine.state import State
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call (mlflow.utils.valida
 PARAM_LENGTH = 6000  # MLflow's limit on a param value's length (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH)
 
 
-class MLflowRun(Callback):
+class MLflowRun(Tracker):
     """One MLflow run per cnnfit run, named as its run directory, whose tracking.json records the MLflow run id.
 
     `params`: the resolved config as a nested dict, logged flat (`optim.lr=0.001`). `uri`: the tracking store; None:
@@ -47,8 +46,7 @@ class MLflowRun(Callback):
 
     def __init__(self, run_dir: Path, *, params: dict[str, Any], uri: str | None = None,
                  experiment: str | None = None, parent: Parent | None = None) -> None:
-        client("mlflow")  # a missing package is an error now, before training
-        self.run_dir, self.params, self.parent = Path(run_dir), params, parent
+        super().__init__(run_dir, params=params, parent=parent)
         self.uri = uri or (parent.mlflow_uri if parent else None) or os.environ.get("MLFLOW_TRACKING_URI")
         self.store = None if self.uri else (self.run_dir.parent / STORE).resolve()  # the default store's folder
         self.uri = self.uri or f"sqlite:///{self.store / 'mlflow.db'}"
@@ -56,11 +54,6 @@ class MLflowRun(Callback):
         self.experiment_id: str | None = parent.mlflow_experiment_id if parent else None
         self.client: Any = None  # an MlflowClient, made at the start
         self.run_id: str | None = None
-        self.broken: str | None = None  # the error that turned the tracker off
-        self.ended, self.step = False, 0
-
-    def on_fit_start(self, state: State) -> None:
-        self.start(state.history)
 
     @guarded
     def start(self, history: Sequence[dict[str, float]] = ()) -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from cnnfit.engine.callbacks.base import Callback
+from cnnfit.engine.state import State
 from cnnfit.errors import CnnfitError, one_line
 from cnnfit.files import write_atomic
 
@@ -38,6 +40,26 @@ class Parent:
     mlflow_run_id: str | None = None  # the study's MLflow run: each trial is a nested run under it
     mlflow_uri: str | None = None  # the store the study's run is in: its trials log there too
     mlflow_experiment_id: str | None = None
+
+
+class Tracker(Callback):
+    """What MLflowRun and WandbRun share: the run they watch, the state `guarded` reads (`broken`), and a start that
+    takes a resumed run's earlier epochs. Subclasses set `label` (the track= name) and `env`, and define `start`."""
+
+    label = ""
+    env: dict[str, str] = {}  # environment defaults while the client is called (see guarded)
+
+    def __init__(self, run_dir: Path, *, params: dict[str, Any], parent: Parent | None = None) -> None:
+        client(self.label)  # a missing package is an error now, before training
+        self.run_dir, self.params, self.parent = Path(run_dir), params, parent
+        self.broken: str | None = None  # the error that turned the tracker off
+        self.ended, self.step = False, 0
+
+    def on_fit_start(self, state: State) -> None:
+        self.start(state.history)
+
+    def start(self, history: Any = ()) -> None:
+        raise NotImplementedError
 
 
 def client(name: str) -> Any:
@@ -121,5 +143,5 @@ def record_id(run_dir: Path, name: str, ids: dict[str, Any]) -> None:
     write_atomic(path, json.dumps({**saved, name: ids}, indent=2) + "\n")
 
 
-__all__ = ["IDS_FILE", "INSTALL", "Parent", "Status", "client", "ending", "env_defaults", "finite", "guarded",
+__all__ = ["IDS_FILE", "INSTALL", "Parent", "Status", "Tracker", "client", "ending", "env_defaults", "finite", "guarded",
            "numeric", "record_id", "require"]

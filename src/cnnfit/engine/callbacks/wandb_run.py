@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnfit.engine.callbacks.base import Callback
-from cnnfit.engine.callbacks.tracking import Parent, Status, client, finite, guarded, numeric, record_id
+from cnnfit.engine.callbacks.tracking import Parent, Status, Tracker, finite, guarded, numeric, record_id
 from cnnfit.engine.state import State
 
 log = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ SETTINGS = {
 DEFAULT_HOST = "https://api.wandb.ai"  # wandb's own default for WANDB_BASE_URL
 
 
-class WandbRun(Callback):
+class WandbRun(Tracker):
     """One wandb run per cnnfit run, named as its run directory, whose tracking.json records the wandb run id.
 
     `params`: the resolved config as a nested dict. `project`: None: WANDB_PROJECT, else the project folder's name.
@@ -40,15 +39,9 @@ class WandbRun(Callback):
 
     def __init__(self, run_dir: Path, *, params: dict[str, Any], project: str | None = None,
                  parent: Parent | None = None) -> None:
-        client("wandb")  # a missing package is an error now, before training
-        self.run_dir, self.params, self.parent = Path(run_dir), params, parent
+        super().__init__(run_dir, params=params, parent=parent)
         self.project = project or os.environ.get("WANDB_PROJECT") or self.run_dir.resolve().parent.name
         self.run: Any = None
-        self.broken: str | None = None  # the error that turned the tracker off
-        self.ended, self.step = False, 0
-
-    def on_fit_start(self, state: State) -> None:
-        self.start(state.history)
 
     @guarded
     def start(self, history: Sequence[dict[str, float]] = ()) -> None:
