@@ -4,7 +4,7 @@ refused before the search makes its folder."""
 import pytest
 
 from cnnfit.cli import main
-from cnnfit.tune.search import shown_url
+from cnnfit.tune.storage import shown_url
 from tests.tune.conftest import postgres_url  # noqa: F401  (a PostgreSQL server for the session, or a skip)
 
 QUICK = ["data=digits", "epochs=1", "model=simplecnn", "train.log_every=1000", "trials=1", "refit=false"]

@@ -35,6 +35,7 @@ from cnnfit.pipeline.quiet import quiet
 from cnnfit.pipeline.resolve import AUTO_LR, AUTO_WEIGHT_DECAY, monitor_for
 from cnnfit.tune.results import write_results
 from cnnfit.tune.space import DEFAULT_SPACE, Dist, contains, grid_points, parse_space
+from cnnfit.tune.storage import claim, local_url, open_storage, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -73,61 +74,6 @@ class Pruning(Callback):
         if self.trial.should_prune():
             self.pruned = True
             state.stop = f"pruned by the {self.pruner} pruner at epoch {epoch}"
-
-
-# the PyPI package that provides each SQLAlchemy driver module a storage URL may name
-_DRIVERS = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "pg8000": "pg8000", "pymysql": "pymysql",
-            "MySQLdb": "mysqlclient", "asyncpg": "asyncpg"}
-
-
-def shown_url(url: str) -> str:
-    """A storage URL as logs and errors show it: its password, in the user part or a ?password= query, starred."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return "(an unreadable storage URL)"
-    hidden = {k: "hidden" for k in parsed.query if "password" in k.lower()}
-    return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
-
-
-def _secrets(url: str) -> list[str]:
-    """The passwords a storage URL holds, so a driver's message that repeats one can have it starred."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    given = [parsed.password] + [v for k, v in parsed.query.items() if "password" in k.lower()]
-    return [str(p) for value in given for p in ([value] if isinstance(value, str) else value or []) if p]
-
-
-def _storage(url: str) -> Any:
-    import optuna
-
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
-    # several processes write one SQLite file: wait for its lock rather than fail
-    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    for attempt in range(5):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        except ImportError as exc:  # SQLAlchemy imports the URL's driver only now
-            missing = exc.name or getattr(exc.__cause__, "name", None) or "the driver the URL names"  # optuna wraps it
-            package = _DRIVERS.get(missing, missing)
-            raise CnnfitError(f"the study storage {shown_url(url)} needs the Python package '{package}', which is "
-                              f"not installed; pip install {package}, or name an installed driver in the URL") from None
-        except ArgumentError as exc:
-            raise CnnfitError(f"storage={shown_url(url)} is not a database URL ({exc}); use e.g. "
-                              "postgresql://user@host/db or sqlite:///study.db") from None
-        except SQLAlchemyError as exc:  # two machines starting at once both create the tables: one loses, retries
-            if attempt == 4:
-                why = str(exc).splitlines()[0]
-                for secret in _secrets(url):
-                    why = why.replace(secret, "***")
-                raise CnnfitError(f"cannot open the study storage {shown_url(url)}: {why}; check the URL and that "
-                                  "the database server is running") from None
-            time.sleep(1 + attempt)
 
 
 def _sampler(name: str, seed: int | None, trials: int) -> Any:
@@ -169,7 +115,7 @@ def _open_study(cfg: Config, tune_dir: Path, direction: str, space: dict[str, Di
     t = cfg.tune
     # seeded sampling only where one process samples: seeded workers would all draw the same points
     seed = cfg.train.seed if t.workers == 1 and t.storage is None else None
-    storage = storage or _storage(t.storage or f"sqlite:///{tune_dir / 'study.db'}")
+    storage = storage or open_storage(t.storage or local_url(tune_dir))
     study_name = tune_dir.name if t.storage is None else ("tune" if cfg.name == "train" else cfg.name)
     sampler, pruner = _sampler(t.sampler, seed, trials), _pruner(t.pruner, cfg.train.epochs)
     try:
@@ -274,8 +220,8 @@ def _work(cfg: Config, tune_dir: Path, monitor: str, direction: str, study: Any 
     base = cfg.model_copy(update={"tune": TuneConfig()})
     deadline = time.monotonic() + cfg.tune.timeout * 60 if cfg.tune.timeout else None
     while deadline is None or time.monotonic() < deadline:
-        if cfg.tune.sampler == "grid":  # claim an enqueued point atomically: the storage hands each to one process
-            trial_id = study._pop_waiting_trial_id()  # the atomic claim Optuna's own ask() makes
+        if cfg.tune.sampler == "grid":  # claim an enqueued point atomically: each goes to one process
+            trial_id = claim(study, cfg.tune.storage or local_url(tune_dir))
             trial = None if trial_id is None else optuna.trial.Trial(study, trial_id)
         else:  # other samplers stop at `trials`
             trial = None if _finished(study) >= trials else study.ask()
@@ -301,7 +247,7 @@ def tune(cfg: Config) -> TuneResult:
     direction = "minimize" if DIRECTIONS.get(monitor) == "min" else "maximize"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     require(cfg.train.track)  # a tracker's missing client: refused now, not as a failure of every trial
-    shared = _storage(cfg.tune.storage) if cfg.tune.storage else None  # refused before any folder is made
+    shared = open_storage(cfg.tune.storage) if cfg.tune.storage else None  # refused before any folder is made
     tune_dir = _tune_dir(cfg)
     study = _open_study(cfg, tune_dir, direction, space, trials, shared)
     if cfg.tune.resume and cfg.tune.storage is None:
@@ -329,7 +275,7 @@ def _conclude(cfg: Config, name: str, tune_dir: Path, monitor: str, task: str,
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        study = optuna.load_study(storage=_storage(cfg.tune.storage or f"sqlite:///{tune_dir / 'study.db'}"),
+        study = optuna.load_study(storage=open_storage(cfg.tune.storage or local_url(tune_dir)),
                                   study_name=name)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     start = next((t for t in completed if t.user_attrs.get("baseline")), None)
