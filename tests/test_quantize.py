@@ -102,6 +102,7 @@ def test_predict_and_serve_take_the_int8_file(run, int8_record, tmp_path):
         r = client.post("/predict?topk=1", files=[("files", ("a.png", buf.getvalue(), "image/png"))])
         assert r.status_code == 200, r.text
         assert r.json()["predictions"][0]["top"][0]["class"] == str(probs[0].argmax())
+        assert client.get("/model").json()["info"]["quantize"] == "int8"  # which file answers is visible
 
 
 def test_a_missed_tolerance_raises_one_line_and_leaves_no_file(run, tmp_path):

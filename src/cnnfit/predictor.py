@@ -75,7 +75,8 @@ class Predictor:
     task: str
     source: str
     backend: str  # "torch" or "onnx"
-    info: dict[str, Any] = field(default_factory=dict)  # model, params, temperature, tta, accuracy, macro_f1, reject
+    # model, params, temperature, tta, accuracy, macro_f1, reject; from an .onnx also quantize (none, int8, dynamic)
+    info: dict[str, Any] = field(default_factory=dict)
     _run: Callable[[np.ndarray], np.ndarray] = field(default=None, repr=False)  # (n, C, H, W) uint8 -> (n, K)
     module: Pixels | None = field(default=None, repr=False)  # the torch module (embeddings, explanations); else None
 
@@ -223,12 +224,13 @@ def _onnx_predictor(path: Path, *, device: str, tta: str | None) -> Predictor:
         return session.run(None, {name: x.transpose(0, 2, 3, 1) if nhwc else x})[0]
 
     info = {"model": meta.get("model"), "params": m["params"], "temperature": m["temperature"], "tta": "none",
-            "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "reject": m["reject"]}
+            "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "reject": m["reject"], "quantize": m["quantize"]}
     return Predictor(classes=m["classes"], imgsz=m["imgsz"], channels=m["channels"], resize=m["resize"],
                      task=m["task"], source=str(path), backend="onnx", info=info, _run=run)
 
 
 _RESIZES = get_args(DataConfig.model_fields["resize"].annotation)  # squash, crop, pad: the choices live in config
+_QUANTIZED = ("none", "int8", "dynamic")  # quantize.QUANTIZE and none: a sibling layer, so spelt here, not imported
 
 
 def _onnx_meta(meta: dict[str, str], session: Any, path: Path) -> dict[str, Any]:
@@ -239,7 +241,8 @@ def _onnx_meta(meta: dict[str, str], session: Any, path: Path) -> dict[str, Any]
              "classes": json.loads(meta["classes"]), "task": meta.get("task", "classify"),
              "layout": meta.get("layout", "nchw"), "params": int(meta["params"]) if "params" in meta else None,
              "temperature": float(meta.get("temperature", 1.0)), "accuracy": _float(meta.get("accuracy")),
-             "macro_f1": _float(meta.get("macro_f1")), "reject": _reject_meta(meta.get("reject"))}
+             "macro_f1": _float(meta.get("macro_f1")), "reject": _reject_meta(meta.get("reject")),
+             "quantize": meta.get("quantize", "none")}
     except (TypeError, ValueError, RecursionError) as exc:  # int(), float() and json.loads on the file's text
         raise CnnfitError(f"'{path}' has unreadable cnnfit metadata ({str(exc).splitlines()[0][:120]}); "
                           "re-export it with: cnnfit export RUN") from None
@@ -257,7 +260,8 @@ def _onnx_meta(meta: dict[str, str], session: Any, path: Path) -> dict[str, Any]
               (len(outputs) == 2 and outputs[1] == width, f"the output is {outputs}, not one column per class"),
               (len(inputs) == 4 and list(inputs[1:]) == want_in,
                f"the input is {inputs}, not (N, {', '.join(map(str, want_in))})"),
-              (math.isfinite(m["temperature"]) and m["temperature"] > 0, "temperature is not a positive number")]
+              (math.isfinite(m["temperature"]) and m["temperature"] > 0, "temperature is not a positive number"),
+              (m["quantize"] in _QUANTIZED, f"quantize={m['quantize'][:20]!r} is not one of {', '.join(_QUANTIZED)}")]
     failed = [what for ok, what in checks if not ok]
     if failed:
         raise CnnfitError(f"'{path}' has cnnfit metadata that does not fit: {failed[0]}; re-export it with: "

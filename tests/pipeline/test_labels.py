@@ -25,6 +25,8 @@ def test_inspect_labels_finds_images_filed_under_another_class(tmp_path):
     report = json.loads((out / "data_report.json").read_text())["label_issues"]
     oof = (out / "cv" / "oof.csv").read_text().splitlines()
     assert report["flagged"] == len(flagged) and report["searched"] == len(oof) - 1  # every train+val image
+    assert report["wrong"] + report["overlap"] == len(flagged) and report["overlapping_classes"] == []
+    assert {flagged[m]["kind"] for m in moved} == {"wrong"}
     page = (out / "label_review.html").read_text()
     assert "red1.jpg" in page and "reviewed_manifest.csv" in page
     assert main(["inspect", "data=digits", f"labels={out / 'cv'}", f"project={tmp_path / 'runs'}"]) == 2

@@ -19,8 +19,8 @@ HOSTILE = '</script><img src=x onerror=alert(1)>'
 
 
 def _issues(files):
-    return [{"index": i, "file": f, "given": "cat", "suggested": HOSTILE, "score": 0.9 - i / 10, "rank": i + 1}
-            for i, f in enumerate(files)]
+    return [{"index": i, "file": f, "given": "cat", "suggested": HOSTILE, "score": 0.9 - i / 10, "kind": "wrong",
+             "rank": i + 1} for i, f in enumerate(files)]
 
 
 def _data(html):
@@ -63,6 +63,19 @@ def test_shows_the_largest_scores_first_and_caps_them(monkeypatch):
     html = render_label_review(issues, np.zeros((3, 3, 40, 60), np.uint8), classes=["cat"], manifest_rows=None)
     assert [i["index"] for i in _data(html)["issues"]] == [2, 0]
     assert "The 1 further flagged images" in html
+
+
+def test_overlap_doubts_come_after_the_wrong_labels_under_their_own_heading():
+    issues = _issues(["", "", ""])
+    issues[0].update(kind="overlap", given="shirt", suggested="T-shirt")  # the largest score, but only a doubt
+    html = render_label_review(issues, np.zeros((3, 1, 8, 8), np.uint8), classes=["cat", "shirt", "T-shirt"],
+                               manifest_rows=None)
+    assert [i["index"] for i in _data(html)["issues"]] == [1, 2, 0]
+    assert re.findall(r'data-kind="(\w+)"', html) == ["wrong", "wrong", "overlap"]
+    assert "2 images whose given label" in html and "Between classes that overlap (1)" in html
+    assert "The model confuses T-shirt / shirt far more often" in html
+    assert "Between classes that overlap" not in render_label_review(
+        _issues(["", ""]), np.zeros((2, 1, 8, 8), np.uint8), classes=["cat"], manifest_rows=None)
 
 
 def test_mismatches_are_one_line_errors(tmp_path):

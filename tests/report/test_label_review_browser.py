@@ -81,13 +81,14 @@ def test_review_export_trains(browser, tmp_path):
 
 def test_array_dataset_exports_choices(browser, tmp_path):
     rng = np.random.default_rng(0)
-    issues = [{"index": i, "file": "", "given": "3", "suggested": "8", "score": 0.9 - i / 10, "rank": i + 1}
-              for i in (4, 7)]
+    issues = [{"index": i, "file": "", "given": "3", "suggested": "8", "score": 0.9 - i / 10, "kind": kind,
+               "rank": r} for r, (i, kind) in enumerate([(4, "wrong"), (7, "overlap")], start=1)]
     images = rng.integers(0, 256, (2, 1, 8, 8), dtype=np.uint8)
     html = write_label_review(issues, images, tmp_path, classes=[str(k) for k in range(10)], manifest_rows=None)
     errors: list[str] = []
     page = _open(browser, html, errors)
-    page.locator(".card").nth(1).locator("input[value=drop]").check()
+    page.locator(".card").nth(1).locator("input[value=drop]").check()  # the card under "Between classes that overlap"
+    assert page.inner_text("#tally").startswith("1 kept, 0 relabelled, 1 dropped")
     got = _export(page, tmp_path / "label_choices.csv")
     assert got == [["index", "file", "given", "choice", "label"], ["4", "", "3", "keep", "3"],
                    ["7", "", "3", "drop", "3"]]

@@ -296,6 +296,7 @@ def test_an_onnx_file_with_true_metadata_predicts(tmp_path):
     ({"resize": "stretch"}, "resize='stretch' is not one of"),
     ({"layout": "nhwc"}, "the input is"),
     ({"temperature": "nan"}, "temperature is not a positive number"),
+    ({"quantize": "int4" * 100}, "quantize='int4int4int4int4int4' is not one of none, int8, dynamic"),
 ])
 def test_onnx_metadata_out_of_range_is_refused_in_one_line(tmp_path, meta, message):
     with pytest.raises(CnnfitError, match=message) as err:

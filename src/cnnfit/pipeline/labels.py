@@ -16,7 +16,7 @@ import numpy as np
 
 from cnnfit.config import Config
 from cnnfit.data import SPLITS
-from cnnfit.data.label_issues import find_label_issues, read_oof, write_label_issues
+from cnnfit.data.label_issues import find_label_issues, overlapping_classes, read_oof, write_label_issues
 from cnnfit.errors import CnnfitError
 from cnnfit.files import new_run_dir
 from cnnfit.pipeline.prepare import Prepared, build_augment, look_at, prepare, write_data_report, write_samples
@@ -65,10 +65,13 @@ def label_search(cfg: Config, prep: Prepared, out: Path) -> dict:
     page = write_label_review(issues, images, out / "label_review.html", classes=list(classes), manifest_rows=rows)
     then = ("export the manifest, then: cnnfit train data=reviewed_manifest.csv data.allow_outside=true" if rows
             else "its export lists your choices (array data has no files for a manifest)")
-    log.info(f"{len(issues)} of {len(index)} train+val images have a likely wrong label -> {out / 'label_issues.csv'}"
-             f"; review them in {page}; {then}")
-    return {"flagged": len(issues), "searched": int(len(index)),
-            "method": "cleanlab: confident learning's calibrated count, lowest self-confidence first",
+    wrong = sum(i["kind"] == "wrong" for i in issues)
+    log.info(f"{wrong} of {len(index)} train+val images have a likely wrong label, {len(issues) - wrong} more a "
+             f"doubt between overlapping classes -> {out / 'label_issues.csv'}; review them in {page}; {then}")
+    return {"flagged": len(issues), "wrong": wrong, "overlap": len(issues) - wrong, "searched": int(len(index)),
+            "method": "cleanlab: confident learning's calibrated joint counts the wrong labels outside overlapping "
+                      "classes and the doubts between them; each taken lowest self-confidence first",
+            "overlapping_classes": overlapping_classes(labels, probs, classes=classes),
             "top": issues[:20], "review": str(page)}
 
 

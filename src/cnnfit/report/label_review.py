@@ -118,8 +118,8 @@ def _card(i: int, issue: dict, image: np.ndarray, classes: list[str]) -> str:
     uri, w, h = _thumb(image)
     name = issue["file"] or f"image {issue['index']}"
     options = "".join(f'<option{" selected" if c == issue["suggested"] else ""}>{esc(c)}</option>' for c in classes)
-    return (f'<div class="card" data-i="{i}" data-choice="keep"><img src="{uri}" width="{w}" height="{h}" '
-            f'alt="{esc(name)}, labelled {esc(issue["given"])}">'
+    return (f'<div class="card" data-i="{i}" data-kind="{esc(issue["kind"])}" data-choice="keep"><img src="{uri}" '
+            f'width="{w}" height="{h}" alt="{esc(name)}, labelled {esc(issue["given"])}">'
             f'<div><b>#{issue["rank"]}</b> given <b>{esc(issue["given"])}</b>, looks like '
             f'<b>{esc(issue["suggested"])}</b></div>'
             f'<div class="num">score {issue["score"]:.3f}</div><div class="path">{esc(name)}</div>'
@@ -157,7 +157,8 @@ def render_label_review(issues: list[dict], images: Sequence[np.ndarray] | np.nd
     """The review page as one HTML string; see write_label_review."""
     if len(images) != len(issues):
         raise CnnfitError(f"{len(images)} images for {len(issues)} flagged labels; pass the image of each issue")
-    order = sorted(range(len(issues)), key=lambda j: -issues[j]["score"])[:MAX_SHOWN]
+    # the likely wrong first, then the doubts between overlapping classes; each part largest score first
+    order = sorted(range(len(issues)), key=lambda j: (issues[j]["kind"] != "wrong", -issues[j]["score"]))[:MAX_SHOWN]
     shown = [issues[j] for j in order]
     rows_at = _rows_of(shown, manifest_rows)
     mode = "choices" if rows_at is None else "manifest"
@@ -167,12 +168,23 @@ def render_label_review(issues: list[dict], images: Sequence[np.ndarray] | np.nd
             "header": manifest_header("classify"), "rows": rows,
             "issues": [{"index": it["index"], "file": it["file"], "given": it["given"],
                         "row": rows_at[k] if rows_at else -1} for k, it in enumerate(shown)]}
-    cards = "".join(_card(k, issues[j], images[j], classes) for k, j in enumerate(order))
+    wrong = sum(i["kind"] == "wrong" for i in issues)
     more = f" The {len(issues) - len(shown)} further flagged images with the lowest scores are not shown." \
         if len(issues) > len(shown) else ""
-    how = note(f"{len(issues)} images whose given label the out-of-fold model doubts, most likely wrong first "
-               "(score = 1 - probability of the given label). Choose keep, relabel or drop for each, then export."
-               + more)
+    body = note(f"{wrong} image{'' if wrong == 1 else 's'} whose given label the out-of-fold model doubts, most likely "
+                "wrong first (score = 1 - probability of the given label). Choose keep, relabel or drop for each, "
+                "then export."
+                + more) + '<p id="tally" class="note" aria-live="polite"></p>'
+    for kind in ("wrong", "overlap"):
+        cards = "".join(_card(k, issues[j], images[j], classes) for k, j in enumerate(order)
+                        if issues[j]["kind"] == kind)
+        if kind == "overlap" and cards:
+            pairs = sorted({" / ".join(sorted((i["given"], i["suggested"]))) for i in shown if i["kind"] == kind})
+            body += (f"<h3>Between classes that overlap ({len(issues) - wrong})</h3>" + note(
+                f"The model confuses {', '.join(pairs)} far more often than any other pair of classes, so a doubt "
+                "there is more often a hard image than a wrong label. Check these by eye; a drop here also removes "
+                "hard examples the model needs."))
+        body += f'<div class="cards">{cards}</div>' if cards else ""
     if mode == "manifest":
         export = note(f"Export downloads {MANIFEST_NAME}: every image of the dataset "
                       f"({len(manifest_rows)} rows), relabelled images with their new label and dropped ones left "
@@ -182,7 +194,6 @@ def render_label_review(issues: list[dict], images: Sequence[np.ndarray] | np.nd
         export = note(f"This dataset has no image files, so a manifest cannot name its images. Export downloads "
                       f"{CHOICES_NAME} instead: one row per image shown (index,file,given,choice,label). Nothing on "
                       "disk is changed.")
-    body = (f'{how}<p id="tally" class="note" aria-live="polite"></p><div class="cards">{cards}</div>')
     export += '<p><button type="button" id="export">Export</button></p>'
     footer = (f'Written by cnnfit from out-of-fold probabilities; issues found by cleanlab.'
               f'<script type="application/json" id="review-data">{_json(data)}</script><script>{_SCRIPT}</script>')
